@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+/// @title Consent Ledger registry
+/// @notice The on-chain source of truth for who may read which checkup result, for which purpose,
+/// until when. Records are attested by checkup centres (EIP-712) and registered by gateways;
+/// patients (or their guardian) grant and revoke consent directly or by signature; emergency
+/// institutions may open time-boxed break-glass access; gateways anchor access-log checkpoints.
+///
+/// @dev Event digest. Every event this contract emits (including OpenZeppelin's RoleGranted /
+/// RoleRevoked) is folded, right after it is emitted, into a running digest:
+///
+///     head' = bytes24(keccak256(abi.encodePacked(head, topic0, topic1, ..., topicN, data)))
+///     count' = count + 1
+///
+/// where `topic0..topicN` and `data` are exactly the log's topics and data as a node returns
+/// them. An auditor therefore recomputes the digest from raw logs without decoding them, and a
+/// missing, extra or reordered log changes the result. The head is truncated to 24 bytes so that
+/// head and count share one storage slot (one SSTORE per event instead of two); 192 bits keep
+/// second-preimage resistance far beyond reach.
+interface IConsentRegistry {
+    /// @notice What a consent covers.
+    /// Record: `scopeId` is one record id. Category: `scopeId` is a category (bytes32, a short
+    /// ASCII name left-aligned and zero-padded, e.g. "laboratory"). All: every record of the
+    /// patient; `scopeId` must be zero.
+    enum ScopeKind {
+        Record,
+        Category,
+        All
+    }
+
+    /// @notice On which basis an access is allowed (`None` when it is not).
+    enum Basis {
+        None,
+        Owner,
+        Record,
+        Category,
+        All,
+        Guardian,
+        Emergency
+    }
+
+    /// @notice What a checkup centre signs (EIP-712 primary type `RecordAttestation`):
+    /// `RecordAttestation(address patient,bytes32 category,bytes32 contentDigest,uint64 issuedAt)`.
+    /// `contentDigest` is sha256 of the plaintext result.
+    struct RecordAttestation {
+        address patient;
+        bytes32 category;
+        bytes32 contentDigest;
+        uint64 issuedAt;
+    }
+
+    /// @notice A registered record, as views return it.
+    struct Record {
+        address patient;
+        uint64 issuedAt;
+        address centre;
+        bytes32 category;
+        bytes32 contentDigest;
+    }
+
+    /// @notice A patient's (or guardian's) signed grant (EIP-712 primary type `GrantConsent`):
+    /// `GrantConsent(address patient,address grantee,uint8 scopeKind,bytes32 scopeId,uint32 purposes,uint64 expiresAt,address signer,uint256 nonce,uint256 deadline)`.
+    /// `signer` is the patient or the patient's guardian (an EOA or an ERC-1271 wallet).
+    struct GrantRequest {
+        address patient;
+        address grantee;
+        ScopeKind scopeKind;
+        bytes32 scopeId;
+        uint32 purposes;
+        uint64 expiresAt;
+        address signer;
+        uint256 nonce;
+        uint256 deadline;
+    }
+
+    /// @notice A patient's (or guardian's) signed revoke (EIP-712 primary type `RevokeConsent`):
+    /// `RevokeConsent(address patient,address grantee,uint8 scopeKind,bytes32 scopeId,address signer,uint256 nonce,uint256 deadline)`.
+    struct RevokeRequest {
+        address patient;
+        address grantee;
+        ScopeKind scopeKind;
+        bytes32 scopeId;
+        address signer;
+        uint256 nonce;
+        uint256 deadline;
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// @notice A record became live. The CID (CIDv1, base32) is in the data, never indexed.
+    event RecordRegistered(
+        bytes32 indexed recordId,
+        address indexed patient,
+        address indexed centre,
+        bytes32 category,
+        bytes32 contentDigest,
+        uint64 issuedAt,
+        string cid
+    );
+
+    /// @notice Consent was granted or its purposes / expiry changed. `actor` is the patient or guardian.
+    event ConsentGranted(
+        address indexed patient,
+        address indexed grantee,
+        ScopeKind scopeKind,
+        bytes32 scopeId,
+        uint32 purposes,
+        uint64 expiresAt,
+        address actor
+    );
+
+    /// @notice Consent was revoked. `actor` is the patient or guardian.
+    event ConsentRevoked(
+        address indexed patient, address indexed grantee, ScopeKind scopeKind, bytes32 scopeId, address actor
+    );
+
+    /// @notice The patient appointed a guardian.
+    event GuardianSet(address indexed patient, address indexed guardian);
+
+    /// @notice The patient removed their guardian.
+    event GuardianRemoved(address indexed patient, address indexed guardian);
+
+    /// @notice An emergency institution opened break-glass access to a patient's records until `until`.
+    event BreakGlassOpened(address indexed patient, address indexed institution, uint64 until, bytes32 reasonHash);
+
+    /// @notice Break-glass access was closed early by the patient or guardian.
+    event BreakGlassClosed(address indexed patient, address indexed institution, address closedBy);
+
+    /// @notice A gateway anchored an access-log checkpoint (RFC 9162 tree size and root hash).
+    event CheckpointAnchored(address indexed gateway, uint64 treeSize, bytes32 rootHash);
+
+    // ---------------------------------------------------------------- errors
+
+    /// @notice The attestation's signer does not hold CENTRE_ROLE.
+    error NotACentre(address signer);
+    /// @notice The attestation names the zero address as patient.
+    error ZeroPatient();
+    /// @notice The record id is already registered.
+    error RecordExists(bytes32 recordId);
+    /// @notice The record id is not registered.
+    error UnknownRecord(bytes32 recordId);
+    /// @notice The CID is empty or longer than 128 bytes.
+    error InvalidCid(uint256 length);
+    /// @notice The grantee is the zero address or the patient themself.
+    error InvalidGrantee(address grantee);
+    /// @notice A Record scope names a record of another patient.
+    error RecordNotOwned(bytes32 recordId, address patient, address owner);
+    /// @notice An All scope with a non-zero id, or a Category scope with a zero id.
+    error InvalidScope(ScopeKind scopeKind, bytes32 scopeId);
+    /// @notice The purposes bit set is empty.
+    error NoPurpose();
+    /// @notice The expiry is not in the future.
+    error ExpiryInPast(uint64 expiresAt, uint256 nowTimestamp);
+    /// @notice The grant would change nothing (same purposes and expiry as in force).
+    error ConsentUnchanged(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId);
+    /// @notice There is no consent in force to revoke.
+    error ConsentNotFound(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId);
+    /// @notice The caller (or signer) is neither the patient nor the patient's guardian.
+    error NotPatientOrGuardian(address account, address patient);
+    /// @notice The signature's deadline has passed.
+    error SignatureExpired(uint256 deadline, uint256 nowTimestamp);
+    /// @notice The signature does not verify for the claimed signer under this contract's domain.
+    error InvalidSignature(address signer);
+    /// @notice The guardian is the zero address or the patient.
+    error InvalidGuardian(address guardian);
+    /// @notice The guardian is already appointed.
+    error GuardianUnchanged(address patient, address guardian);
+    /// @notice The patient has no guardian to remove.
+    error NoGuardian(address patient);
+    /// @notice A break-glass duration is zero or above MAX_BREAK_GLASS.
+    error InvalidBreakGlassDuration(uint64 duration, uint64 maxDuration);
+    /// @notice Break-glass by this institution for this patient is already open (no silent extension).
+    error BreakGlassAlreadyOpen(address patient, address institution, uint64 until);
+    /// @notice No open break-glass to close.
+    error BreakGlassNotOpen(address patient, address institution);
+    /// @notice The reason hash is zero.
+    error MissingReason();
+    /// @notice The purpose id is out of range (0..31).
+    error InvalidPurpose(uint8 purpose);
+    /// @notice A checkpoint's tree size does not strictly grow for this gateway.
+    error CheckpointNotGrowing(address gateway, uint64 treeSize, uint64 lastTreeSize);
+
+    // ---------------------------------------------------------------- records
+
+    /// @notice Registers a record attested by a centre; callable by GATEWAY_ROLE only.
+    /// The record id is the EIP-712 digest of the attestation (unique per chain, contract and attestation).
+    function registerRecord(RecordAttestation calldata attestation, bytes calldata centreSignature, string calldata cid)
+        external
+        returns (bytes32 recordId);
+
+    // ---------------------------------------------------------------- consent
+
+    /// @notice Grants (or changes) consent from msg.sender as patient.
+    function grant(address grantee, ScopeKind scopeKind, bytes32 scopeId, uint32 purposes, uint64 expiresAt) external;
+
+    /// @notice Revokes consent from msg.sender as patient.
+    function revoke(address grantee, ScopeKind scopeKind, bytes32 scopeId) external;
+
+    /// @notice Grants on behalf of `patient`; msg.sender must be the patient's guardian.
+    function grantFor(
+        address patient,
+        address grantee,
+        ScopeKind scopeKind,
+        bytes32 scopeId,
+        uint32 purposes,
+        uint64 expiresAt
+    ) external;
+
+    /// @notice Revokes on behalf of `patient`; msg.sender must be the patient's guardian.
+    function revokeFor(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId) external;
+
+    /// @notice Grants with the patient's (or guardian's) EIP-712 signature; anyone may relay.
+    function grantBySig(GrantRequest calldata request, bytes calldata signature) external;
+
+    /// @notice Revokes with the patient's (or guardian's) EIP-712 signature; anyone may relay.
+    function revokeBySig(RevokeRequest calldata request, bytes calldata signature) external;
+
+    // ---------------------------------------------------------------- guardian
+
+    /// @notice msg.sender (a patient) appoints `guardian`, replacing any previous one.
+    function setGuardian(address guardian) external;
+
+    /// @notice msg.sender (a patient) removes their guardian.
+    function removeGuardian() external;
+
+    // ---------------------------------------------------------------- break-glass
+
+    /// @notice Opens emergency access to `patient`'s records for `duration` seconds (<= MAX_BREAK_GLASS);
+    /// EMERGENCY_ROLE only. Covers purposes TREATMENT and EMERGENCY.
+    function openBreakGlass(address patient, uint64 duration, bytes32 reasonHash) external;
+
+    /// @notice The patient (or guardian) closes an institution's break-glass access early.
+    function closeBreakGlass(address patient, address institution) external;
+
+    // ---------------------------------------------------------------- access log
+
+    /// @notice A gateway anchors its access log's checkpoint; tree size strictly grows per gateway.
+    function anchorCheckpoint(uint64 treeSize, bytes32 rootHash) external;
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice Whether `grantee` may read `recordId` of `patient` for `purpose` now.
+    function hasConsent(address patient, address grantee, bytes32 recordId, uint8 purpose) external view returns (bool);
+
+    /// @notice On which basis `grantee` may read, and until when (0 for Owner / Guardian: no expiry).
+    function accessBasis(address patient, address grantee, bytes32 recordId, uint8 purpose)
+        external
+        view
+        returns (Basis basis, uint64 until);
+
+    /// @notice The consent in force for one (patient, grantee, scope); zeroes when none (expired ones are returned as stored).
+    function consentOf(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId)
+        external
+        view
+        returns (uint32 purposes, uint64 expiresAt);
+
+    /// @notice A registered record; reverts UnknownRecord when absent.
+    function recordOf(bytes32 recordId) external view returns (Record memory);
+
+    /// @notice The patient's guardian, or the zero address.
+    function guardianOf(address patient) external view returns (address);
+
+    /// @notice When break-glass by `institution` for `patient` ends (0 when never opened or closed).
+    function breakGlassUntil(address patient, address institution) external view returns (uint64);
+
+    /// @notice The last checkpoint a gateway anchored.
+    function checkpointOf(address gateway) external view returns (uint64 treeSize, bytes32 rootHash);
+
+    /// @notice The running event digest (see the contract-level notes) and the number of events folded.
+    function eventDigest() external view returns (bytes24 head, uint64 count);
+
+    /// @notice The EIP-712 digest (= record id) of an attestation.
+    function attestationDigest(RecordAttestation calldata attestation) external view returns (bytes32);
+}

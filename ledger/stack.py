@@ -1,0 +1,235 @@
+"""``consent up``: the whole local stack in the foreground.
+
+Starts the chain node and the IPFS node from ``hardhat_local/``, deploys the registry on first
+run (reused afterwards), admits the gateway's relayer account, starts the gateway, waits for
+``/healthz`` and then watches its children until Ctrl-C (or SIGTERM, as ``consent down`` sends),
+when it stops every process it started, newest first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from web3 import Web3
+
+from ledger.build import compile_contracts
+from ledger.chain import TxSender, connect, dev_accounts
+from ledger.deployment import REGISTRY_CONTRACT, Deployment, ensure_deployed
+from ledger.paths import StatePaths
+from ledger.services import AnvilNode, IpfsNode, ServiceError, ServiceProcess, port_in_use
+
+__all__ = ["StackConfig", "StackInfo", "ensure_kek", "run_stack", "start_stack"]
+
+GATEWAY_ROLE = Web3.keccak(text="GATEWAY_ROLE")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    paths: StatePaths
+    chain_port: int = 8545
+    ipfs_port: int = 5001
+    gateway_port: int = 8000
+    state_interval_s: int = 5
+
+
+@dataclass
+class StackInfo:
+    anvil: AnvilNode
+    ipfs: IpfsNode
+    gateway: ServiceProcess
+    deployment: Deployment
+    created: bool
+    gateway_url: str
+    health: dict[str, Any]
+
+    def processes(self) -> list[ServiceProcess]:
+        return [self.gateway, self.ipfs.process, self.anvil.process]
+
+    def stop(self) -> None:
+        for proc in self.processes():
+            proc.stop()
+
+
+def ensure_kek(path: Path) -> Path:
+    """The gateway's key-encryption key: 32 random bytes, hex, owner-only; made once."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def _admit_gateway(w3: Web3, deployment: Deployment, admin: TxSender, gateway: str) -> None:
+    abi = [
+        {
+            "name": name,
+            "type": "function",
+            "stateMutability": mut,
+            "inputs": [
+                {"name": "role", "type": "bytes32"},
+                {"name": "account", "type": "address"},
+            ],
+            "outputs": [{"name": "", "type": "bool"}] if name == "hasRole" else [],
+        }
+        for name, mut in (("hasRole", "view"), ("grantRole", "nonpayable"))
+    ]
+    contract = w3.eth.contract(address=deployment.address, abi=abi)
+    if not contract.functions.hasRole(GATEWAY_ROLE, gateway).call():
+        admin.send(contract.functions.grantRole(GATEWAY_ROLE, gateway).build_transaction(
+            {"from": admin.address}
+        ))
+
+
+def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> StackInfo:
+    """Start everything; on any failure stop what was started and raise ``ServiceError``."""
+    paths = config.paths.ensure()
+    for port, what in (
+        (config.chain_port, "chain node"),
+        (config.ipfs_port, "IPFS API"),
+        (config.gateway_port, "gateway"),
+    ):
+        if port_in_use(port):
+            raise ServiceError(
+                f"port {port} ({what}) is already in use: stop what holds it or pick another port"
+            )
+    started: list[Any] = []
+    try:
+        say(f"starting chain node on 127.0.0.1:{config.chain_port} (state {paths.chain_state})")
+        anvil = AnvilNode(
+            port=config.chain_port,
+            log_path=paths.logs / "anvil.log",
+            state_file=paths.chain_state,
+            state_interval_s=config.state_interval_s,
+        ).start()
+        started.append(anvil)
+        say(f"starting IPFS node on 127.0.0.1:{config.ipfs_port} (repo {paths.ipfs_repo})")
+        ipfs = IpfsNode(
+            repo=paths.ipfs_repo, api_port=config.ipfs_port, log_path=paths.logs / "ipfs.log"
+        ).start()
+        started.append(ipfs)
+
+        w3 = connect(anvil.url)
+        admin_account, relayer_account = dev_accounts()[0], dev_accounts()[1]
+        admin = TxSender(w3, admin_account)
+        artifact = compile_contracts(cache_dir=paths.build_cache)[REGISTRY_CONTRACT]
+        deployment, created = ensure_deployed(
+            w3, artifact, path=paths.deployment, sender=admin, admin=admin_account.address
+        )
+        say(
+            ("deployed" if created else "reusing")
+            + f" {REGISTRY_CONTRACT} at {deployment.address} (block {deployment.block})"
+        )
+        _admit_gateway(w3, deployment, admin, relayer_account.address)
+
+        kek = ensure_kek(paths.kek)
+        env = {
+            "CONSENT_HOME": str(paths.home),
+            "CONSENT_CHAIN_URL": anvil.url,
+            "CONSENT_IPFS_URL": ipfs.url,
+            "CONSENT_DATABASE_URL": f"sqlite:///{paths.database}",
+            "CONSENT_DEPLOYMENT_FILE": str(paths.deployment),
+            "CONSENT_KEK_FILE": str(kek),
+            "CONSENT_RELAYER_KEY": relayer_account.key.hex(),
+            "CONSENT_SIWE_DOMAIN": f"127.0.0.1:{config.gateway_port}",
+            "CONSENT_SIWE_URI": f"http://127.0.0.1:{config.gateway_port}",
+        }
+        gateway = ServiceProcess(
+            "gateway",
+            [
+                sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(config.gateway_port),
+                "--log-level", "warning",
+            ],
+            paths.logs / "gateway.log",
+            env=env,
+        )  # fmt: skip
+        say(f"starting gateway on 127.0.0.1:{config.gateway_port}")
+        gateway.start()
+        started.append(gateway)
+        url = f"http://127.0.0.1:{config.gateway_port}"
+        health = _wait_healthy(gateway, url)
+        return StackInfo(anvil, ipfs, gateway, deployment, created, url, health)
+    except BaseException:
+        for item in reversed(started):
+            with contextlib.suppress(Exception):
+                item.stop()
+        raise
+
+
+def _wait_healthy(gateway: ServiceProcess, url: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        gateway.check_alive()
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=2.0)
+            if r.status_code == 200:
+                body: dict[str, Any] = r.json()
+                return body
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise ServiceError(f"gateway not healthy after {timeout_s:.0f} s: {last}\n{gateway.tail()}")
+
+
+def run_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> int:
+    """Start the stack, then block until SIGINT/SIGTERM or a child dies. Returns an exit code."""
+    pid_file = config.paths.home / "stack.pid"
+    stop_requested = False
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        info = start_stack(config, say=say)
+    except BaseException:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        raise
+    pid_file.write_text(f"{os.getpid()}\n")
+    code = 0
+    try:
+        say_ready(info, config, say)
+        while not stop_requested:
+            for proc in info.processes():
+                if not proc.alive():
+                    say(f"error: {proc.name} exited unexpectedly; see {proc.log_path}")
+                    code = 1
+                    stop_requested = True
+            time.sleep(0.2)
+        say("stopping gateway, IPFS node and chain node ...")
+    finally:
+        info.stop()
+        pid_file.unlink(missing_ok=True)
+        for s, h in previous.items():
+            signal.signal(s, h)
+    say("stopped.")
+    return code
+
+
+def say_ready(info: StackInfo, config: StackConfig, say: Callable[[str], None]) -> None:
+    h = info.health
+    say("")
+    say("Consent Ledger is up:")
+    say(f"  gateway      {info.gateway_url}  (OpenAPI: {info.gateway_url}/docs)")
+    say(f"  chain        {info.anvil.url}  chain id {h.get('chain_id')}, block {h.get('latest_block')}")
+    say(f"  registry     {info.deployment.address}  (deployed at block {info.deployment.block})")
+    say(f"  IPFS API     {info.ipfs.url}  node {h.get('ipfs_node_id')}")
+    say(f"  database     {h.get('database')}")
+    say(f"  state        {config.paths.home}  (logs in {config.paths.logs})")
+    say("Press Ctrl-C to stop everything.")

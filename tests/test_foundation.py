@@ -1,0 +1,197 @@
+"""The foundation: reproducible build, the solc front, services, idempotent deployment, `consent up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+
+from ledger import build
+from ledger.build import SOLC_VERSION, compile_contracts
+from ledger.chain import DevKeyOnPublicChain, TxSender, dev_accounts, ensure_not_dev_key
+from ledger.deployment import REGISTRY_CONTRACT, DeploymentMismatch, ensure_deployed
+from ledger.paths import hardhat_local_dir
+from ledger.services import free_port
+
+
+def _fresh_compile() -> dict[str, build.Artifact]:
+    build._compile_cached.cache_clear()
+    return compile_contracts()
+
+
+def test_compiling_twice_gives_identical_bytecode() -> None:
+    first = _fresh_compile()
+    second = _fresh_compile()
+    assert REGISTRY_CONTRACT in first
+    assert first.keys() == second.keys()
+    for name in first:
+        assert first[name].bytecode == second[name].bytecode, name
+        assert first[name].deployed_bytecode == second[name].deployed_bytecode, name
+        assert first[name].abi == second[name].abi, name
+
+
+def test_build_cache_is_keyed_by_sources(tmp_path: Path) -> None:
+    compiled = compile_contracts(cache_dir=tmp_path)
+    cached = list(tmp_path.glob("*.json"))
+    assert len(cached) == 1
+    build._compile_cached.cache_clear()
+    again = compile_contracts(cache_dir=tmp_path)
+    assert again[REGISTRY_CONTRACT].bytecode == compiled[REGISTRY_CONTRACT].bytecode
+    assert list(tmp_path.glob("*.json")) == cached
+
+
+def test_solc_front_answers_version_like_native_solc() -> None:
+    out = subprocess.run(
+        [str(hardhat_local_dir() / "bin" / "solc"), "--version"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"Version: {SOLC_VERSION}+commit." in out
+
+
+def test_solc_front_writes_large_output_whole() -> None:
+    """A result far above a pipe's 64 KiB must arrive complete and parse as JSON."""
+    sources = {
+        f"U{i}.sol": {
+            "content": f"pragma solidity {SOLC_VERSION}; contract U{i} "
+            + "{ "
+            + " ".join(f"function f{j}() external pure returns (uint) {{ return {j}; }}" for j in range(40))
+            + " }"
+        }
+        for i in range(12)
+    }
+    request = {
+        "language": "Solidity",
+        "sources": sources,
+        "settings": {"outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}}},
+    }
+    proc = subprocess.run(
+        [str(hardhat_local_dir() / "bin" / "solc"), "--standard-json"],
+        input=json.dumps(request), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert len(proc.stdout) > 128 * 1024
+    output = json.loads(proc.stdout)
+    assert len(output["contracts"]) == 12
+
+
+def test_solc_front_rejects_unknown_arguments() -> None:
+    proc = subprocess.run(
+        [str(hardhat_local_dir() / "bin" / "solc"), "--bin", "x.sol"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "unsupported argument" in proc.stderr
+
+
+def test_dev_keys_are_refused_off_the_local_chain() -> None:
+    ensure_not_dev_key(dev_accounts()[0], 31337)
+    with pytest.raises(DevKeyOnPublicChain) as info:
+        ensure_not_dev_key(dev_accounts()[3], 1)
+    assert info.value.chain_id == 1
+    ensure_not_dev_key(Account.create(), 1)  # any other key is fine
+
+
+def test_deployment_is_reused_and_checked(chain, tmp_path: Path) -> None:
+    artifact = compile_contracts()[REGISTRY_CONTRACT]
+    admin = dev_accounts()[0]
+    sender = TxSender(chain, admin)
+    path = tmp_path / "deployment.json"
+    first, created = ensure_deployed(chain, artifact, path=path, sender=sender, admin=admin.address)
+    assert created
+    second, created_again = ensure_deployed(
+        chain, artifact, path=path, sender=sender, admin=admin.address
+    )
+    assert not created_again
+    assert second == first
+    assert json.loads(path.read_text())["address"] == first.address
+    record = json.loads(path.read_text())
+    record["abi_hash"] = "0" * 64
+    path.write_text(json.dumps(record))
+    with pytest.raises(DeploymentMismatch, match="contracts changed"):
+        ensure_deployed(chain, artifact, path=path, sender=sender, admin=admin.address)
+
+
+def _wait_health(url: str, proc: subprocess.Popen[str], timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=2)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("gateway never became healthy")
+
+
+def _children_of(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+@pytest.mark.slow
+def test_consent_up_survives_restart_and_stops_every_child(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = [free_port(), free_port(), free_port()]
+    argv = [
+        sys.executable, "-m", "ledger.cli", "up", "--home", str(home),
+        "--chain-port", str(ports[0]), "--ipfs-port", str(ports[1]),
+        "--gateway-port", str(ports[2]),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{ports[2]}"
+    env = {**os.environ, "COLUMNS": "200"}
+    seen: list[dict] = []
+    for _ in range(2):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            health = _wait_health(url, proc)
+            children = _children_of(proc.pid)
+            assert len(children) == 3, children
+            seen.append(health)
+            proc.send_signal(signal.SIGINT)
+            output, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0, output
+            assert "stopped." in output
+            for child in children:
+                assert not Path(f"/proc/{child}").exists() or _is_zombie(child), child
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert seen[1]["contract_address"] == seen[0]["contract_address"]
+    assert seen[1]["latest_block"] >= seen[0]["latest_block"]
+    deployment = json.loads((home / "deployment.json").read_text())
+    assert deployment["address"] == seen[0]["contract_address"]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_consent_up_refuses_a_port_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "ledger.cli", "up", "--home", str(tmp_path),
+             "--chain-port", str(busy), "--ipfs-port", str(free_port()),
+             "--gateway-port", str(free_port())],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"port {busy}" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
