@@ -80,9 +80,7 @@ class TransactionFailed(ChainError):
 
 def connect(url: str, *, timeout_s: float = 10.0) -> Web3:
     """A Web3 on ``url`` that caches the requests that never change (chain id)."""
-    provider = HTTPProvider(
-        url, request_kwargs={"timeout": timeout_s}, cache_allowed_requests=True
-    )
+    provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s}, cache_allowed_requests=True)
     return Web3(provider)
 
 

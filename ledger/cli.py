@@ -81,7 +81,9 @@ def status(
     try:
         r = httpx.get(f"{gateway.rstrip('/')}/healthz", timeout=5.0)
     except httpx.HTTPError as exc:
-        raise _fail(f"gateway at {gateway} is not answering ({exc}); start it with `make up`") from None
+        raise _fail(
+            f"gateway at {gateway} is not answering ({exc}); start it with `make up`"
+        ) from None
     body = r.json()
     if as_json:
         console.print_json(json.dumps(body))
@@ -124,7 +126,7 @@ def down(
 def _mount_optional() -> None:
     """Sub-apps that live in their own modules."""
     try:
-        from ledger.audit_cli import app as audit_app
+        from ledger.audit_cli import app as audit_app  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return
     app.add_typer(audit_app, name="audit")

@@ -129,9 +129,7 @@ class ServiceProcess:
             return ""
 
 
-def _wait_until(
-    check: ServiceProcess, probe: object, *, timeout_s: float, what: str
-) -> None:
+def _wait_until(check: ServiceProcess, probe: object, *, timeout_s: float, what: str) -> None:
     assert callable(probe)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -140,7 +138,9 @@ def _wait_until(
             if probe():
                 return
         time.sleep(0.1)
-    raise ServiceError(f"{what} did not become ready in {timeout_s:.0f} s; log tail:\n{check.tail()}")
+    raise ServiceError(
+        f"{what} did not become ready in {timeout_s:.0f} s; log tail:\n{check.tail()}"
+    )
 
 
 class AnvilNode:
@@ -232,9 +232,14 @@ class IpfsNode:
             "Delegates": [],
         }
         config["Bootstrap"] = []
-        config["Discovery"] = {"MDNS": {"Enabled": False, "Interval": 10}, "webRTCStar": {"Enabled": False}}
+        config["Discovery"] = {
+            "MDNS": {"Enabled": False, "Interval": 10},
+            "webRTCStar": {"Enabled": False},
+        }
         config_path.write_text(json.dumps(config, indent=2))
-        (self.repo / "api").unlink(missing_ok=True)  # a stale api file makes the CLI talk to a dead node
+        (self.repo / "api").unlink(
+            missing_ok=True
+        )  # a stale api file makes the CLI talk to a dead node
         # A SIGKILLed daemon leaves its repo lock behind; we are the only user of this repo.
         lock = self.repo / "repo.lock"
         with contextlib.suppress(OSError):
@@ -242,7 +247,7 @@ class IpfsNode:
                 shutil.rmtree(lock)
             else:
                 lock.unlink(missing_ok=True)
-        return None
+        return
 
     def start(self, *, timeout_s: float = 60.0) -> IpfsNode:
         if port_in_use(self.api_port):

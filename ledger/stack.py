@@ -87,9 +87,11 @@ def _admit_gateway(w3: Web3, deployment: Deployment, admin: TxSender, gateway: s
     ]
     contract = w3.eth.contract(address=deployment.address, abi=abi)
     if not contract.functions.hasRole(GATEWAY_ROLE, gateway).call():
-        admin.send(contract.functions.grantRole(GATEWAY_ROLE, gateway).build_transaction(
-            {"from": admin.address}
-        ))
+        admin.send(
+            contract.functions.grantRole(GATEWAY_ROLE, gateway).build_transaction(
+                {"from": admin.address}
+            )
+        )
 
 
 def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> StackInfo:
@@ -227,7 +229,8 @@ def say_ready(info: StackInfo, config: StackConfig, say: Callable[[str], None]) 
     say("")
     say("Consent Ledger is up:")
     say(f"  gateway      {info.gateway_url}  (OpenAPI: {info.gateway_url}/docs)")
-    say(f"  chain        {info.anvil.url}  chain id {h.get('chain_id')}, block {h.get('latest_block')}")
+    say(f"  chain        {info.anvil.url}  chain id {h.get('chain_id')}")
+    say(f"  block        {h.get('latest_block')}")
     say(f"  registry     {info.deployment.address}  (deployed at block {info.deployment.block})")
     say(f"  IPFS API     {info.ipfs.url}  node {h.get('ipfs_node_id')}")
     say(f"  database     {h.get('database')}")

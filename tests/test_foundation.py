@@ -1,4 +1,4 @@
-"""The foundation: reproducible build, the solc front, services, idempotent deployment, `consent up`."""
+"""Foundation: reproducible build, the solc front, services, idempotent deploy, `consent up`."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ def test_solc_front_writes_large_output_whole() -> None:
         f"U{i}.sol": {
             "content": f"pragma solidity {SOLC_VERSION}; contract U{i} "
             + "{ "
-            + " ".join(f"function f{j}() external pure returns (uint) {{ return {j}; }}" for j in range(40))
+            + " ".join(
+                f"function f{j}() external pure returns (uint) {{ return {j}; }}" for j in range(40)
+            )
             + " }"
         }
         for i in range(12)
@@ -150,7 +152,9 @@ def test_consent_up_survives_restart_and_stops_every_child(tmp_path: Path) -> No
     env = {**os.environ, "COLUMNS": "200"}
     seen: list[dict] = []
     for _ in range(2):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         try:
             health = _wait_health(url, proc)
             children = _children_of(proc.pid)
