@@ -1,0 +1,1 @@
+"""Consent Ledger gateway: FastAPI service (auth, upload, fetch, consent relay, access log)."""
