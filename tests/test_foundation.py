@@ -78,7 +78,7 @@ def test_solc_front_writes_large_output_whole() -> None:
         [str(hardhat_local_dir() / "bin" / "solc"), "--standard-json"],
         input=json.dumps(request), capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert len(proc.stdout) > 128 * 1024
+    assert len(proc.stdout) > 64 * 1024  # above what a truncating exit would deliver
     output = json.loads(proc.stdout)
     assert len(output["contracts"]) == 12
 

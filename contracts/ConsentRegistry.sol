@@ -1,0 +1,515 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
+
+import {IConsentRegistry} from "./IConsentRegistry.sol";
+
+/// @title Consent Ledger registry (implementation of IConsentRegistry)
+/// @notice See IConsentRegistry for the behaviour and the event digest.
+/// @dev Decisions the interface leaves open, fixed here:
+/// - Scope key: `keccak256(abi.encode(uint8(scopeKind), scopeId))`.
+/// - A grant is in force while `block.timestamp < expiresAt`; a new grant needs
+///   `expiresAt > block.timestamp` (else ExpiryInPast). `type(uint64).max` means "no expiry".
+/// - Revoking a stored but expired grant is allowed: it is still stored, and revoke deletes it
+///   (so `consentOf` returns zeroes afterwards). ConsentNotFound means "nothing stored".
+/// - `grantFor` / `revokeFor` and `closeBreakGlass` accept the patient as well as the guardian.
+/// - `setGuardian` replacing a guardian emits GuardianSet only (the new guardian is the state).
+/// - Read precedence (accessBasis): Owner, Record, Category, All, Guardian, Emergency — the first
+///   that applies is returned. A record of another patient, or an unknown record, gives None.
+/// - A guardian may read every record of the patient for every purpose (it could grant itself
+///   anyway); break-glass covers purposes TREATMENT and EMERGENCY only, and does not re-check
+///   EMERGENCY_ROLE at read time (the patient or guardian closes it; it lapses after at most 24 h).
+/// - Signatures: `block.timestamp <= deadline` is valid (as in ERC-2612); the nonce is consumed
+///   (checked) before the signature is verified, so a replay reverts InvalidAccountNonce. A
+///   signature that ECDSA-recovers to the signer is accepted at once; otherwise a signer with code
+///   is asked through ERC-1271 (OpenZeppelin SignatureChecker). This is isValidSignatureNow with
+///   the two attempts swapped, which spares EOAs a cold EXTCODESIZE (2,600 gas).
+/// - Records: the centre's attestation is checked with ECDSA (centres are EOAs); malformed
+///   signatures revert with OpenZeppelin's ECDSAInvalidSignature* errors.
+contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
+    // ---------------------------------------------------------------- types
+
+    /// @dev One consent, packed in one slot (12 bytes).
+    struct Grant {
+        uint32 purposes;
+        uint64 expiresAt;
+    }
+
+    /// @dev A gateway's last anchored access-log checkpoint.
+    struct Checkpoint {
+        uint64 treeSize;
+        bytes32 rootHash;
+    }
+
+    /// @dev The running event digest: head and count share one slot (see IConsentRegistry).
+    struct EventDigest {
+        bytes24 head;
+        uint64 count;
+    }
+
+    // ---------------------------------------------------------------- constants
+
+    bytes32 public constant CENTRE_ROLE = keccak256("CENTRE_ROLE");
+    bytes32 public constant GATEWAY_ROLE = keccak256("GATEWAY_ROLE");
+    bytes32 public constant EMERGENCY_ROLE = keccak256("EMERGENCY_ROLE");
+
+    /// @notice Purpose ids (bit positions in a purposes set).
+    uint8 public constant TREATMENT = 0;
+    uint8 public constant RESEARCH = 1;
+    uint8 public constant INSURANCE = 2;
+    uint8 public constant PUBLIC_HEALTH = 3;
+    uint8 public constant EMERGENCY = 4;
+
+    /// @notice The longest break-glass access, in seconds.
+    uint64 public constant MAX_BREAK_GLASS = 24 hours;
+
+    /// @notice The highest purpose id a bit set of 32 bits can hold.
+    uint8 private constant _MAX_PURPOSE = 31;
+    /// @notice The longest CID accepted, in bytes.
+    uint256 private constant _MAX_CID_LENGTH = 128;
+    /// @dev Purposes break-glass access covers.
+    uint32 private constant _BREAK_GLASS_PURPOSES = uint32((1 << TREATMENT) | (1 << EMERGENCY));
+
+    bytes32 private constant _RECORD_ATTESTATION_TYPEHASH =
+        keccak256("RecordAttestation(address patient,bytes32 category,bytes32 contentDigest,uint64 issuedAt)");
+    bytes32 private constant _GRANT_CONSENT_TYPEHASH = keccak256(
+        "GrantConsent(address patient,address grantee,uint8 scopeKind,bytes32 scopeId,uint32 purposes,uint64 expiresAt,address signer,uint256 nonce,uint256 deadline)"
+    );
+    bytes32 private constant _REVOKE_CONSENT_TYPEHASH = keccak256(
+        "RevokeConsent(address patient,address grantee,uint8 scopeKind,bytes32 scopeId,address signer,uint256 nonce,uint256 deadline)"
+    );
+
+    // ---------------------------------------------------------------- state
+
+    mapping(bytes32 recordId => Record) private _records;
+    mapping(address patient => mapping(bytes32 scope => mapping(address grantee => Grant))) private _grants;
+    mapping(address patient => address guardian) private _guardians;
+    mapping(address patient => mapping(address institution => uint64 until)) private _breakGlass;
+    mapping(address gateway => Checkpoint) private _checkpoints;
+    EventDigest private _digest;
+
+    // ---------------------------------------------------------------- constructor
+
+    /// @param admin Receives DEFAULT_ADMIN_ROLE (admits centres, gateways, emergency institutions).
+    constructor(address admin) EIP712("ConsentLedger", "1") {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    // ---------------------------------------------------------------- external: records
+
+    /// @inheritdoc IConsentRegistry
+    function registerRecord(RecordAttestation calldata attestation, bytes calldata centreSignature, string calldata cid)
+        external
+        onlyRole(GATEWAY_ROLE)
+        returns (bytes32 recordId)
+    {
+        if (bytes(cid).length == 0 || bytes(cid).length > _MAX_CID_LENGTH) revert InvalidCid(bytes(cid).length);
+        if (attestation.patient == address(0)) revert ZeroPatient();
+        recordId = _attestationDigest(attestation);
+        address centre = ECDSA.recover(recordId, centreSignature);
+        if (!hasRole(CENTRE_ROLE, centre)) revert NotACentre(centre);
+        Record storage record = _records[recordId];
+        if (record.patient != address(0)) revert RecordExists(recordId);
+
+        record.patient = attestation.patient;
+        record.issuedAt = attestation.issuedAt;
+        record.centre = centre;
+        record.category = attestation.category;
+        record.contentDigest = attestation.contentDigest;
+        emit RecordRegistered(
+            recordId,
+            attestation.patient,
+            centre,
+            attestation.category,
+            attestation.contentDigest,
+            attestation.issuedAt,
+            cid
+        );
+        _fold(
+            bytes.concat(
+                abi.encode(RecordRegistered.selector, recordId, attestation.patient, centre),
+                abi.encode(attestation.category, attestation.contentDigest, attestation.issuedAt, cid)
+            )
+        );
+    }
+
+    // ---------------------------------------------------------------- external: consent
+
+    /// @inheritdoc IConsentRegistry
+    function grant(address grantee, ScopeKind scopeKind, bytes32 scopeId, uint32 purposes, uint64 expiresAt)
+        external
+    {
+        _grant(msg.sender, grantee, scopeKind, scopeId, purposes, expiresAt, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function revoke(address grantee, ScopeKind scopeKind, bytes32 scopeId) external {
+        _revoke(msg.sender, grantee, scopeKind, scopeId, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function grantFor(
+        address patient,
+        address grantee,
+        ScopeKind scopeKind,
+        bytes32 scopeId,
+        uint32 purposes,
+        uint64 expiresAt
+    ) external {
+        _checkPatientOrGuardian(msg.sender, patient);
+        _grant(patient, grantee, scopeKind, scopeId, purposes, expiresAt, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function revokeFor(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId) external {
+        _checkPatientOrGuardian(msg.sender, patient);
+        _revoke(patient, grantee, scopeKind, scopeId, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function grantBySig(GrantRequest calldata request, bytes calldata signature) external {
+        _checkSignedRequest(
+            request.signer,
+            request.patient,
+            request.nonce,
+            request.deadline,
+            keccak256(abi.encode(_GRANT_CONSENT_TYPEHASH, request)),
+            signature
+        );
+        _grant(
+            request.patient,
+            request.grantee,
+            request.scopeKind,
+            request.scopeId,
+            request.purposes,
+            request.expiresAt,
+            request.signer
+        );
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function revokeBySig(RevokeRequest calldata request, bytes calldata signature) external {
+        _checkSignedRequest(
+            request.signer,
+            request.patient,
+            request.nonce,
+            request.deadline,
+            keccak256(abi.encode(_REVOKE_CONSENT_TYPEHASH, request)),
+            signature
+        );
+        _revoke(request.patient, request.grantee, request.scopeKind, request.scopeId, request.signer);
+    }
+
+    // ---------------------------------------------------------------- external: guardian
+
+    /// @inheritdoc IConsentRegistry
+    function setGuardian(address guardian) external {
+        if (guardian == address(0) || guardian == msg.sender) revert InvalidGuardian(guardian);
+        if (_guardians[msg.sender] == guardian) revert GuardianUnchanged(msg.sender, guardian);
+
+        _guardians[msg.sender] = guardian;
+        emit GuardianSet(msg.sender, guardian);
+        _fold(abi.encode(GuardianSet.selector, msg.sender, guardian));
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function removeGuardian() external {
+        address guardian = _guardians[msg.sender];
+        if (guardian == address(0)) revert NoGuardian(msg.sender);
+
+        delete _guardians[msg.sender];
+        emit GuardianRemoved(msg.sender, guardian);
+        _fold(abi.encode(GuardianRemoved.selector, msg.sender, guardian));
+    }
+
+    // ---------------------------------------------------------------- external: break-glass
+
+    /// @inheritdoc IConsentRegistry
+    function openBreakGlass(address patient, uint64 duration, bytes32 reasonHash)
+        external
+        onlyRole(EMERGENCY_ROLE)
+    {
+        if (patient == address(0)) revert ZeroPatient();
+        if (duration == 0 || duration > MAX_BREAK_GLASS) revert InvalidBreakGlassDuration(duration, MAX_BREAK_GLASS);
+        if (reasonHash == bytes32(0)) revert MissingReason();
+        uint64 current = _breakGlass[patient][msg.sender];
+        if (block.timestamp < current) revert BreakGlassAlreadyOpen(patient, msg.sender, current);
+
+        uint64 until;
+        // Cannot overflow: block.timestamp is far below 2^64 - MAX_BREAK_GLASS, and duration <= MAX_BREAK_GLASS.
+        unchecked {
+            until = uint64(block.timestamp) + duration;
+        }
+        _breakGlass[patient][msg.sender] = until;
+        emit BreakGlassOpened(patient, msg.sender, until, reasonHash);
+        _fold(abi.encode(BreakGlassOpened.selector, patient, msg.sender, until, reasonHash));
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function closeBreakGlass(address patient, address institution) external {
+        _checkPatientOrGuardian(msg.sender, patient);
+        if (block.timestamp >= _breakGlass[patient][institution]) revert BreakGlassNotOpen(patient, institution);
+
+        delete _breakGlass[patient][institution];
+        emit BreakGlassClosed(patient, institution, msg.sender);
+        _fold(abi.encode(BreakGlassClosed.selector, patient, institution, msg.sender));
+    }
+
+    // ---------------------------------------------------------------- external: access log
+
+    /// @inheritdoc IConsentRegistry
+    function anchorCheckpoint(uint64 treeSize, bytes32 rootHash) external onlyRole(GATEWAY_ROLE) {
+        Checkpoint storage checkpoint = _checkpoints[msg.sender];
+        uint64 last = checkpoint.treeSize;
+        if (treeSize <= last) revert CheckpointNotGrowing(msg.sender, treeSize, last);
+
+        checkpoint.treeSize = treeSize;
+        checkpoint.rootHash = rootHash;
+        emit CheckpointAnchored(msg.sender, treeSize, rootHash);
+        _fold(abi.encode(CheckpointAnchored.selector, msg.sender, treeSize, rootHash));
+    }
+
+    // ---------------------------------------------------------------- external: views
+
+    /// @inheritdoc IConsentRegistry
+    function hasConsent(address patient, address grantee, bytes32 recordId, uint8 purpose)
+        external
+        view
+        returns (bool)
+    {
+        (Basis basis,) = _accessBasis(patient, grantee, recordId, purpose);
+        return basis != Basis.None;
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function accessBasis(address patient, address grantee, bytes32 recordId, uint8 purpose)
+        external
+        view
+        returns (Basis basis, uint64 until)
+    {
+        return _accessBasis(patient, grantee, recordId, purpose);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function consentOf(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId)
+        external
+        view
+        returns (uint32 purposes, uint64 expiresAt)
+    {
+        Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        return (stored.purposes, stored.expiresAt);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function recordOf(bytes32 recordId) external view returns (Record memory record) {
+        record = _records[recordId];
+        if (record.patient == address(0)) revert UnknownRecord(recordId);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function guardianOf(address patient) external view returns (address) {
+        return _guardians[patient];
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function breakGlassUntil(address patient, address institution) external view returns (uint64) {
+        return _breakGlass[patient][institution];
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function checkpointOf(address gateway) external view returns (uint64 treeSize, bytes32 rootHash) {
+        Checkpoint storage checkpoint = _checkpoints[gateway];
+        return (checkpoint.treeSize, checkpoint.rootHash);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function eventDigest() external view returns (bytes24 head, uint64 count) {
+        EventDigest memory digest = _digest;
+        return (digest.head, digest.count);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function attestationDigest(RecordAttestation calldata attestation) external view returns (bytes32) {
+        return _attestationDigest(attestation);
+    }
+
+    // ---------------------------------------------------------------- public
+
+    /// @inheritdoc AccessControl
+    function supportsInterface(bytes4 interfaceId) public view override returns (bool) {
+        return interfaceId == type(IConsentRegistry).interfaceId || super.supportsInterface(interfaceId);
+    }
+
+    // ---------------------------------------------------------------- internal
+
+    /// @dev OpenZeppelin's grant, with its RoleGranted(role, account, sender) folded into the digest.
+    function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
+        granted = super._grantRole(role, account);
+        if (granted) _fold(abi.encode(RoleGranted.selector, role, account, _msgSender()));
+    }
+
+    /// @dev OpenZeppelin's revoke, with its RoleRevoked(role, account, sender) folded into the digest.
+    function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
+        revoked = super._revokeRole(role, account);
+        if (revoked) _fold(abi.encode(RoleRevoked.selector, role, account, _msgSender()));
+    }
+
+    /// @dev OpenZeppelin's role-admin change, with its RoleAdminChanged folded (unused today; keeps
+    /// the "every event is folded" invariant for subclasses).
+    function _setRoleAdmin(bytes32 role, bytes32 adminRole) internal override {
+        bytes32 previousAdminRole = getRoleAdmin(role);
+        super._setRoleAdmin(role, adminRole);
+        _fold(abi.encode(RoleAdminChanged.selector, role, previousAdminRole, adminRole));
+    }
+
+    // ---------------------------------------------------------------- private
+
+    function _grant(
+        address patient,
+        address grantee,
+        ScopeKind scopeKind,
+        bytes32 scopeId,
+        uint32 purposes,
+        uint64 expiresAt,
+        address actor
+    ) private {
+        if (grantee == address(0) || grantee == patient) revert InvalidGrantee(grantee);
+        _checkScope(patient, scopeKind, scopeId);
+        if (purposes == 0) revert NoPurpose();
+        if (expiresAt <= block.timestamp) revert ExpiryInPast(expiresAt, block.timestamp);
+        Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        if (stored.purposes == purposes && stored.expiresAt == expiresAt) {
+            revert ConsentUnchanged(patient, grantee, scopeKind, scopeId);
+        }
+
+        stored.purposes = purposes;
+        stored.expiresAt = expiresAt;
+        emit ConsentGranted(patient, grantee, scopeKind, scopeId, purposes, expiresAt, actor);
+        _fold(
+            abi.encode(ConsentGranted.selector, patient, grantee, scopeKind, scopeId, purposes, expiresAt, actor)
+        );
+    }
+
+    function _revoke(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId, address actor) private {
+        Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        if (stored.purposes == 0) revert ConsentNotFound(patient, grantee, scopeKind, scopeId);
+
+        delete stored.purposes;
+        delete stored.expiresAt;
+        emit ConsentRevoked(patient, grantee, scopeKind, scopeId, actor);
+        _fold(abi.encode(ConsentRevoked.selector, patient, grantee, scopeKind, scopeId, actor));
+    }
+
+    /// @dev Checks a signed request's deadline, signer, nonce (consumed) and signature.
+    function _checkSignedRequest(
+        address signer,
+        address patient,
+        uint256 nonce,
+        uint256 deadline,
+        bytes32 structHash,
+        bytes calldata signature
+    ) private {
+        if (block.timestamp > deadline) revert SignatureExpired(deadline, block.timestamp);
+        _checkPatientOrGuardian(signer, patient);
+        _useCheckedNonce(signer, nonce);
+        if (!_isValidSignature(signer, _hashTypedDataV4(structHash), signature)) revert InvalidSignature(signer);
+    }
+
+    /// @dev SignatureChecker.isValidSignatureNow with the ECDSA attempt first: an EOA's signature
+    /// is accepted without reading the signer's code size (a cold EXTCODESIZE, 2,600 gas); any
+    /// other signature goes to the signer's ERC-1271 `isValidSignature` when it has code.
+    function _isValidSignature(address signer, bytes32 hash, bytes memory signature) private view returns (bool) {
+        (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecover(hash, signature);
+        if (error == ECDSA.RecoverError.NoError && recovered == signer) return true;
+        return signer.code.length != 0 && SignatureChecker.isValidERC1271SignatureNow(signer, hash, signature);
+    }
+
+    function _checkPatientOrGuardian(address account, address patient) private view {
+        if (account == patient && patient != address(0)) return;
+        address guardian = _guardians[patient];
+        if (account != guardian || guardian == address(0)) revert NotPatientOrGuardian(account, patient);
+    }
+
+    function _checkScope(address patient, ScopeKind scopeKind, bytes32 scopeId) private view {
+        if (scopeKind == ScopeKind.Record) {
+            address owner = _records[scopeId].patient;
+            if (owner == address(0)) revert UnknownRecord(scopeId);
+            if (owner != patient) revert RecordNotOwned(scopeId, patient, owner);
+        } else if ((scopeKind == ScopeKind.Category) == (scopeId == bytes32(0))) {
+            // Category with a zero id, or All with a non-zero id.
+            revert InvalidScope(scopeKind, scopeId);
+        }
+    }
+
+    function _accessBasis(address patient, address grantee, bytes32 recordId, uint8 purpose)
+        private
+        view
+        returns (Basis, uint64)
+    {
+        if (purpose > _MAX_PURPOSE) revert InvalidPurpose(purpose);
+        if (grantee == address(0)) return (Basis.None, 0);
+        Record storage record = _records[recordId];
+        if (record.patient != patient || patient == address(0)) return (Basis.None, 0);
+        if (grantee == patient) return (Basis.Owner, 0);
+
+        mapping(bytes32 scope => mapping(address grantee => Grant)) storage grants = _grants[patient];
+        uint32 bit = uint32(1) << purpose;
+        uint64 until = _activeUntil(grants[_scopeKey(ScopeKind.Record, recordId)][grantee], bit);
+        if (until != 0) return (Basis.Record, until);
+        until = _activeUntil(grants[_scopeKey(ScopeKind.Category, record.category)][grantee], bit);
+        if (until != 0) return (Basis.Category, until);
+        until = _activeUntil(grants[_scopeKey(ScopeKind.All, bytes32(0))][grantee], bit);
+        if (until != 0) return (Basis.All, until);
+        if (_guardians[patient] == grantee) return (Basis.Guardian, 0);
+        if (bit & _BREAK_GLASS_PURPOSES != 0) {
+            until = _breakGlass[patient][grantee];
+            if (block.timestamp < until) return (Basis.Emergency, until);
+        }
+        return (Basis.None, 0);
+    }
+
+    /// @dev The grant's expiry if it covers `bit` and is in force now, else 0.
+    function _activeUntil(Grant storage stored, uint32 bit) private view returns (uint64) {
+        Grant memory loaded = stored;
+        if (loaded.purposes & bit == 0 || block.timestamp >= loaded.expiresAt) return 0;
+        return loaded.expiresAt;
+    }
+
+    function _attestationDigest(RecordAttestation calldata attestation) private view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(_RECORD_ATTESTATION_TYPEHASH, attestation)));
+    }
+
+    /// @dev Folds one log, given as its topics followed by its data, into the event digest:
+    /// head' = bytes24(keccak256(head || topicsAndData)), count' = count + 1.
+    function _fold(bytes memory topicsAndData) private {
+        EventDigest memory digest = _digest;
+        bytes24 head = digest.head;
+        bytes32 hash;
+        assembly ("memory-safe") {
+            // Hash head || topicsAndData in place: the 24-byte head goes over the last 24 bytes of
+            // the length word, right before the first byte; the length word is restored after.
+            let length := mload(topicsAndData)
+            mstore(topicsAndData, shr(64, head))
+            hash := keccak256(add(topicsAndData, 8), add(length, 24))
+            mstore(topicsAndData, length)
+        }
+        // Cannot overflow: one event per fold, and 2^64 events are out of reach of any chain.
+        unchecked {
+            _digest = EventDigest({head: bytes24(hash), count: digest.count + 1});
+        }
+    }
+
+    /// @dev keccak256(abi.encode(scopeKind, scopeId)), hashed in the scratch space.
+    function _scopeKey(ScopeKind scopeKind, bytes32 scopeId) private pure returns (bytes32 key) {
+        assembly ("memory-safe") {
+            mstore(0x00, scopeKind)
+            mstore(0x20, scopeId)
+            key := keccak256(0x00, 0x40)
+        }
+    }
+}

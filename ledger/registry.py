@@ -1,0 +1,479 @@
+"""Typed Python client of the on-chain ``ConsentRegistry``.
+
+Reads (``has_consent``, ``access_basis``, ``consent_of`` ...) are ``eth_call``s, optionally at a
+given block. Writes (``grant``, ``revoke``, ``register_record`` ...) take the ``LocalAccount``
+that sends them: the transaction is built and signed locally, sent raw, and its receipt polled
+(``ledger.chain.TxSender``); they return a frozen ``Receipt``. A revert, at estimate time or
+in a view, raises the ``ledger.contract_errors`` class of its custom error, with the decoded
+arguments (``ExpiryInPast(expires_at=..., now_timestamp=...)``).
+
+Each account's nonce is tracked locally by one ``TxSender`` per account and client; after
+rewinding the chain under a live client (``evm_revert``) call ``reset_nonces()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress, HexStr
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+from web3.types import BlockIdentifier, TxParams, TxReceipt
+
+from ledger.build import Artifact, compile_contracts
+from ledger.chain import Sent, TransactionFailed, TxSender, deploy
+from ledger.consent_types import Basis, RecordId, ScopeKind
+from ledger.contract_errors import ContractError, ErrorDecoder
+from ledger.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest
+
+__all__ = [
+    "CENTRE_ROLE",
+    "DEFAULT_ADMIN_ROLE",
+    "EMERGENCY_ROLE",
+    "GATEWAY_ROLE",
+    "REGISTRY_CONTRACT",
+    "AccessBasis",
+    "Checkpoint",
+    "ConsentRegistry",
+    "ConsentTerms",
+    "EventDigest",
+    "Receipt",
+    "Record",
+    "RecordReceipt",
+]
+
+REGISTRY_CONTRACT = "ConsentRegistry"
+
+DEFAULT_ADMIN_ROLE = bytes(32)
+CENTRE_ROLE = keccak(text="CENTRE_ROLE")
+GATEWAY_ROLE = keccak(text="GATEWAY_ROLE")
+EMERGENCY_ROLE = keccak(text="EMERGENCY_ROLE")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A mined, successful registry transaction."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    raw: TxReceipt = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, sent: Sent) -> Receipt:
+        return cls(sent.tx_hash, sent.block_number, sent.gas_used, sent.receipt)
+
+
+@dataclass(frozen=True)
+class RecordReceipt(Receipt):
+    """``registerRecord``'s receipt, with the new record's id."""
+
+    record_id: RecordId
+
+
+@dataclass(frozen=True)
+class ConsentTerms:
+    """A stored consent (zeroes when none); it may be expired (see ``in_force_at``)."""
+
+    purposes: int
+    expires_at: int
+
+    @property
+    def exists(self) -> bool:
+        return self.purposes != 0
+
+    def in_force_at(self, timestamp: int) -> bool:
+        return self.purposes != 0 and timestamp < self.expires_at
+
+
+@dataclass(frozen=True)
+class AccessBasis:
+    """Why an access is allowed, and until when (0: no expiry, or not allowed)."""
+
+    basis: Basis
+    until: int
+
+    @property
+    def allowed(self) -> bool:
+        return self.basis is not Basis.NONE
+
+
+@dataclass(frozen=True)
+class Record:
+    """A registered record as the chain holds it."""
+
+    record_id: RecordId
+    patient: ChecksumAddress
+    issued_at: int
+    centre: ChecksumAddress
+    category: bytes
+    content_digest: bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A gateway's last anchored access-log checkpoint (zeroes when none)."""
+
+    tree_size: int
+    root_hash: bytes
+
+
+@dataclass(frozen=True)
+class EventDigest:
+    """The registry's running event digest: 24-byte head and the number of events folded."""
+
+    head: bytes
+    count: int
+
+
+class ConsentRegistry:
+    """A deployed registry at ``address``."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        *,
+        abi: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        if abi is None:
+            abi = compile_contracts()[REGISTRY_CONTRACT].abi
+        self.w3 = w3
+        self.address: ChecksumAddress = to_checksum_address(address)
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=list(abi))
+        self.errors = ErrorDecoder(abi)
+        self._event_topics = {
+            str(item["name"]): keccak(
+                text=f"{item['name']}({','.join(str(i['type']) for i in item['inputs'])})"
+            )
+            for item in abi
+            if item.get("type") == "event"
+        }
+        self.domain = Domain(chain_id=w3.eth.chain_id, verifying_contract=self.address)
+        self._senders: dict[str, TxSender] = {}
+        self._senders_lock = threading.Lock()
+
+    @classmethod
+    def deploy(
+        cls,
+        w3: Web3,
+        *,
+        admin: str,
+        sender: LocalAccount,
+        artifact: Artifact | None = None,
+    ) -> tuple[ConsentRegistry, Receipt]:
+        """Deploy a new registry administered by ``admin``; ``sender`` pays."""
+        if artifact is None:
+            artifact = compile_contracts()[REGISTRY_CONTRACT]
+        sent = deploy(
+            w3,
+            abi=artifact.abi,
+            bytecode=artifact.bytecode,
+            args=[to_checksum_address(admin)],
+            sender=TxSender(w3, sender),
+        )
+        address = sent.receipt["contractAddress"]
+        if address is None:
+            raise TransactionFailed(sent.tx_hash, "no contract address in the receipt")
+        return cls(w3, address, abi=artifact.abi), Receipt.of(sent)
+
+    def reset_nonces(self) -> None:
+        """Forget locally tracked account nonces (after the chain was rewound)."""
+        with self._senders_lock:
+            self._senders.clear()
+
+    # ---------------------------------------------------------------- reads
+
+    def has_consent(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        *,
+        block_identifier: BlockIdentifier = "latest",
+    ) -> bool:
+        """Whether ``grantee`` may read ``record_id`` of ``patient`` for ``purpose``."""
+        args = (_addr(patient), _addr(grantee), bytes(record_id), int(purpose))
+        return bool(self._call("hasConsent", *args, block_identifier=block_identifier))
+
+    def access_basis(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        *,
+        block_identifier: BlockIdentifier = "latest",
+    ) -> AccessBasis:
+        args = (_addr(patient), _addr(grantee), bytes(record_id), int(purpose))
+        basis, until = self._call("accessBasis", *args, block_identifier=block_identifier)
+        return AccessBasis(Basis(basis), int(until))
+
+    def consent_of(
+        self,
+        patient: str,
+        grantee: str,
+        scope_kind: ScopeKind,
+        scope_id: bytes,
+        *,
+        block_identifier: BlockIdentifier = "latest",
+    ) -> ConsentTerms:
+        args = (_addr(patient), _addr(grantee), int(scope_kind), bytes(scope_id))
+        purposes, expires_at = self._call("consentOf", *args, block_identifier=block_identifier)
+        return ConsentTerms(int(purposes), int(expires_at))
+
+    def record_of(
+        self, record_id: bytes, *, block_identifier: BlockIdentifier = "latest"
+    ) -> Record:
+        """The record; raises ``UnknownRecord`` when absent."""
+        patient, issued_at, centre, category, content_digest = self._call(
+            "recordOf", bytes(record_id), block_identifier=block_identifier
+        )
+        return Record(
+            record_id=RecordId(bytes(record_id)),
+            patient=to_checksum_address(patient),
+            issued_at=int(issued_at),
+            centre=to_checksum_address(centre),
+            category=bytes(category),
+            content_digest=bytes(content_digest),
+        )
+
+    def guardian_of(
+        self, patient: str, *, block_identifier: BlockIdentifier = "latest"
+    ) -> ChecksumAddress | None:
+        """The patient's guardian, or None."""
+        guardian = to_checksum_address(
+            self._call("guardianOf", _addr(patient), block_identifier=block_identifier)
+        )
+        return None if int(guardian, 16) == 0 else guardian
+
+    def break_glass_until(
+        self, patient: str, institution: str, *, block_identifier: BlockIdentifier = "latest"
+    ) -> int:
+        """When the institution's break-glass ends (0: never opened, or closed)."""
+        args = (_addr(patient), _addr(institution))
+        return int(self._call("breakGlassUntil", *args, block_identifier=block_identifier))
+
+    def checkpoint_of(
+        self, gateway: str, *, block_identifier: BlockIdentifier = "latest"
+    ) -> Checkpoint:
+        tree_size, root_hash = self._call(
+            "checkpointOf", _addr(gateway), block_identifier=block_identifier
+        )
+        return Checkpoint(int(tree_size), bytes(root_hash))
+
+    def event_digest(self, *, block_identifier: BlockIdentifier = "latest") -> EventDigest:
+        head, count = self._call("eventDigest", block_identifier=block_identifier)
+        return EventDigest(bytes(head), int(count))
+
+    def attestation_digest(
+        self, attestation: RecordAttestation, *, block_identifier: BlockIdentifier = "latest"
+    ) -> RecordId:
+        """The record id the chain derives for ``attestation``."""
+        value = self._call(
+            "attestationDigest", attestation.as_tuple(), block_identifier=block_identifier
+        )
+        return RecordId(bytes(value))
+
+    def nonce_of(self, signer: str, *, block_identifier: BlockIdentifier = "latest") -> int:
+        """The next nonce a ``grantBySig`` / ``revokeBySig`` of ``signer`` must carry."""
+        return int(self._call("nonces", _addr(signer), block_identifier=block_identifier))
+
+    def has_role(
+        self, role: bytes, account: str, *, block_identifier: BlockIdentifier = "latest"
+    ) -> bool:
+        args = (bytes(role), _addr(account))
+        return bool(self._call("hasRole", *args, block_identifier=block_identifier))
+
+    # ---------------------------------------------------------------- writes: records
+
+    def register_record(
+        self,
+        sender: LocalAccount,
+        attestation: RecordAttestation,
+        centre_signature: bytes,
+        cid: str,
+    ) -> RecordReceipt:
+        """Register an attested record (``sender`` holds GATEWAY_ROLE)."""
+        sent = self._send(
+            sender, "registerRecord", attestation.as_tuple(), bytes(centre_signature), cid
+        )
+        record_id = self._record_id_from_logs(sent)
+        return RecordReceipt(
+            sent.tx_hash, sent.block_number, sent.gas_used, sent.receipt, record_id
+        )
+
+    # ---------------------------------------------------------------- writes: consent
+
+    def grant(
+        self,
+        patient: LocalAccount,
+        grantee: str,
+        scope_kind: ScopeKind,
+        scope_id: bytes,
+        purposes: int,
+        expires_at: int,
+    ) -> Receipt:
+        """``patient`` grants (or changes) consent; ``purposes`` is a bit set."""
+        args = (_addr(grantee), int(scope_kind), bytes(scope_id), int(purposes), int(expires_at))
+        return Receipt.of(self._send(patient, "grant", *args))
+
+    def revoke(
+        self, patient: LocalAccount, grantee: str, scope_kind: ScopeKind, scope_id: bytes
+    ) -> Receipt:
+        args = (_addr(grantee), int(scope_kind), bytes(scope_id))
+        return Receipt.of(self._send(patient, "revoke", *args))
+
+    def grant_for(
+        self,
+        guardian: LocalAccount,
+        patient: str,
+        grantee: str,
+        scope_kind: ScopeKind,
+        scope_id: bytes,
+        purposes: int,
+        expires_at: int,
+    ) -> Receipt:
+        """The patient's guardian grants on the patient's behalf."""
+        args = (
+            _addr(patient),
+            _addr(grantee),
+            int(scope_kind),
+            bytes(scope_id),
+            int(purposes),
+            int(expires_at),
+        )
+        return Receipt.of(self._send(guardian, "grantFor", *args))
+
+    def revoke_for(
+        self,
+        guardian: LocalAccount,
+        patient: str,
+        grantee: str,
+        scope_kind: ScopeKind,
+        scope_id: bytes,
+    ) -> Receipt:
+        args = (_addr(patient), _addr(grantee), int(scope_kind), bytes(scope_id))
+        return Receipt.of(self._send(guardian, "revokeFor", *args))
+
+    def grant_by_sig(
+        self, relayer: LocalAccount, request: GrantRequest, signature: bytes
+    ) -> Receipt:
+        """Relay a signed grant (``eip712.sign(signer, registry.domain, request)``)."""
+        return Receipt.of(self._send(relayer, "grantBySig", request.as_tuple(), bytes(signature)))
+
+    def revoke_by_sig(
+        self, relayer: LocalAccount, request: RevokeRequest, signature: bytes
+    ) -> Receipt:
+        return Receipt.of(self._send(relayer, "revokeBySig", request.as_tuple(), bytes(signature)))
+
+    # ---------------------------------------------------------------- writes: guardian
+
+    def set_guardian(self, patient: LocalAccount, guardian: str) -> Receipt:
+        return Receipt.of(self._send(patient, "setGuardian", _addr(guardian)))
+
+    def remove_guardian(self, patient: LocalAccount) -> Receipt:
+        return Receipt.of(self._send(patient, "removeGuardian"))
+
+    # ---------------------------------------------------------------- writes: break-glass
+
+    def open_break_glass(
+        self, institution: LocalAccount, patient: str, duration_s: int, reason_hash: bytes
+    ) -> Receipt:
+        """``institution`` (EMERGENCY_ROLE) opens emergency access for ``duration_s`` seconds."""
+        args = (_addr(patient), int(duration_s), bytes(reason_hash))
+        return Receipt.of(self._send(institution, "openBreakGlass", *args))
+
+    def close_break_glass(self, closer: LocalAccount, patient: str, institution: str) -> Receipt:
+        """The patient (or guardian) closes an institution's break-glass early."""
+        args = (_addr(patient), _addr(institution))
+        return Receipt.of(self._send(closer, "closeBreakGlass", *args))
+
+    # ---------------------------------------------------------------- writes: access log
+
+    def anchor_checkpoint(self, gateway: LocalAccount, tree_size: int, root_hash: bytes) -> Receipt:
+        args = (int(tree_size), bytes(root_hash))
+        return Receipt.of(self._send(gateway, "anchorCheckpoint", *args))
+
+    # ---------------------------------------------------------------- writes: roles
+
+    def grant_role(self, admin: LocalAccount, role: bytes, account: str) -> Receipt:
+        return Receipt.of(self._send(admin, "grantRole", bytes(role), _addr(account)))
+
+    def revoke_role(self, admin: LocalAccount, role: bytes, account: str) -> Receipt:
+        return Receipt.of(self._send(admin, "revokeRole", bytes(role), _addr(account)))
+
+    def renounce_role(self, account: LocalAccount, role: bytes, confirmation: str) -> Receipt:
+        """``account`` gives up ``role``; ``confirmation`` must be its own address."""
+        args = (bytes(role), _addr(confirmation))
+        return Receipt.of(self._send(account, "renounceRole", *args))
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _call(self, name: str, *args: Any, block_identifier: BlockIdentifier) -> Any:
+        function = self.contract.get_function_by_name(name)(*args)
+        try:
+            return function.call(block_identifier=block_identifier)
+        except ContractLogicError as exc:
+            raise self._decode(exc) from exc
+
+    def _send(self, account: LocalAccount, name: str, *args: Any) -> Sent:
+        data = self.contract.encode_abi(name, args=list(args))
+        tx = cast(TxParams, {"to": self.address, "data": data})
+        try:
+            return self._sender(account).send(tx)
+        except ContractLogicError as exc:
+            raise self._decode(exc) from exc
+        except TransactionFailed as exc:
+            # Mined but reverted (the state or the time moved between estimate and inclusion):
+            # replay the call on the block it was mined in to recover the custom error.
+            raise self._replay_failure(account, tx, exc) from exc
+
+    def _sender(self, account: LocalAccount) -> TxSender:
+        with self._senders_lock:
+            sender = self._senders.get(account.address)
+            if sender is None:
+                sender = self._senders[account.address] = TxSender(self.w3, account)
+            return sender
+
+    def _decode(self, exc: ContractLogicError) -> ContractError:
+        data = exc.data if isinstance(exc.data, str) else None
+        return self.errors.decode(data)
+
+    def _replay_failure(
+        self, account: LocalAccount, tx: TxParams, exc: TransactionFailed
+    ) -> Exception:
+        """The custom error of a mined, reverted transaction (else ``exc`` itself).
+
+        The call is replayed on the state after the transaction's block with that block's
+        timestamp: a reverted transaction changed nothing, so in a block of its own (anvil's
+        automine) this is exactly the state and the time it ran with.
+        """
+        try:
+            receipt = self.w3.eth.get_transaction_receipt(HexStr(exc.tx_hash))
+            params = cast(TxParams, {**tx, "from": account.address})
+            self.w3.eth.call(params, block_identifier=int(receipt["blockNumber"]))
+        except ContractLogicError as replayed:
+            return self._decode(replayed)
+        except Exception:  # the original failure is the more useful one
+            return exc
+        return exc
+
+    def _record_id_from_logs(self, sent: Sent) -> RecordId:
+        topic = self._event_topics["RecordRegistered"]
+        for log in sent.receipt["logs"]:
+            if log["address"] == self.address and log["topics"] and log["topics"][0] == topic:
+                return RecordId(bytes(log["topics"][1]))
+        raise TransactionFailed(sent.tx_hash, "no RecordRegistered event in the receipt")
+
+
+def _addr(value: str) -> ChecksumAddress:
+    return to_checksum_address(value)
