@@ -37,8 +37,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def local_stack(url: str | None, *, quiet: bool = True) -> Iterator[Stack]:
-    """The stack at ``url`` (chain and IPFS URLs read from its /healthz), or a fresh one."""
+def local_stack(
+    url: str | None, *, quiet: bool = True, gateway_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """The stack at ``url`` (chain and IPFS URLs read from its /healthz), or a fresh one
+    (``gateway_env``: extra ``CONSENT_*`` / ``UVICORN_*`` variables for its gateway)."""
     if url is not None:
         import httpx
 
@@ -47,7 +50,7 @@ def local_stack(url: str | None, *, quiet: bool = True) -> Iterator[Stack]:
             gateway_url=url.rstrip("/"),
             chain_url=health.get("chain_url", "http://127.0.0.1:8545"),
             ipfs_url=health.get("ipfs_url", "http://127.0.0.1:5001"),
-            registry=health["contract_address"],
+            registry=health["contract"],
             home=None,
             info=None,
         )
@@ -58,6 +61,7 @@ def local_stack(url: str | None, *, quiet: bool = True) -> Iterator[Stack]:
             chain_port=free_port(),
             ipfs_port=free_port(),
             gateway_port=free_port(),
+            gateway_env=dict(gateway_env or {}),
         )
         info = start_stack(config, say=(lambda _m: None) if quiet else print)
         try:

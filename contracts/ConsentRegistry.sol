@@ -424,6 +424,9 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     /// is accepted without reading the signer's code size (a cold EXTCODESIZE, 2,600 gas); any
     /// other signature goes to the signer's ERC-1271 `isValidSignature` when it has code.
     function _isValidSignature(address signer, bytes32 hash, bytes memory signature) private view returns (bool) {
+        // tryRecover's third value (errorArg) only details a failure for an error message; both
+        // the recovered address and the error code are checked below, so nothing is unchecked.
+        // slither-disable-next-line unused-return
         (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecover(hash, signature);
         if (error == ECDSA.RecoverError.NoError && recovered == signer) return true;
         return signer.code.length != 0 && SignatureChecker.isValidERC1271SignatureNow(signer, hash, signature);

@@ -234,8 +234,9 @@ def _parse_datetime(text: str, *, line: int) -> datetime:
 
 def _format_datetime(value: datetime) -> str:
     if value.utcoffset() == timedelta(0):
-        text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{text}.{value.microsecond // 1000:03d}Z"
+        # isoformat, not strftime: strftime("%Y") does not pad years before 1000 to 4 digits.
+        text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+        return text.removesuffix("+00:00") + "Z"
     return value.isoformat(timespec="milliseconds")
 
 
@@ -462,11 +463,12 @@ def verify(
         raise ChainMismatch(expected=expected_chain_id, actual=message.chain_id)
     if message.expiration_time is not None and now >= message.expiration_time:
         raise Expired(expired_at=message.expiration_time, now=now)
-    if max_age is not None and now >= message.issued_at + max_age:
+    # Differences, not sums: issued_at + max_age overflows for a message issued in year 9999.
+    if max_age is not None and now - message.issued_at >= max_age:
         raise Expired(expired_at=message.issued_at + max_age, now=now)
     if message.not_before is not None and now < message.not_before:
         raise NotYetValid(valid_from=message.not_before, now=now)
-    if now + clock_skew < message.issued_at:
+    if message.issued_at - now > clock_skew:
         raise NotYetValid(valid_from=message.issued_at - clock_skew, now=now)
     address, public_key = recover_signer(message_text, signature)
     if address != message.address:

@@ -11,7 +11,8 @@ Tree::
     ├── RevertedWithReason             Error(string)
     ├── Panic                          Panic(uint256) (assert, overflow, bad enum value ...)
     ├── Reverted                       no revert data at all
-    └── UnknownContractError           a selector this module has no class for
+    └── UnknownContractError           a selector this module has no class for, or revert
+                                       data whose arguments do not decode for its selector
 
 Each custom-error class is named as in Solidity and carries the decoded arguments as
 attributes, named in snake_case (``nowTimestamp`` -> ``now_timestamp``): addresses as checksum
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from eth_abi.abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
@@ -368,7 +370,7 @@ class Reverted(ContractError):
 
 @dataclass(eq=False)
 class UnknownContractError(ContractError):
-    """A custom error this module has no class for."""
+    """A custom error this module has no class for, or arguments that do not decode."""
 
     selector: bytes
     data: bytes
@@ -474,11 +476,21 @@ class ErrorDecoder:
         return {selector: spec.cls for selector, spec in self._specs.items()}
 
     def decode(self, data: bytes | str | None) -> ContractError:
-        """The exception for revert ``data`` (bytes or 0x-hex; None or empty: ``Reverted``)."""
+        """The exception for revert ``data`` (bytes or 0x-hex; None or empty: ``Reverted``).
+
+        Never raises: data that does not decode for its selector (truncated, dirty padding, an
+        enum or UTF-8 string out of range) gives ``UnknownContractError`` with the raw data.
+        """
         raw = _as_bytes(data)
         if len(raw) < 4:
             return Reverted()
         selector, payload = raw[:4], raw[4:]
+        try:
+            return self._decode_payload(selector, payload, raw)
+        except (DecodingError, ValueError, OverflowError):  # ValueError: ScopeKind, UTF-8
+            return UnknownContractError(selector, raw)
+
+    def _decode_payload(self, selector: bytes, payload: bytes, raw: bytes) -> ContractError:
         spec = self._specs.get(selector)
         if spec is not None:
             values = abi_decode(list(spec.types), payload) if spec.types else ()

@@ -8,6 +8,11 @@ The type strings are those of ``contracts/IConsentRegistry.sol``; the domain is
 ``{name: "ConsentLedger", version: "1", chainId, verifyingContract}``. Encoding and hashing
 are eth-account's (``encode_typed_data``); nothing is hand-rolled. An ERC-1271 wallet's owner
 signs the same digest (``sign_*`` with the owner's key) when the wallet checks ECDSA itself.
+
+Errors: building a message with a field that does not fit its Solidity type (an address that
+is not one, a ``bytes32`` of another length, an integer out of its ``uintN`` range) raises
+``ValueError``; so does :func:`recover_signer` for a signature that is not 65 bytes
+``r || s || v`` or that recovers to no key.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from eth_utils.exceptions import ValidationError
 
 from ledger.consent_types import RecordId, ScopeKind
 
@@ -108,6 +115,11 @@ def _bytes32(value: bytes, what: str) -> bytes:
     return raw
 
 
+def _uint(value: int, bits: int, what: str) -> None:
+    if not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise ValueError(f"{what} must be a uint{bits}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class RecordAttestation:
     """A centre's statement that ``content_digest`` (sha256 of the plaintext) is ``patient``'s."""
@@ -123,6 +135,7 @@ class RecordAttestation:
         object.__setattr__(self, "patient", to_checksum_address(self.patient))
         object.__setattr__(self, "category", _bytes32(self.category, "category"))
         object.__setattr__(self, "content_digest", _bytes32(self.content_digest, "content_digest"))
+        _uint(self.issued_at, 64, "issued_at")
 
     def message(self) -> dict[str, Any]:
         return {
@@ -158,6 +171,8 @@ class GrantRequest:
             object.__setattr__(self, name, to_checksum_address(getattr(self, name)))
         object.__setattr__(self, "scope_kind", ScopeKind(self.scope_kind))
         object.__setattr__(self, "scope_id", _bytes32(self.scope_id, "scope_id"))
+        for name, bits in (("purposes", 32), ("expires_at", 64), ("nonce", 256), ("deadline", 256)):
+            _uint(getattr(self, name), bits, name)
 
     def message(self) -> dict[str, Any]:
         return {
@@ -205,6 +220,8 @@ class RevokeRequest:
             object.__setattr__(self, name, to_checksum_address(getattr(self, name)))
         object.__setattr__(self, "scope_kind", ScopeKind(self.scope_kind))
         object.__setattr__(self, "scope_id", _bytes32(self.scope_id, "scope_id"))
+        _uint(self.nonce, 256, "nonce")
+        _uint(self.deadline, 256, "deadline")
 
     def message(self) -> dict[str, Any]:
         return {
@@ -272,7 +289,15 @@ def sign(account: LocalAccount, domain: Domain, message: TypedMessage) -> bytes:
 
 
 def recover_signer(domain: Domain, message: TypedMessage, signature: bytes) -> ChecksumAddress:
-    """The EOA that signed ``message`` (for off-chain checks, e.g. in the gateway)."""
-    return to_checksum_address(
-        Account.recover_message(signable(domain, message), signature=signature)
-    )
+    """The EOA that signed ``message`` (for off-chain checks, e.g. in the gateway).
+
+    Raises ``ValueError`` when ``signature`` is not 65 bytes or recovers to no key.
+    """
+    if not isinstance(signature, bytes) or len(signature) != 65:
+        raise ValueError("signature must be 65 bytes r || s || v")
+    encoded = signable(domain, message)
+    try:
+        recovered = Account.recover_message(encoded, signature=signature)
+    except (BadSignature, ValidationError, ValueError) as exc:
+        raise ValueError(f"signature recovers to no key: {exc}") from None
+    return to_checksum_address(recovered)

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -41,6 +41,8 @@ class StackConfig:
     ipfs_port: int = 5001
     gateway_port: int = 8000
     state_interval_s: int = 5
+    #: Extra ``CONSENT_*`` settings for the gateway process (e.g. a short checkpoint interval).
+    gateway_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +148,7 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
             "CONSENT_RELAYER_KEY": relayer_account.key.hex(),
             "CONSENT_SIWE_DOMAIN": f"127.0.0.1:{config.gateway_port}",
             "CONSENT_SIWE_URI": f"http://127.0.0.1:{config.gateway_port}",
+            **config.gateway_env,
         }
         gateway = ServiceProcess(
             "gateway",

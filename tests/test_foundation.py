@@ -170,10 +170,10 @@ def test_consent_up_survives_restart_and_stops_every_child(tmp_path: Path) -> No
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert seen[1]["contract_address"] == seen[0]["contract_address"]
+    assert seen[1]["contract"] == seen[0]["contract"]
     assert seen[1]["latest_block"] >= seen[0]["latest_block"]
     deployment = json.loads((home / "deployment.json").read_text())
-    assert deployment["address"] == seen[0]["contract_address"]
+    assert deployment["address"] == seen[0]["contract"]
 
 
 def _is_zombie(pid: int) -> bool:

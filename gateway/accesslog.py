@@ -1,0 +1,312 @@
+"""The access log: every fetch decision as a leaf of an append-only RFC 9162 Merkle tree.
+
+Leaf format (version 1): the canonical JSON of the decision, UTF-8, keys sorted, no spaces,
+ASCII only::
+
+    {"block":123,"decision":"allowed","patient":"0xabc...","purpose":0,"reason":"consent",
+     "record":"0x1f...","requester":"0xdef...","time":"2026-01-01T00:00:00.123Z","v":1}
+
+- ``requester`` / ``patient``: lowercase ``0x`` addresses; ``record``: lowercase ``0x`` bytes32.
+- ``purpose``: the purpose id (0 treatment, 1 research, ...).
+- ``decision``: ``allowed`` or ``denied``. ``reason`` for ``allowed``: ``owner`` (the patient
+  reads their own record) or ``consent``; for ``denied``: ``no_consent`` (the chain said no at
+  ``block``) or an operational refusal that is not a consent decision: ``blob_tampered``,
+  ``blob_missing``, ``ipfs_unavailable``, ``chain_unavailable`` (then ``block`` is null). An
+  auditor checks that every ``allowed`` leaf was covered by consent at ``block`` and every
+  ``no_consent`` leaf was not.
+- ``block``: the block number ``hasConsent`` was evaluated at. ``time``: the gateway's UTC clock.
+
+Appends go through one sequencer so that leaf indices are dense and every replica agrees on
+them: a process lock (group commit: the holder writes every queued entry in one transaction)
+plus, in the same transaction, the sequencer row (``SELECT ... FOR
+UPDATE`` on PostgreSQL; ``UPDATE ... RETURNING`` on SQLite, which takes the database write lock
+first and so never deadlocks on a lock upgrade). Leaf hashes are mirrored in memory (loaded at
+start, extended on append, topped up from the database when another replica appended), and
+:class:`gateway.merkle.MerkleTree` answers roots and proofs from them in O(log n).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, insert, select, update
+
+from gateway.db import is_postgres
+from gateway.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
+from gateway.models import ACCESS_LOG, CHECKPOINT, LOG_SEQUENCER, Checkpoint
+
+__all__ = ["LEAF_VERSION", "AccessLog", "Appended", "Decision", "canonical_leaf"]
+
+LEAF_VERSION = 1
+
+_LOG = ACCESS_LOG
+_SEQ = LOG_SEQUENCER
+_CKPT = CHECKPOINT
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One access decision, as the gateway made it."""
+
+    requester: str
+    patient: str
+    record_id: str
+    purpose: int
+    allowed: bool
+    reason: str
+    block_number: int | None
+    time: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A queued append: its leaf, then the index it got or the error that failed it."""
+
+    leaf: bytes
+    digest: bytes
+    patient: str
+    requester: str
+    index: int | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+
+
+def _rfc3339(ts: float) -> str:
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def canonical_leaf(decision: Decision) -> bytes:
+    """The leaf bytes of ``decision`` (see the module docstring for the format)."""
+    body = {
+        "block": decision.block_number,
+        "decision": "allowed" if decision.allowed else "denied",
+        "patient": decision.patient.lower(),
+        "purpose": int(decision.purpose),
+        "reason": decision.reason,
+        "record": decision.record_id.lower(),
+        "requester": decision.requester.lower(),
+        "time": _rfc3339(decision.time),
+        "v": LEAF_VERSION,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+class AccessLog:
+    """The append-only access log in the database, with Merkle roots and proofs."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_append: Callable[[int], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._on_append = on_append
+        self._postgres = is_postgres(engine)
+        self._append_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._mirror_lock = threading.Lock()
+        self._leaves: list[bytes] = []
+        self._tree = MerkleTree(self._leaves)
+        self.sync()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def append(self, decision: Decision) -> Appended:
+        """Append ``decision`` as the next leaf; returns once it is committed.
+
+        Group commit: appends queue up; whichever thread holds the sequencer lock writes every
+        queued entry in one transaction (one sequencer update for the whole range, one
+        multi-row insert, one commit) and the others find theirs done. No caller returns before
+        the transaction holding its entry has committed; a failed transaction fails every
+        append in it.
+        """
+        leaf = canonical_leaf(decision)
+        item = _Pending(
+            leaf=leaf,
+            digest=leaf_hash(leaf),
+            patient=decision.patient.lower(),
+            requester=decision.requester.lower(),
+        )
+        with self._queue_lock:
+            self._queue.append(item)
+        with self._append_lock:
+            if item.index is None and item.error is None:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._write(batch)
+        if item.error is not None:
+            raise item.error
+        assert item.index is not None
+        if self._on_append is not None:
+            self._on_append(item.index + 1)
+        return Appended(index=item.index, leaf=leaf, leaf_hash=item.digest)
+
+    def _write(self, batch: list[_Pending]) -> None:
+        """One transaction for ``batch``: reserve a dense index range, insert, commit."""
+        n = len(batch)
+        try:
+            with self._engine.begin() as conn:
+                if self._postgres:
+                    first = int(
+                        conn.execute(
+                            select(_SEQ.c.next_idx).where(_SEQ.c.id == 1).with_for_update()
+                        ).scalar_one()
+                    )
+                    conn.execute(update(_SEQ).where(_SEQ.c.id == 1).values(next_idx=first + n))
+                else:
+                    first = (
+                        int(
+                            conn.execute(
+                                update(_SEQ)
+                                .where(_SEQ.c.id == 1)
+                                .values(next_idx=_SEQ.c.next_idx + n)
+                                .returning(_SEQ.c.next_idx)
+                            ).scalar_one()
+                        )
+                        - n
+                    )
+                conn.execute(
+                    insert(_LOG),
+                    [
+                        {
+                            "idx": first + i,
+                            "leaf": p.leaf,
+                            "leaf_hash": p.digest,
+                            "patient": p.patient,
+                            "requester": p.requester,
+                        }
+                        for i, p in enumerate(batch)
+                    ],
+                )
+        except BaseException as exc:  # every waiter in the batch learns of it
+            for p in batch:
+                p.error = exc
+            if not isinstance(exc, Exception):
+                raise
+            return
+        with self._mirror_lock:
+            if first == len(self._leaves):
+                self._leaves.extend(p.digest for p in batch)
+        if first + n > len(self._leaves):  # another replica appended in between
+            self.sync()
+        for i, p in enumerate(batch):
+            p.index = first + i
+
+    def record_checkpoint(
+        self, *, tree_size: int, root: bytes, gateway: str, tx_hash: str, block_number: int
+    ) -> Checkpoint:
+        row = Checkpoint(
+            tree_size=tree_size,
+            root_hash="0x" + root.hex(),
+            gateway=gateway,
+            tx_hash=tx_hash,
+            block_number=block_number,
+            anchored_at=self._clock(),
+        )
+        with self._engine.begin() as conn:
+            conn.execute(insert(_CKPT).values(**row.model_dump()))
+        return row
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def sync(self) -> int:
+        """Top up the in-memory leaf hashes from the database; returns the log size."""
+        with self._mirror_lock:
+            start = len(self._leaves)
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    select(_LOG.c.idx, _LOG.c.leaf_hash)
+                    .where(_LOG.c.idx >= start)
+                    .order_by(_LOG.c.idx)
+                ).all()
+            for idx, digest in rows:
+                if idx != len(self._leaves):
+                    break  # a gap: an append still committing elsewhere; take it next time
+                self._leaves.append(bytes(digest))
+            return len(self._leaves)
+
+    @property
+    def size(self) -> int:
+        return len(self._leaves)
+
+    def root(self, tree_size: int | None = None) -> bytes:
+        if tree_size is not None and tree_size > len(self._leaves):
+            self.sync()
+        if tree_size == 0 or (tree_size is None and not self._leaves):
+            return EMPTY_ROOT
+        return self._tree.root(tree_size)
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        if tree_size > len(self._leaves):
+            self.sync()
+        return self._tree.inclusion_proof(index, tree_size)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        if second > len(self._leaves):
+            self.sync()
+        return self._tree.consistency_proof(first, second)
+
+    def entries_for_patient(
+        self, patient: str, *, after: int = -1, limit: int = 100
+    ) -> list[tuple[int, bytes, bytes]]:
+        """``(index, leaf, leaf_hash)`` of decisions about ``patient``'s records, in order."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(_LOG.c.idx, _LOG.c.leaf, _LOG.c.leaf_hash)
+                .where(_LOG.c.patient == patient.lower(), _LOG.c.idx > after)
+                .order_by(_LOG.c.idx)
+                .limit(limit)
+            ).all()
+        return [(int(i), bytes(leaf), bytes(h)) for i, leaf, h in rows]
+
+    def leaves(self, *, upto: int | None = None) -> list[bytes]:
+        """The canonical leaves ``0 .. upto-1`` (default: every committed, gap-free leaf)."""
+        size = self.sync() if upto is None else upto
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(_LOG.c.idx, _LOG.c.leaf).where(_LOG.c.idx < size).order_by(_LOG.c.idx)
+            ).all()
+        out: list[bytes] = []
+        for idx, leaf in rows:
+            if idx != len(out):
+                break  # never export past a gap
+            out.append(bytes(leaf))
+        return out
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint recorded after its on-chain receipt, by tree size."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(_CKPT).order_by(_CKPT.c.tree_size)).mappings().all()
+        return [Checkpoint.model_validate(dict(r)) for r in rows]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with self._engine.connect() as conn:
+            row = (
+                conn.execute(select(_CKPT).order_by(_CKPT.c.tree_size.desc()).limit(1))
+                .mappings()
+                .first()
+            )
+        return Checkpoint.model_validate(dict(row)) if row is not None else None
+
+    def checkpoint_at(self, tree_size: int) -> Checkpoint | None:
+        with self._engine.connect() as conn:
+            row = (
+                conn.execute(select(_CKPT).where(_CKPT.c.tree_size == tree_size)).mappings().first()
+            )
+        return Checkpoint.model_validate(dict(row)) if row is not None else None

@@ -1,0 +1,282 @@
+"""The gateway's FastAPI application factory.
+
+Run it with ``uvicorn gateway.app:create_app --factory`` (settings from ``CONSENT_*``), or in
+tests with ``create_app(Settings(...))``. Everything expensive — the registry ABI, the web3
+contract object, the database engine, HTTP connection pools — is built here once, never per
+request. The chain and IPFS may be down at start: the gateway still starts, ``/healthz``
+answers 503 with the details, and requests that need them fail closed with 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.accesslog import AccessLog
+from gateway.anchor import Anchorer
+from gateway.api import GatewayState, router
+from gateway.db import init_db, make_engine
+from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.ipfs import IpfsClient
+from gateway.metrics import Metrics, MetricsMiddleware
+from gateway.relay import ConsentDirectory, ConsentRelay
+from gateway.rpc import KeepAliveRpc
+from gateway.service import AuthService, ChainAccess, RecordService
+from gateway.settings import Settings, get_settings
+from ledger.build import compile_contracts
+from ledger.chain import connect
+from ledger.registry import REGISTRY_CONTRACT
+
+__all__ = ["create_app", "error_body"]
+
+log = logging.getLogger("gateway")
+
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one error shape: ``{"error": {"code", "message", "details"}}``."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _gateway_error_response(exc: GatewayError) -> JSONResponse:
+    body = exc.to_dict()
+    code = str(body.pop("code"))
+    message = str(body.pop("message"))
+    return JSONResponse(error_body(code, message, body), status_code=exc.http_status)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        if exc.http_status >= 500:
+            log.warning(
+                "%s %s -> %d %s", request.method, request.url.path, exc.http_status, exc.code
+            )
+        return _gateway_error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()  # never echo "input": it may be an uploaded plaintext
+        ]
+        return JSONResponse(
+            error_body("invalid_request", "request validation failed", {"errors": errors}),
+            status_code=422,
+        )
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies above ``limit`` with 413 before reading them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _send_413(send, self.limit)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_413(send, self.limit)
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    exc = PayloadTooLarge(limit=limit)
+    response = _gateway_error_response(exc)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(response.body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    init_db(engine)
+    abi = compile_contracts(cache_dir=settings.home / "build")[REGISTRY_CONTRACT].abi
+    w3 = connect(settings.chain_url, timeout_s=settings.chain_timeout_s)
+    relayer: LocalAccount = Account.from_key(settings.relayer_key_bytes)
+    chain = ChainAccess(
+        w3,
+        url=settings.chain_url,
+        address=settings.registry(),
+        abi=abi,
+        relayer=relayer,
+        chain_id=settings.expected_chain_id(),
+        max_in_flight=settings.max_in_flight_tx,
+        rpc=KeepAliveRpc(settings.chain_url, timeout_s=settings.chain_timeout_s),
+    )
+    http = httpx.Client(
+        base_url=settings.ipfs_url,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    )
+    ipfs = IpfsClient(http, timeout_s=settings.ipfs_timeout_s)
+    anchorer_box: list[Anchorer] = []
+
+    def on_append(size: int) -> None:
+        if anchorer_box:
+            anchorer_box[0].notify(size)
+
+    access_log = AccessLog(engine, on_append=on_append)
+    anchorer = Anchorer(
+        access_log,
+        chain,
+        every=settings.checkpoint_every,
+        interval_s=settings.checkpoint_interval_s,
+        min_gap_s=settings.checkpoint_min_gap_s,
+        metrics=metrics,
+    )
+    anchorer_box.append(anchorer)
+    auth = AuthService(
+        engine,
+        domain=settings.siwe_domain,
+        uri=settings.siwe_uri,
+        chain_id=lambda: chain.chain_id,
+        nonce_ttl_s=settings.siwe_nonce_ttl_s,
+        session_ttl_s=settings.session_ttl_s,
+        max_age_s=settings.siwe_max_age_s,
+    )
+    records = RecordService(
+        engine,
+        chain=chain,
+        blobs=ipfs,
+        kek=settings.kek_bytes,
+        access_log=access_log,
+        metrics=metrics,
+        max_upload_bytes=settings.max_upload_bytes,
+        blob_cache_bytes=settings.blob_cache_bytes,
+    )
+    return GatewayState(
+        engine=engine,
+        chain=chain,
+        ipfs=ipfs,
+        ipfs_http=http,
+        auth=auth,
+        records=records,
+        relay=ConsentRelay(chain, metrics=metrics),
+        consents=ConsentDirectory(chain, abi=abi, from_block=settings.deployment_block()),
+        access_log=access_log,
+        anchorer=anchorer,
+        metrics=metrics,
+        auditors=frozenset(settings.auditor_addresses),
+        chain_id=settings.expected_chain_id(),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway app. Refuses to start on a missing or placeholder KEK (``Settings``)."""
+    settings = settings if settings is not None else get_settings()
+    metrics = Metrics()
+    state = _build_state(settings, metrics)
+    # Uploaded files stay in memory up to the upload limit: a spooled temp file on disk would
+    # be plaintext at rest.
+    MultiPartParser.spool_max_size = max(
+        MultiPartParser.spool_max_size, settings.max_upload_bytes + _MULTIPART_OVERHEAD
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.anchor_enabled:
+            state.anchorer.start()
+        try:
+            yield
+        finally:
+            state.anchorer.stop()
+            state.ipfs_http.close()
+            state.chain.close()
+            state.engine.dispose()
+
+    app = FastAPI(
+        title="Consent Ledger gateway",
+        version="0.1.0",
+        summary="Serves encrypted checkup results only when the chain says the reader "
+        "holds consent.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = state
+    app.state.settings = settings
+    _install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    return app

@@ -1,0 +1,292 @@
+"""Error root of the gateway package.
+
+Every domain error raised by ``gateway`` derives from :class:`GatewayError`, which carries a
+stable machine-readable ``code`` and the ``http_status`` that the single FastAPI exception
+handler maps it to. Errors carry the offending values as attributes (and in ``fields``, for the
+JSON body), never only inside a message string.
+
+The tree (classes live in their modules for now; ``code`` and ``http_status`` after the name)::
+
+    GatewayError                    gateway_error 500
+    ├── IpfsError                   ipfs_error 502            (gateway.ipfs)
+    │   ├── IpfsUnavailable         ipfs_unavailable 503      connect error / transport timeout
+    │   ├── IpfsNotFound            ipfs_not_found 502        node cannot produce the CID in time
+    │   ├── IpfsApiError            ipfs_api_error 502        other error answer of the RPC API
+    │   ├── IpfsProtocolError       ipfs_protocol_error 502   answer not of the documented shape
+    │   └── InvalidCid              invalid_cid 400           text is not a CID we accept
+    ├── EnvelopeError               envelope_error 400        (gateway.envelope)
+    │   ├── MalformedEnvelope       malformed_envelope 400    bad blob / key / field encoding
+    │   ├── DecryptionFailed        decryption_failed 400     AEAD tag: wrong key, AAD, tamper
+    │   └── DigestMismatch          digest_mismatch 502       sha256(plaintext) != contentDigest
+    ├── MerkleError                 merkle_error 400          (gateway.merkle)
+    │   ├── InvalidTreeSize         invalid_tree_size 400
+    │   └── LeafIndexOutOfRange     leaf_index_out_of_range 400
+    └── SiweError                   siwe_error 401            (gateway.siwe)
+        ├── MalformedMessage        siwe_malformed_message 400
+        ├── DomainMismatch          siwe_domain_mismatch 401
+        ├── UriMismatch             siwe_uri_mismatch 401
+        ├── ChainMismatch           siwe_chain_mismatch 401
+        ├── Expired                 siwe_expired 401
+        ├── NotYetValid             siwe_not_yet_valid 401
+        ├── BadSignature            siwe_bad_signature 401
+        └── AddressMismatch         siwe_address_mismatch 401
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+__all__ = ["GatewayError"]
+
+
+class GatewayError(Exception):
+    """Root of every gateway domain error.
+
+    Subclasses override ``code`` and ``http_status`` and pass their offending values as
+    keyword ``fields`` (also set as typed attributes by the subclass ``__init__``).
+    """
+
+    code: ClassVar[str] = "gateway_error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields: Mapping[str, object] = MappingProxyType(dict(fields))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready body: ``{"code", "message", **fields}`` (fields rendered with ``str``
+        when not a JSON scalar)."""
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        for key, value in self.fields.items():
+            if value is None or isinstance(value, (bool, int, float, str)):
+                body[key] = value
+            elif isinstance(value, bytes):
+                body[key] = "0x" + value.hex()
+            else:
+                body[key] = str(value)
+        return body
+
+
+# -- service errors (gateway.app, gateway.service, gateway.relay) ---------------------------
+#
+#    GatewayError
+#    ├── Unauthenticated           [unauthenticated 401]       no/unknown/expired bearer token
+#    ├── SiweNonceInvalid          [siwe_nonce_invalid 401]    unknown, used (replay) or expired
+#    ├── Forbidden                 [forbidden 403]             signed in, but not allowed
+#    ├── ConsentDenied             [consent_denied 403]        chain says no at the named block
+#    ├── NotFound                  [not_found 404]             unknown route or resource
+#    │   └── RecordNotFound        [record_not_found 404]
+#    ├── Conflict                  [conflict 409]              e.g. same upload in progress
+#    ├── PayloadTooLarge           [payload_too_large 413]
+#    ├── InvalidRequest            [invalid_request 422]       request fails validation
+#    │   └── AttestationInvalid    [attestation_invalid 422]   bad signature / wrong signer
+#    ├── ContractRejected          [contract_<error> 4xx/5xx]  registry reverted (custom error)
+#    ├── BlobTampered              [blob_tampered 502]         blob fails CID/decrypt/digest
+#    ├── UpstreamFailed            [upstream_failed 502]       a transaction failed
+#    └── ServiceUnavailable        [service_unavailable 503]
+#        ├── ChainUnavailable      [chain_unavailable 503]     chain unreachable: fail closed
+#        └── DatabaseUnavailable   [database_unavailable 503]
+
+
+class Unauthenticated(GatewayError):
+    """No valid bearer session."""
+
+    code: ClassVar[str] = "unauthenticated"
+    http_status: ClassVar[int] = 401
+
+    def __init__(self, *, reason: str) -> None:
+        super().__init__(f"authentication required: {reason}", reason=reason)
+        self.reason = reason
+
+
+class SiweNonceInvalid(GatewayError):
+    """The SIWE message's nonce was never issued, is used up (a replay) or has expired."""
+
+    code: ClassVar[str] = "siwe_nonce_invalid"
+    http_status: ClassVar[int] = 401
+
+    def __init__(self, *, nonce: str) -> None:
+        super().__init__(
+            "the nonce is unknown, already used or expired; request a new one", nonce=nonce
+        )
+        self.nonce = nonce
+
+
+class Forbidden(GatewayError):
+    """Signed in, but this account may not do this."""
+
+    code: ClassVar[str] = "forbidden"
+    http_status: ClassVar[int] = 403
+
+    def __init__(self, *, account: str, reason: str) -> None:
+        super().__init__(f"{account} may not do this: {reason}", account=account, reason=reason)
+        self.account = account
+        self.reason = reason
+
+
+class ConsentDenied(GatewayError):
+    """The registry says the requester holds no consent for this record and purpose."""
+
+    code: ClassVar[str] = "consent_denied"
+    http_status: ClassVar[int] = 403
+
+    def __init__(
+        self, *, requester: str, patient: str, record_id: str, purpose: int, block: int
+    ) -> None:
+        super().__init__(
+            f"{requester} holds no consent for record {record_id} "
+            f"(purpose {purpose}) at block {block}",
+            requester=requester,
+            patient=patient,
+            record_id=record_id,
+            purpose=purpose,
+            block_number=block,
+        )
+        self.requester = requester
+        self.patient = patient
+        self.record_id = record_id
+        self.purpose = purpose
+        self.block = block
+
+
+class NotFound(GatewayError):
+    code: ClassVar[str] = "not_found"
+    http_status: ClassVar[int] = 404
+
+    def __init__(self, message: str = "not found", **fields: object) -> None:
+        super().__init__(message, **fields)
+
+
+class RecordNotFound(NotFound):
+    code: ClassVar[str] = "record_not_found"
+
+    def __init__(self, *, record_id: str) -> None:
+        super().__init__(f"no record {record_id}", record_id=record_id)
+        self.record_id = record_id
+
+
+class Conflict(GatewayError):
+    code: ClassVar[str] = "conflict"
+    http_status: ClassVar[int] = 409
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message, **fields)
+
+
+class PayloadTooLarge(GatewayError):
+    code: ClassVar[str] = "payload_too_large"
+    http_status: ClassVar[int] = 413
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__(f"the upload exceeds {limit} bytes", limit=limit)
+        self.limit = limit
+
+
+class InvalidRequest(GatewayError):
+    code: ClassVar[str] = "invalid_request"
+    http_status: ClassVar[int] = 422
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message, **fields)
+
+
+class AttestationInvalid(InvalidRequest):
+    """The centre's attestation signature does not verify for the signed-in centre."""
+
+    code: ClassVar[str] = "attestation_invalid"
+
+    def __init__(self, *, expected: str, recovered: str | None, reason: str) -> None:
+        super().__init__(
+            f"attestation refused: {reason}", expected=expected, recovered=recovered, reason=reason
+        )
+        self.expected = expected
+        self.recovered = recovered
+        self.reason = reason
+
+
+class ContractRejected(GatewayError):
+    """The registry reverted with a custom error; ``code`` is ``contract_<snake_name>``."""
+
+    code: ClassVar[str] = "contract_rejected"
+    http_status: ClassVar[int] = 422
+
+    def __init__(self, *, error: str, status: int, message: str, **fields: object) -> None:
+        super().__init__(message, error=error, **fields)
+        self.error = error
+        self.status = status
+
+
+class BlobTampered(GatewayError):
+    """The ciphertext from IPFS does not match its CID or fails to decrypt."""
+
+    code: ClassVar[str] = "blob_tampered"
+    http_status: ClassVar[int] = 502
+
+    def __init__(self, *, record_id: str, cid: str, reason: str) -> None:
+        super().__init__(
+            f"the stored ciphertext of {record_id} is corrupt: {reason}",
+            record_id=record_id,
+            cid=cid,
+            reason=reason,
+        )
+        self.record_id = record_id
+        self.cid = cid
+        self.reason = reason
+
+
+class UpstreamFailed(GatewayError):
+    code: ClassVar[str] = "upstream_failed"
+    http_status: ClassVar[int] = 502
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message, **fields)
+
+
+class ServiceUnavailable(GatewayError):
+    code: ClassVar[str] = "service_unavailable"
+    http_status: ClassVar[int] = 503
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message, **fields)
+
+
+class ChainUnavailable(ServiceUnavailable):
+    """The chain node did not answer: nothing is served (fail closed)."""
+
+    code: ClassVar[str] = "chain_unavailable"
+
+    def __init__(self, *, url: str, reason: str) -> None:
+        super().__init__(f"the chain node is unreachable: {reason}", url=url, reason=reason)
+        self.url = url
+        self.reason = reason
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code: ClassVar[str] = "database_unavailable"
+
+    def __init__(self, *, reason: str) -> None:
+        super().__init__(f"the database is unavailable: {reason}", reason=reason)
+        self.reason = reason
+
+
+__all__ += [
+    "AttestationInvalid",
+    "BlobTampered",
+    "ChainUnavailable",
+    "Conflict",
+    "ConsentDenied",
+    "ContractRejected",
+    "DatabaseUnavailable",
+    "Forbidden",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "RecordNotFound",
+    "ServiceUnavailable",
+    "SiweNonceInvalid",
+    "Unauthenticated",
+    "UpstreamFailed",
+]

@@ -1,0 +1,312 @@
+"""Database tables (sqlmodel) and the API's request / response models.
+
+Tables keep no plaintext: a record row holds the CID and the data key wrapped under the KEK;
+session rows hold the sha256 of the bearer token, never the token. Byte strings of the chain
+(record ids, digests, addresses) are stored as lowercase ``0x`` hex so they compare and index
+the same on SQLite and PostgreSQL; times are UNIX seconds (float).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Table
+from sqlmodel import Field as DbField
+from sqlmodel import SQLModel
+
+__all__ = [
+    "ACCESS_LOG",
+    "AUTH_NONCE",
+    "AUTH_SESSION",
+    "CHECKPOINT",
+    "LOG_SEQUENCER",
+    "RECORD",
+    "TABLES",
+    "AccessLogEntry",
+    "AccessLogEntryPublic",
+    "AccessLogPage",
+    "AuthNonce",
+    "AuthSession",
+    "Checkpoint",
+    "CheckpointPublic",
+    "ConsentPublic",
+    "ConsentsPublic",
+    "ConsistencyPublic",
+    "HealthPublic",
+    "LogSequencer",
+    "LoginRequest",
+    "NoncePublic",
+    "Record",
+    "RecordBase",
+    "RecordPublic",
+    "RecordsPublic",
+    "RelayRequest",
+    "RelayResult",
+    "SessionPublic",
+]
+
+Hex32 = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+
+# --------------------------------------------------------------------------------- tables
+
+
+class AuthNonce(SQLModel, table=True):
+    """A single-use SIWE nonce; deleted when a login consumes it."""
+
+    __tablename__ = "auth_nonce"
+
+    nonce: str = DbField(primary_key=True, max_length=64)
+    expires_at: float
+
+
+class AuthSession(SQLModel, table=True):
+    """A bearer session: who logged in, with which public key, until when."""
+
+    __tablename__ = "auth_session"
+
+    token_hash: str = DbField(primary_key=True, max_length=66)
+    address: str = DbField(index=True, max_length=42)
+    public_key: str = DbField(max_length=132, description="uncompressed secp256k1, 0x04...")
+    expires_at: float
+    created_at: float
+
+
+class RecordBase(SQLModel):
+    """What is known of a record (all public on-chain)."""
+
+    record_id: str = DbField(primary_key=True, max_length=66)
+    patient: str = DbField(index=True, max_length=42)
+    centre: str = DbField(index=True, max_length=42)
+    category: str = DbField(max_length=66, description="bytes32 category id, 0x hex")
+    content_digest: str = DbField(max_length=66)
+    issued_at: int = DbField(sa_type=BigInteger)
+    cid: str | None = DbField(default=None, max_length=256)
+    size: int = DbField(default=0, sa_type=BigInteger, description="ciphertext bytes")
+    blob_sha256: str = DbField(default="", max_length=66, description="sha256 of the ciphertext")
+
+
+class Record(RecordBase, table=True):
+    """A record row. ``status`` is ``pending`` while an upload is in progress, ``live`` once the
+    registerRecord receipt is in; only live rows are served."""
+
+    __tablename__ = "record"
+
+    wrapped_key: bytes = DbField(sa_column=Column(LargeBinary, nullable=False))
+    status: str = DbField(default="pending", max_length=16)
+    tx_hash: str | None = DbField(default=None, max_length=66)
+    block_number: int | None = DbField(default=None, sa_type=BigInteger)
+    created_at: float
+
+
+class AccessLogEntry(SQLModel, table=True):
+    """One access decision: leaf ``idx`` of the RFC 9162 log. ``leaf`` is the canonical JSON."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_patient_idx", "patient", "idx"),)
+
+    idx: int = DbField(primary_key=True, sa_type=BigInteger)
+    leaf: bytes = DbField(sa_column=Column(LargeBinary, nullable=False))
+    leaf_hash: bytes = DbField(sa_column=Column(LargeBinary, nullable=False))
+    patient: str = DbField(max_length=42)
+    requester: str = DbField(index=True, max_length=42)
+
+
+class LogSequencer(SQLModel, table=True):
+    """The single row that serialises appends (``SELECT ... FOR UPDATE`` on PostgreSQL)."""
+
+    __tablename__ = "access_log_sequencer"
+
+    id: int = DbField(primary_key=True)
+    next_idx: int = DbField(sa_type=BigInteger)
+
+
+class Checkpoint(SQLModel, table=True):
+    """An access-log checkpoint anchored on-chain (tree size, root, transaction)."""
+
+    __tablename__ = "access_log_checkpoint"
+
+    tree_size: int = DbField(primary_key=True, sa_type=BigInteger)
+    root_hash: str = DbField(max_length=66)
+    gateway: str = DbField(max_length=42)
+    tx_hash: str = DbField(max_length=66)
+    block_number: int = DbField(sa_type=BigInteger)
+    anchored_at: float
+
+
+# Typed handles on the tables, for SQLAlchemy Core statements on the hot paths.
+AUTH_NONCE: Table = SQLModel.metadata.tables["auth_nonce"]
+AUTH_SESSION: Table = SQLModel.metadata.tables["auth_session"]
+RECORD: Table = SQLModel.metadata.tables["record"]
+ACCESS_LOG: Table = SQLModel.metadata.tables["access_log"]
+LOG_SEQUENCER: Table = SQLModel.metadata.tables["access_log_sequencer"]
+CHECKPOINT: Table = SQLModel.metadata.tables["access_log_checkpoint"]
+TABLES: tuple[Table, ...] = (
+    AUTH_NONCE,
+    AUTH_SESSION,
+    RECORD,
+    ACCESS_LOG,
+    LOG_SEQUENCER,
+    CHECKPOINT,
+)
+
+# ------------------------------------------------------------------------------ API models
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class NoncePublic(_Out):
+    nonce: str = Field(examples=["f1c9a0d2b7e34e5c8a6d"])
+    expires_at: float = Field(description="UNIX seconds", examples=[1767225600.0])
+    domain: str = Field(examples=["127.0.0.1:8000"])
+    uri: str = Field(examples=["http://127.0.0.1:8000"])
+    chain_id: int | None = Field(examples=[31337])
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": "127.0.0.1:8000 wants you to sign in with your Ethereum account:\n"
+                    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\n\nSign in to Consent Ledger\n\n"
+                    "URI: http://127.0.0.1:8000\nVersion: 1\nChain ID: 31337\n"
+                    "Nonce: f1c9a0d2b7e34e5c8a6d\nIssued At: 2026-01-01T00:00:00.000Z",
+                    "signature": "0x" + "ab" * 65,
+                }
+            ]
+        },
+    )
+
+    message: str = Field(min_length=1, max_length=8192, description="EIP-4361 message")
+    signature: str = Field(pattern=r"^(0x)?[0-9a-fA-F]{130}$", description="personal_sign")
+
+
+class SessionPublic(_Out):
+    token: str = Field(description="Bearer token for the Authorization header")
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme name, not a secret
+    address: str = Field(examples=["0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"])
+    expires_at: float
+
+
+class RecordPublic(_Out):
+    record_id: str = Field(examples=["0x" + "1f" * 32])
+    patient: str
+    centre: str
+    category: str = Field(description="category name", examples=["laboratory"])
+    category_id: str = Field(description="bytes32 category id, 0x hex")
+    content_digest: str
+    issued_at: int
+    cid: str = Field(examples=["bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"])
+    size: int
+    tx_hash: str | None
+    block_number: int | None
+
+
+class RecordsPublic(_Out):
+    records: list[RecordPublic]
+
+
+class ConsentPublic(_Out):
+    patient: str
+    grantee: str
+    scope_kind: Literal["record", "category", "all"]
+    scope_id: str
+    purposes: list[int] = Field(description="purpose ids (0 treatment, 1 research, ...)")
+    purpose_names: list[str]
+    expires_at: int
+    active: bool = Field(description="in force at the block named in the response")
+
+
+class ConsentsPublic(_Out):
+    block_number: int
+    granted: list[ConsentPublic] = Field(description="consents the caller granted as patient")
+    received: list[ConsentPublic] = Field(description="consents granted to the caller")
+
+
+class RelayRequest(BaseModel):
+    """A patient's signed EIP-712 ``GrantConsent`` or ``RevokeConsent``, for the gateway to
+    relay (it pays the gas)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "action": "grant",
+                    "request": {
+                        "patient": "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+                        "grantee": "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
+                        "scopeKind": 0,
+                        "scopeId": "0x" + "1f" * 32,
+                        "purposes": 1,
+                        "expiresAt": 1767225600,
+                        "signer": "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+                        "nonce": 0,
+                        "deadline": 1767225600,
+                    },
+                    "signature": "0x" + "ab" * 65,
+                }
+            ]
+        },
+    )
+
+    action: Literal["grant", "revoke"]
+    request: dict[str, int | str] = Field(
+        description="GrantRequest / RevokeRequest fields as the contract names them"
+    )
+    signature: str = Field(pattern=r"^(0x)?[0-9a-fA-F]+$")
+
+
+class RelayResult(_Out):
+    action: Literal["grant", "revoke"]
+    tx_hash: str
+    block_number: int
+    status: Literal["mined"] = "mined"
+    gas_used: int
+
+
+class CheckpointPublic(_Out):
+    tree_size: int
+    root_hash: str
+    gateway: str
+    tx_hash: str
+    block_number: int
+    anchored_at: float
+
+
+class AccessLogEntryPublic(_Out):
+    index: int
+    leaf: str = Field(description="the canonical JSON leaf, verbatim")
+    leaf_hash: str = Field(description="SHA-256(0x00 || leaf), 0x hex")
+    entry: dict[str, object]
+    inclusion_proof: list[str] | None = Field(
+        description="RFC 9162 PATH against the checkpoint; null until a checkpoint covers it"
+    )
+
+
+class AccessLogPage(_Out):
+    checkpoint: CheckpointPublic | None
+    log_size: int
+    entries: list[AccessLogEntryPublic]
+
+
+class ConsistencyPublic(_Out):
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    proof: list[str]
+
+
+class HealthPublic(_Out):
+    status: Literal["ok", "degraded"]
+    chain_id: int | None
+    latest_block: int | None
+    contract: str | None
+    ipfs_node_id: str | None
+    database: str
+    details: dict[str, str]

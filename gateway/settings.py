@@ -1,0 +1,259 @@
+"""Gateway settings (pydantic-settings, environment prefix ``CONSENT_``).
+
+``consent up`` starts the gateway with exactly these variables: ``CONSENT_HOME``,
+``CONSENT_CHAIN_URL``, ``CONSENT_IPFS_URL``, ``CONSENT_DATABASE_URL``,
+``CONSENT_DEPLOYMENT_FILE``, ``CONSENT_KEK_FILE``, ``CONSENT_RELAYER_KEY``,
+``CONSENT_SIWE_DOMAIN`` and ``CONSENT_SIWE_URI``. Every other field has a default.
+
+Secrets are checked when the settings are built, so a gateway with a missing or placeholder
+key-encryption key (all zeros, ``changeme``, a repeated pattern ...) or without a relayer key
+refuses to start with a message that says what to fix. ``get_settings()`` is cached; tests
+build a :class:`Settings` themselves and hand it to ``create_app(settings)``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from eth_typing import ChecksumAddress
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from web3 import Web3
+
+from ledger.paths import state_paths
+
+__all__ = ["PlaceholderSecret", "Settings", "get_settings", "parse_secret_hex"]
+
+_PLACEHOLDERS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "placeholder",
+        "secret",
+        "password",
+        "todo",
+        "xxx",
+        "test",
+        "dummy",
+        "example",
+        "default",
+        "none",
+        "null",
+    }
+)
+_MIN_DISTINCT_BYTES = 16  # 32 random bytes have ~30 distinct values; patterns have few
+
+
+class PlaceholderSecret(ValueError):
+    """A secret is missing, malformed or an obvious placeholder."""
+
+
+def parse_secret_hex(text: str, *, what: str) -> bytes:
+    """32 bytes from hex text (``0x`` optional), refusing placeholders and patterns."""
+    stripped = text.strip()
+    if stripped.lower() in _PLACEHOLDERS or "changeme" in stripped.lower().replace("-", ""):
+        raise PlaceholderSecret(f"{what} is a placeholder ({stripped!r}); generate a real one")
+    hexpart = stripped[2:] if stripped[:2] in ("0x", "0X") else stripped
+    try:
+        raw = bytes.fromhex(hexpart)
+    except ValueError:
+        raise PlaceholderSecret(f"{what} is not hex (expected 64 hex digits)") from None
+    if len(raw) != 32:
+        raise PlaceholderSecret(f"{what} must be 32 bytes (64 hex digits), got {len(raw)} bytes")
+    if len(set(raw)) < _MIN_DISTINCT_BYTES:
+        raise PlaceholderSecret(
+            f"{what} looks like a placeholder (all zeros or a repeated pattern); "
+            f"generate one with `python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    return raw
+
+
+class Settings(BaseSettings):
+    """Everything the gateway reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONSENT_", env_file=None, extra="ignore", validate_default=True
+    )
+
+    home: Path = Field(
+        default_factory=lambda: state_paths().home,
+        description="State directory (CONSENT_HOME); defaults below live under it.",
+    )
+    chain_url: str = "http://127.0.0.1:8545"
+    ipfs_url: str = "http://127.0.0.1:5001"
+    database_url: str = Field(
+        default="",
+        description="sqlite:///path or postgresql+psycopg://...; default <home>/gateway.sqlite3",
+    )
+    deployment_file: Path | None = Field(
+        default=None, description="deployment.json of `consent up`; default <home>/deployment.json"
+    )
+    registry_address: str | None = Field(
+        default=None, description="The registry address, instead of a deployment file."
+    )
+    chain_id: int | None = Field(
+        default=None, description="Expected chain id; from the deployment file when absent."
+    )
+    kek_file: Path | None = Field(
+        default=None, description="32-byte key-encryption key, hex; default <home>/gateway-kek.key"
+    )
+    kek: SecretStr | None = Field(
+        default=None, description="The KEK itself (hex), instead of a file."
+    )
+    relayer_key: SecretStr | None = Field(
+        default=None, description="Hex private key of the gateway account (holds GATEWAY_ROLE)."
+    )
+    relayer_key_file: Path | None = None
+    siwe_domain: str = "127.0.0.1:8000"
+    siwe_uri: str = "http://127.0.0.1:8000"
+    siwe_nonce_ttl_s: int = Field(default=300, gt=0)
+    siwe_max_age_s: int = Field(
+        default=600, gt=0, description="Oldest accepted SIWE issued-at (replay window)."
+    )
+    session_ttl_s: int = Field(default=3600, gt=0)
+    checkpoint_every: int = Field(default=16, gt=0, description="Anchor after N new log entries.")
+    checkpoint_interval_s: float = Field(
+        default=30.0, gt=0, description="... or after T seconds with any new entry."
+    )
+    checkpoint_min_gap_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="At most one anchoring transaction per this many seconds (under load, a "
+        "checkpoint then covers every entry appended meanwhile).",
+    )
+    anchor_enabled: bool = True
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    chain_timeout_s: float = Field(default=10.0, gt=0)
+    ipfs_timeout_s: float = Field(default=30.0, gt=0)
+    max_in_flight_tx: int = Field(default=64, gt=0)
+    tx_timeout_s: float = Field(default=60.0, gt=0)
+    blob_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="In-memory cache of CID-verified ciphertext (content-addressed, immutable).",
+    )
+    db_pool_size: int = Field(default=16, gt=0)
+    auditors: str = Field(
+        default="",
+        description="Comma-separated 0x addresses whose sessions may download the whole access "
+        "log (GET /v1/access-log/export); CONSENT_AUDITORS.",
+    )
+
+    _kek_bytes: bytes = PrivateAttr(default=b"")
+    _relayer_bytes: bytes = PrivateAttr(default=b"")
+    _deployment: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("chain_url", "ipfs_url", "siwe_uri")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("auditors")
+    @classmethod
+    def _check_auditors(cls, value: str) -> str:
+        for part in value.split(","):
+            text = part.strip()
+            if text and not Web3.is_address(text):
+                raise ValueError(f"CONSENT_AUDITORS: {text!r} is not a 0x address")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        home = self.home.resolve()
+        self.home = home
+        if not self.database_url:
+            self.database_url = f"sqlite:///{home / 'gateway.sqlite3'}"
+        if self.deployment_file is None and self.registry_address is None:
+            self.deployment_file = home / "deployment.json"
+        if self.kek_file is None and self.kek is None:
+            self.kek_file = home / "gateway-kek.key"
+        self._kek_bytes = self._load_kek()
+        self._relayer_bytes = self._load_relayer_key()
+        return self
+
+    def _load_kek(self) -> bytes:
+        if self.kek is not None:
+            return parse_secret_hex(self.kek.get_secret_value(), what="CONSENT_KEK")
+        assert self.kek_file is not None
+        if not self.kek_file.is_file():
+            raise PlaceholderSecret(
+                f"the key-encryption key file {self.kek_file} does not exist; the gateway refuses "
+                f"to start without one (CONSENT_KEK_FILE; `consent up` creates it)"
+            )
+        text = self.kek_file.read_text(encoding="utf-8", errors="replace")
+        return parse_secret_hex(text, what=f"the key-encryption key in {self.kek_file}")
+
+    def _load_relayer_key(self) -> bytes:
+        if self.relayer_key is not None:
+            text = self.relayer_key.get_secret_value()
+            what = "CONSENT_RELAYER_KEY"
+        elif self.relayer_key_file is not None:
+            if not self.relayer_key_file.is_file():
+                raise PlaceholderSecret(f"relayer key file {self.relayer_key_file} does not exist")
+            text = self.relayer_key_file.read_text(encoding="utf-8", errors="replace")
+            what = f"the relayer key in {self.relayer_key_file}"
+        else:
+            raise PlaceholderSecret(
+                "no relayer key: set CONSENT_RELAYER_KEY (hex private key of an account holding "
+                "GATEWAY_ROLE) or CONSENT_RELAYER_KEY_FILE"
+            )
+        return parse_secret_hex(text, what=what)
+
+    @property
+    def kek_bytes(self) -> bytes:
+        """The 32-byte key-encryption key (validated)."""
+        return self._kek_bytes
+
+    @property
+    def relayer_key_bytes(self) -> bytes:
+        """The relayer's 32-byte private key (validated)."""
+        return self._relayer_bytes
+
+    @property
+    def auditor_addresses(self) -> frozenset[ChecksumAddress]:
+        """The checksummed addresses of ``auditors``."""
+        return frozenset(
+            Web3.to_checksum_address(part.strip())
+            for part in self.auditors.split(",")
+            if part.strip()
+        )
+
+    def deployment(self) -> dict[str, Any]:
+        """The deployment record (chain_id, address, block, ...), read once."""
+        if not self._deployment:
+            if self.registry_address is not None:
+                self._deployment = {
+                    "address": self.registry_address,
+                    "chain_id": self.chain_id,
+                    "block": 0,
+                }
+            else:
+                assert self.deployment_file is not None
+                if not self.deployment_file.is_file():
+                    raise FileNotFoundError(
+                        f"deployment file {self.deployment_file} does not exist; run `consent up` "
+                        f"or set CONSENT_DEPLOYMENT_FILE / CONSENT_REGISTRY_ADDRESS"
+                    )
+                self._deployment = json.loads(self.deployment_file.read_text(encoding="utf-8"))
+        return self._deployment
+
+    def registry(self) -> ChecksumAddress:
+        return Web3.to_checksum_address(self.deployment()["address"])
+
+    def deployment_block(self) -> int:
+        return int(self.deployment().get("block") or 0)
+
+    def expected_chain_id(self) -> int | None:
+        value = self.chain_id if self.chain_id is not None else self.deployment().get("chain_id")
+        return int(value) if value is not None else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings from the environment (cached)."""
+    return Settings()

@@ -1,0 +1,440 @@
+"""Consent state at any block: a pure fold of decoded registry events.
+
+:class:`ConsentTimeline` keeps, per key, the history of values the registry's storage took
+(grants per ``(patient, grantee, scope)``, guardians, break-glass windows, records, roles,
+checkpoints), each stamped with the ``(block, logIndex)`` of the event that set it. A query
+"at block N" sees the state after every event of block N, which is what ``eth_call`` at block N
+sees. Queries bisect a key's history, so answering many reads at many blocks costs
+O(log k) each, and nothing is refolded.
+
+:meth:`ConsentTimeline.access_basis_at` is ``ConsentRegistry._accessBasis`` written in Python,
+same order and same comparisons (a grant is in force while ``timestamp < expiresAt``)::
+
+    purpose > 31                              -> InvalidPurpose (ValueError here)
+    grantee == 0                              -> None
+    record unknown or of another patient      -> None
+    grantee == patient                        -> Owner
+    Record grant, then Category, then All     -> Record / Category / All (until = expiresAt)
+    grantee is the patient's guardian         -> Guardian
+    purpose in {TREATMENT, EMERGENCY} and
+      timestamp < break-glass until           -> Emergency (until)
+    otherwise                                 -> None
+
+The timestamp is that of the block the question is asked at (``block.timestamp`` in an
+``eth_call`` at that block): callers fetch it (``ledger.replay.BlockClock``).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from eth_typing import ChecksumAddress
+
+from ledger.consent_types import ALL_SCOPE_ID, BREAK_GLASS_PURPOSES, Basis, ScopeKind
+from ledger.events import (
+    BreakGlassClosed,
+    BreakGlassOpened,
+    CheckpointAnchored,
+    ConsentGranted,
+    ConsentRevoked,
+    GuardianRemoved,
+    GuardianSet,
+    RecordRegistered,
+    RegistryEvent,
+    RoleAdminChanged,
+    RoleGranted,
+    RoleRevoked,
+)
+
+__all__ = [
+    "ZERO_ADDRESS",
+    "BreakGlassWindow",
+    "ConsentTimeline",
+    "GrantInForce",
+    "OutOfOrderEvent",
+    "PatientState",
+    "RecordInfo",
+]
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+_MAX_PURPOSE = 31
+_BREAK_GLASS_BITS = sum(1 << int(p) for p in BREAK_GLASS_PURPOSES)
+_AFTER_BLOCK = 1 << 62  # a log index larger than any real one
+
+Position = tuple[int, int]
+V = TypeVar("V")
+
+
+class OutOfOrderEvent(ValueError):
+    """Events must be folded in ``(block, logIndex)`` order."""
+
+
+class _History(Generic[V]):
+    """Values a key took, with the position that set each; ``None`` means "deleted"."""
+
+    __slots__ = ("positions", "values")
+
+    def __init__(self) -> None:
+        self.positions: list[Position] = []
+        self.values: list[V | None] = []
+
+    def set(self, position: Position, value: V | None) -> None:
+        self.positions.append(position)
+        self.values.append(value)
+
+    def at(self, block: int) -> V | None:
+        i = bisect.bisect_right(self.positions, (block, _AFTER_BLOCK))
+        return self.values[i - 1] if i else None
+
+    def last(self) -> V | None:
+        return self.values[-1] if self.values else None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    record_id: bytes
+    patient: ChecksumAddress
+    centre: ChecksumAddress
+    category: bytes
+    content_digest: bytes
+    issued_at: int
+    cid: str
+    block_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class GrantInForce:
+    """A stored grant (the event that set it); ``in_force`` once a timestamp is known."""
+
+    patient: ChecksumAddress
+    grantee: ChecksumAddress
+    scope_kind: ScopeKind
+    scope_id: bytes
+    purposes: int
+    expires_at: int
+    actor: ChecksumAddress
+    block_number: int
+    log_index: int
+
+    def in_force(self, timestamp: int) -> bool:
+        return timestamp < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassWindow:
+    patient: ChecksumAddress
+    institution: ChecksumAddress
+    until: int
+    block_number: int
+
+
+@dataclass(frozen=True)
+class PatientState:
+    """A patient's consent state after block ``block_number`` (timestamp ``timestamp``)."""
+
+    patient: ChecksumAddress
+    block_number: int
+    timestamp: int
+    grants: tuple[GrantInForce, ...]  # stored and in force
+    expired: tuple[GrantInForce, ...]  # stored but lapsed
+    guardian: ChecksumAddress | None
+    break_glass: tuple[BreakGlassWindow, ...]  # open at the timestamp
+    records: tuple[RecordInfo, ...]
+
+
+_GrantKey = tuple[str, str, ScopeKind, bytes]  # patient, grantee, scope kind, scope id
+
+
+class ConsentTimeline:
+    """Every value the registry's consent storage took, queryable at any block."""
+
+    def __init__(self, events: Iterable[RegistryEvent] = ()) -> None:
+        self._last: Position = (-1, -1)
+        self.event_count = 0
+        self._records: dict[bytes, RecordInfo] = {}
+        self._grants: dict[_GrantKey, _History[GrantInForce]] = {}
+        self._grant_keys_by_patient: dict[str, set[_GrantKey]] = defaultdict(set)
+        self._guardians: dict[str, _History[ChecksumAddress]] = {}
+        self._break_glass: dict[tuple[str, str], _History[BreakGlassWindow]] = {}
+        self._bg_keys_by_patient: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._roles: dict[tuple[bytes, str], _History[bool]] = {}
+        self._checkpoints: dict[str, list[CheckpointAnchored]] = defaultdict(list)
+        self._by_patient: dict[str, list[RegistryEvent]] = defaultdict(list)
+        self.extend(events)
+
+    # -- folding --------------------------------------------------------------------------
+
+    def extend(self, events: Iterable[RegistryEvent]) -> None:
+        for event in events:
+            self.apply(event)
+
+    def apply(self, event: RegistryEvent) -> None:
+        """Fold one event; events must come in ``(block, logIndex)`` order."""
+        position = (event.block_number, event.log_index)
+        if position <= self._last:
+            raise OutOfOrderEvent(f"event at {position} after {self._last}")
+        self._last = position
+        self.event_count += 1
+        if isinstance(event, ConsentGranted):
+            key = (event.patient, event.grantee, event.scope_kind, event.scope_id)
+            grant = GrantInForce(
+                event.patient,
+                event.grantee,
+                event.scope_kind,
+                event.scope_id,
+                event.purposes,
+                event.expires_at,
+                event.actor,
+                event.block_number,
+                event.log_index,
+            )
+            self._grant_history(key).set(position, grant)
+            self._by_patient[event.patient].append(event)
+        elif isinstance(event, ConsentRevoked):
+            key = (event.patient, event.grantee, event.scope_kind, event.scope_id)
+            self._grant_history(key).set(position, None)
+            self._by_patient[event.patient].append(event)
+        elif isinstance(event, RecordRegistered):
+            self._records[event.record_id] = RecordInfo(
+                event.record_id,
+                event.patient,
+                event.centre,
+                event.category,
+                event.content_digest,
+                event.issued_at,
+                event.cid,
+                event.block_number,
+            )
+            self._by_patient[event.patient].append(event)
+        elif isinstance(event, GuardianSet | GuardianRemoved):
+            history = self._guardians.get(event.patient)
+            if history is None:
+                history = self._guardians[event.patient] = _History()
+            history.set(position, event.guardian if isinstance(event, GuardianSet) else None)
+            self._by_patient[event.patient].append(event)
+        elif isinstance(event, BreakGlassOpened | BreakGlassClosed):
+            bg_key = (event.patient, event.institution)
+            bg = self._break_glass.get(bg_key)
+            if bg is None:
+                bg = self._break_glass[bg_key] = _History()
+                self._bg_keys_by_patient[event.patient].add(bg_key)
+            window = (
+                BreakGlassWindow(event.patient, event.institution, event.until, event.block_number)
+                if isinstance(event, BreakGlassOpened)
+                else None
+            )
+            bg.set(position, window)
+            self._by_patient[event.patient].append(event)
+        elif isinstance(event, CheckpointAnchored):
+            self._checkpoints[event.gateway].append(event)
+        elif isinstance(event, RoleGranted | RoleRevoked):
+            role_key = (event.role, event.account)
+            role = self._roles.get(role_key)
+            if role is None:
+                role = self._roles[role_key] = _History()
+            role.set(position, True if isinstance(event, RoleGranted) else None)
+        elif isinstance(event, RoleAdminChanged):
+            pass  # role administration does not change who may read
+        else:  # pragma: no cover - EventDecoder only produces the types above
+            raise TypeError(f"unexpected event type {type(event).__name__}")
+
+    def _grant_history(self, key: _GrantKey) -> _History[GrantInForce]:
+        history = self._grants.get(key)
+        if history is None:
+            history = self._grants[key] = _History()
+            self._grant_keys_by_patient[key[0]].add(key)
+        return history
+
+    # -- point queries --------------------------------------------------------------------
+
+    @property
+    def last_position(self) -> Position:
+        return self._last
+
+    def record(self, record_id: bytes) -> RecordInfo | None:
+        """A registered record (whenever it was registered)."""
+        return self._records.get(bytes(record_id))
+
+    def record_at(self, record_id: bytes, block: int) -> RecordInfo | None:
+        info = self._records.get(bytes(record_id))
+        return info if info is not None and info.block_number <= block else None
+
+    def grant_at(
+        self, patient: str, grantee: str, scope_kind: ScopeKind, scope_id: bytes, block: int
+    ) -> GrantInForce | None:
+        """The stored grant after ``block`` (possibly lapsed; ``consentOf`` semantics)."""
+        history = self._grants.get((patient, grantee, ScopeKind(scope_kind), bytes(scope_id)))
+        return history.at(block) if history is not None else None
+
+    def guardian_at(self, patient: str, block: int) -> ChecksumAddress | None:
+        history = self._guardians.get(patient)
+        return history.at(block) if history is not None else None
+
+    def break_glass_until_at(self, patient: str, institution: str, block: int) -> int:
+        """``breakGlassUntil`` after ``block`` (0 when never opened or closed)."""
+        history = self._break_glass.get((patient, institution))
+        window = history.at(block) if history is not None else None
+        return window.until if window is not None else 0
+
+    def has_role_at(self, role: bytes, account: str, block: int) -> bool:
+        history = self._roles.get((bytes(role), account))
+        return bool(history.at(block)) if history is not None else False
+
+    def checkpoints(self, gateway: str | None = None) -> list[CheckpointAnchored]:
+        """Anchored checkpoints in chain order (of one gateway, or of all)."""
+        if gateway is not None:
+            return list(self._checkpoints.get(gateway, []))
+        merged = [c for cs in self._checkpoints.values() for c in cs]
+        return sorted(merged, key=lambda c: (c.block_number, c.log_index))
+
+    def gateways(self) -> list[ChecksumAddress]:
+        return sorted(self._checkpoints, key=str.lower)  # type: ignore[arg-type]
+
+    def patients(self) -> list[str]:
+        return sorted(self._by_patient, key=str.lower)
+
+    def patient_events(self, patient: str) -> list[RegistryEvent]:
+        """Every event about ``patient`` (records, consents, guardians, break-glass), in order."""
+        return list(self._by_patient.get(patient, []))
+
+    # -- access ---------------------------------------------------------------------------
+
+    def access_basis_at(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        *,
+        block_number: int,
+        block_timestamp: int,
+    ) -> tuple[Basis, int]:
+        """``accessBasis(patient, grantee, recordId, purpose)`` as an ``eth_call`` at
+        ``block_number`` (whose timestamp is ``block_timestamp``) answers it: ``(basis, until)``.
+        Raises ``ValueError`` for a purpose above 31 (the contract reverts InvalidPurpose)."""
+        if not 0 <= purpose <= _MAX_PURPOSE:
+            raise ValueError(f"InvalidPurpose({purpose})")
+        if grantee == ZERO_ADDRESS:
+            return Basis.NONE, 0
+        record = self.record_at(record_id, block_number)
+        if record is None or record.patient != patient or patient == ZERO_ADDRESS:
+            return Basis.NONE, 0
+        if grantee == patient:
+            return Basis.OWNER, 0
+        bit = 1 << purpose
+        for kind, scope_id, basis in (
+            (ScopeKind.RECORD, record.record_id, Basis.RECORD),
+            (ScopeKind.CATEGORY, record.category, Basis.CATEGORY),
+            (ScopeKind.ALL, ALL_SCOPE_ID, Basis.ALL),
+        ):
+            grant = self.grant_at(patient, grantee, kind, scope_id, block_number)
+            if grant is not None and grant.purposes & bit and block_timestamp < grant.expires_at:
+                return basis, grant.expires_at
+        if self.guardian_at(patient, block_number) == grantee:
+            return Basis.GUARDIAN, 0
+        if bit & _BREAK_GLASS_BITS:
+            until = self.break_glass_until_at(patient, grantee, block_number)
+            if block_timestamp < until:
+                return Basis.EMERGENCY, until
+        return Basis.NONE, 0
+
+    def access_at(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        block_number: int,
+        block_timestamp: int,
+    ) -> tuple[bool, Basis]:
+        """``(hasConsent, basis)`` at ``block_number`` (see :meth:`access_basis_at`)."""
+        basis, _ = self.access_basis_at(
+            patient,
+            grantee,
+            record_id,
+            purpose,
+            block_number=block_number,
+            block_timestamp=block_timestamp,
+        )
+        return basis is not Basis.NONE, basis
+
+    def grant_for_access(
+        self, patient: str, grantee: str, record_id: bytes, basis: Basis, block: int
+    ) -> GrantInForce | None:
+        """The stored grant that gave ``basis`` (Record / Category / All) at ``block``."""
+        record = self.record_at(record_id, block)
+        if record is None:
+            return None
+        scope = {
+            Basis.RECORD: (ScopeKind.RECORD, record.record_id),
+            Basis.CATEGORY: (ScopeKind.CATEGORY, record.category),
+            Basis.ALL: (ScopeKind.ALL, ALL_SCOPE_ID),
+        }.get(basis)
+        if scope is None:
+            return None
+        return self.grant_at(patient, grantee, scope[0], scope[1], block)
+
+    # -- whole-state queries --------------------------------------------------------------
+
+    def state_at(self, patient: str, *, block_number: int, timestamp: int) -> PatientState:
+        """The patient's consents, guardian, open break-glass windows and records then."""
+        in_force: list[GrantInForce] = []
+        lapsed: list[GrantInForce] = []
+        for key in self._grant_keys_by_patient.get(patient, ()):
+            grant = self._grants[key].at(block_number)
+            if grant is None:
+                continue
+            (in_force if grant.in_force(timestamp) else lapsed).append(grant)
+        windows = []
+        for bg_key in self._bg_keys_by_patient.get(patient, ()):
+            window = self._break_glass[bg_key].at(block_number)
+            if window is not None and timestamp < window.until:
+                windows.append(window)
+        records = [
+            r
+            for r in self._records.values()
+            if r.patient == patient and r.block_number <= block_number
+        ]
+        order = _grant_order
+        return PatientState(
+            patient=patient,  # type: ignore[arg-type]
+            block_number=block_number,
+            timestamp=timestamp,
+            grants=tuple(sorted(in_force, key=order)),
+            expired=tuple(sorted(lapsed, key=order)),
+            guardian=self.guardian_at(patient, block_number),
+            break_glass=tuple(sorted(windows, key=lambda w: w.institution.lower())),
+            records=tuple(sorted(records, key=lambda r: (r.block_number, r.record_id))),
+        )
+
+    def all_grants(self) -> Iterator[tuple[GrantInForce, Position | None]]:
+        """Every grant ever stored, with the position that ended it (a later grant or revoke
+        on the same key), or ``None`` while it is still stored."""
+        for history in self._grants.values():
+            for i, value in enumerate(history.values):
+                if value is None:
+                    continue
+                ended = history.positions[i + 1] if i + 1 < len(history.positions) else None
+                yield value, ended
+
+    def ending_event(self, grant: GrantInForce) -> RegistryEvent | None:
+        """The event (a revoke or a replacing grant) that ended ``grant``, if any."""
+        for event in self._by_patient.get(grant.patient, ()):
+            if (event.block_number, event.log_index) <= (grant.block_number, grant.log_index):
+                continue
+            if (
+                isinstance(event, ConsentGranted | ConsentRevoked)
+                and event.grantee == grant.grantee
+                and event.scope_kind == grant.scope_kind
+                and event.scope_id == grant.scope_id
+            ):
+                return event
+        return None
+
+
+def _grant_order(g: GrantInForce) -> tuple[str, int, bytes]:
+    return (g.grantee.lower(), int(g.scope_kind), g.scope_id)

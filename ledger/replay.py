@@ -1,0 +1,892 @@
+"""Replay every log of the registry and prove the replay complete against its event digest.
+
+The registry folds every log it emits into ``head' = bytes24(keccak256(head || topic0 || ... ||
+topicN || data))``, ``count' = count + 1`` (``IConsentRegistry``'s NatSpec; initial head zero).
+:func:`replay` fetches the deployment's logs with ``eth_getLogs`` from its deploy block to a
+target block ``head - confirmations``, orders them by ``(block, logIndex)``, recomputes that
+digest from the raw topics and data, and compares it with ``eventDigest()`` read at the target
+block's hash (EIP-1898). Equal digests prove the replay saw exactly the registry's logs, in
+order; nothing here trusts the node beyond that.
+
+Fetching is adaptive: a range the provider refuses as too large or as having too many results
+(the messages of geth, Erigon, Besu, Nethermind, Alchemy, Infura, QuickNode, Ankr, Cloudflare
+and others, see :func:`is_range_too_large`) is halved (or cut to the range the provider
+suggests), and the chunk grows again after light answers. Logs with ``removed: true`` are
+dropped and counted; logs of one block that disagree on the block hash mean the chain
+reorganised under the replay, which is then retried.
+
+When the digests differ, :func:`replay` localises every divergence: it bisects on
+``eventDigest()`` at past blocks (``eth_call`` with a block number; needs an archive node, which
+every dev chain and most providers are) to find the first block whose digest differs, fetches
+that block's receipts, proves them against the on-chain digest and names the missing, extra,
+altered or reordered logs. The verified logs of that block replace the node's answer and the
+search goes on, so a node that hid several events is caught for each.
+
+All I/O goes through :class:`RpcClient` (an ``httpx.Client`` handed in), so tests put a real node
+behind an ``httpx.MockTransport`` that lies.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import gc
+import importlib
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import httpx
+from eth_hash.auto import keccak
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
+
+from ledger.chain import ChainError, ChainUnavailable
+from ledger.events import EventDecoder, RawLog, RegistryEvent
+
+__all__ = [
+    "EVENT_DIGEST_SELECTOR",
+    "BlockClock",
+    "DigestMismatchKind",
+    "DigestProblem",
+    "DigestState",
+    "ProgressFn",
+    "RangeTooLarge",
+    "ReorgDetected",
+    "ReplayError",
+    "ReplayResult",
+    "RpcClient",
+    "RpcError",
+    "fetch_logs",
+    "fold_digest",
+    "gc_paused",
+    "is_range_too_large",
+    "read_event_digest",
+    "replay",
+]
+
+EVENT_DIGEST_SELECTOR = "0x" + keccak(b"eventDigest()")[:4].hex()
+_ZERO_HEAD = bytes(24)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+class ReplayError(ChainError):
+    """The replay could not be completed (the audit cannot verify)."""
+
+
+class RpcError(ChainError):
+    """A JSON-RPC error answer."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{method}: RPC error {code}: {message}")
+        self.method = method
+        self.code = code
+        self.rpc_message = message
+        self.data = data
+
+
+class RangeTooLarge(ReplayError):
+    """Even a one-block ``eth_getLogs`` range is refused."""
+
+    def __init__(self, block: int, reason: str) -> None:
+        super().__init__(f"the node refuses eth_getLogs even for block {block} alone: {reason}")
+        self.block = block
+        self.reason = reason
+
+
+class ReorgDetected(ReplayError):
+    """The chain reorganised below the target block while replaying (retries exhausted)."""
+
+
+# ------------------------------------------------------------------------------ JSON-RPC
+
+
+class RpcClient:
+    """A small JSON-RPC 2.0 client on an ``httpx.Client`` (single calls and batches)."""
+
+    def __init__(
+        self, url: str, *, client: httpx.Client | None = None, timeout_s: float = 60.0
+    ) -> None:
+        self.url = url
+        self._client = client if client is not None else httpx.Client(timeout=timeout_s)
+        self._ids = itertools.count(1)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _post(self, body: Any) -> Any:
+        try:
+            response = self._client.post(
+                self.url,
+                content=json.dumps(body, separators=(",", ":")),
+                headers={"content-type": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise ChainUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code == 413:
+            raise RpcError(_method_of(body), 413, "payload too large (HTTP 413)")
+        if response.status_code >= 400 and not response.content:
+            raise RpcError(_method_of(body), response.status_code, f"HTTP {response.status_code}")
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:
+            raise RpcError(
+                _method_of(body),
+                response.status_code,
+                f"answer is not JSON (HTTP {response.status_code})",
+            ) from exc
+
+    def call(self, method: str, params: Sequence[Any]) -> Any:
+        answer = self._post(
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        )
+        return _result(method, answer)
+
+    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Results in the order of ``calls``; any error answer raises."""
+        if not calls:
+            return []
+        first = next(self._ids)
+        body = [
+            {"jsonrpc": "2.0", "id": first + i, "method": m, "params": list(p)}
+            for i, (m, p) in enumerate(calls)
+        ]
+        for _ in range(len(calls) - 1):
+            next(self._ids)
+        answer = self._post(body)
+        if isinstance(answer, dict):  # some nodes answer a whole batch with one error
+            return [_result(calls[0][0], answer)]
+        by_id = {a.get("id"): a for a in answer}
+        return [_result(m, by_id.get(first + i, {})) for i, (m, _) in enumerate(calls)]
+
+    # -- typed helpers --------------------------------------------------------------------
+
+    def block_number(self) -> int:
+        return int(self.call("eth_blockNumber", []), 16)
+
+    def chain_id(self) -> int:
+        return int(self.call("eth_chainId", []), 16)
+
+    def block(self, number: int) -> Mapping[str, Any]:
+        header = self.call("eth_getBlockByNumber", [hex(number), False])
+        if header is None:
+            raise ReplayError(f"the node has no block {number}")
+        return dict(header)
+
+    def eth_call(self, to: str, data: str, block: int | str | Mapping[str, Any]) -> bytes:
+        tag: Any = hex(block) if isinstance(block, int) else block
+        result = self.call("eth_call", [{"to": to, "data": data}, tag])
+        return bytes.fromhex(result[2:])
+
+
+def _method_of(body: Any) -> str:
+    if isinstance(body, list):
+        return str(body[0].get("method", "batch")) if body else "batch"
+    return str(body.get("method", "?"))
+
+
+def _result(method: str, answer: Mapping[str, Any]) -> Any:
+    if "error" in answer and answer["error"] is not None:
+        error = answer["error"]
+        if isinstance(error, Mapping):
+            raise RpcError(
+                method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data")
+            )
+        raise RpcError(method, 0, str(error))
+    if "result" not in answer:
+        raise RpcError(method, 0, "answer has neither result nor error")
+    return answer["result"]
+
+
+# ------------------------------------------------------------------------------ eth_getLogs
+
+_TOO_LARGE = re.compile(
+    r"block range|range (?:is )?too (?:large|wide|big|long)|exceeds? (?:the )?max(?:imum)?"
+    r"|exceed(?:ed|s)? .*range|too many (?:results|logs|blocks|records)"
+    r"|more than \d+ (?:results|logs)"
+    r"|query returned more than|response size|log response size exceeded|limit exceeded"
+    r"|range limit|max(?:imum)? range|is limited to|query timeout|timed? ?out|payload too large"
+    r"|result set too large|response is too big|block count|requested range|max results",
+    re.IGNORECASE,
+)
+_SUGGESTED = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
+
+
+def is_range_too_large(error: RpcError) -> bool:
+    """Whether an ``eth_getLogs`` error means "ask for a smaller range".
+
+    Recognises JSON-RPC code -32005 (limit exceeded, EIP-1474), HTTP 413, and the wording of
+    common nodes and providers: geth "query returned more than 10000 results", Erigon / Ankr
+    "block range is too wide", Besu "Requested range exceeds maximum range limit", Alchemy
+    "Log response size exceeded", QuickNode "eth_getLogs is limited to a 10000 range",
+    Cloudflare "Max range: 800", Nethermind "too many blocks", "query timeout exceeded".
+    """
+    if error.code in (-32005, 413):
+        return True
+    return bool(_TOO_LARGE.search(error.rpc_message)) or bool(
+        isinstance(error.data, str) and _TOO_LARGE.search(error.data)
+    )
+
+
+def _suggested_end(error: RpcError, start: int) -> int | None:
+    """The end of the range a provider suggests (Alchemy, Infura) if it starts at ``start``."""
+    for text in (error.rpc_message, error.data if isinstance(error.data, str) else ""):
+        match = _SUGGESTED.search(text)
+        if match:
+            lo, hi = int(match.group(1), 16), int(match.group(2), 16)
+            if lo == start and hi >= start:
+                return hi
+    return None
+
+
+ProgressFn = Callable[[int, int, int], None]
+"""``progress(blocks_done, blocks_total, logs_so_far)``."""
+
+
+@dataclass
+class _FetchStats:
+    requests: int = 0
+    halvings: int = 0
+    removed: int = 0
+
+
+def fetch_logs(
+    rpc: RpcClient,
+    *,
+    address: str,
+    from_block: int,
+    to_block: int,
+    chunk_blocks: int = 10_000,
+    max_chunk_blocks: int = 1_000_000,
+    light_answer: int = 2_000,
+    progress: ProgressFn | None = None,
+    stats: _FetchStats | None = None,
+) -> list[RawLog]:
+    """Every log of ``address`` in ``[from_block, to_block]`` (``removed`` ones dropped), in the
+    node's order; ranges halve on refusal and double again after answers under ``light_answer``
+    logs."""
+    stats = stats if stats is not None else _FetchStats()
+    logs: list[RawLog] = []
+    total = to_block - from_block + 1
+    chunk = max(1, chunk_blocks)
+    start = from_block
+    from_rpc = RawLog.from_rpc
+    while start <= to_block:
+        end = min(to_block, start + chunk - 1)
+        stats.requests += 1
+        try:
+            answer = rpc.call(
+                "eth_getLogs", [{"address": address, "fromBlock": hex(start), "toBlock": hex(end)}]
+            )
+        except RpcError as exc:
+            if not is_range_too_large(exc):
+                raise
+            if end == start:
+                raise RangeTooLarge(start, exc.rpc_message) from exc
+            stats.halvings += 1
+            suggested = _suggested_end(exc, start)
+            if suggested is not None and suggested < end:
+                chunk = suggested - start + 1
+            else:
+                chunk = max(1, (end - start + 1) // 2)
+            continue
+        if not isinstance(answer, list):
+            raise ReplayError(f"eth_getLogs answered {type(answer).__name__}, not a list")
+        try:
+            for entry in answer:
+                log = from_rpc(entry)
+                if log.removed:
+                    stats.removed += 1
+                    continue
+                logs.append(log)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ReplayError(f"eth_getLogs answered a malformed log: {exc!r}") from exc
+        start = end + 1
+        if len(answer) < light_answer:
+            chunk = min(max_chunk_blocks, chunk * 2)
+        if progress is not None:
+            progress(start - from_block, total, len(logs))
+    return logs
+
+
+# ------------------------------------------------------------------------------ digest
+
+
+@dataclass(frozen=True)
+class DigestState:
+    """The registry's running event digest: a 24-byte head and an event count."""
+
+    head: bytes
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"head": "0x" + self.head.hex(), "count": self.count}
+
+
+class _Keccak256:
+    """Keccak-256 for many small inputs: one reused pycryptodome state (about 2 µs a hash
+    instead of 4.5 through ``eth_hash``); falls back to ``eth_hash`` if pycryptodome's raw
+    interface is not there. Not thread-safe: make one per fold."""
+
+    def __init__(self) -> None:
+        self._fast: Callable[[bytes], bytes] | None = None
+        try:
+            # pycryptodome's raw Keccak interface (typed loosely: its stubs omit these names).
+            raw_api: Any = importlib.import_module("Crypto.Util._raw_api")
+            module: Any = importlib.import_module("Crypto.Hash.keccak")
+            VoidPointer, c_size_t, c_ubyte = raw_api.VoidPointer, raw_api.c_size_t, raw_api.c_ubyte
+            create_string_buffer, get_raw_buffer = (
+                raw_api.create_string_buffer,
+                raw_api.get_raw_buffer,
+            )
+
+            lib = module._raw_keccak_lib
+            pointer = VoidPointer()
+            if lib.keccak_init(pointer.address_of(), c_size_t(64), c_ubyte(24)):
+                return
+            state = pointer.get()
+            self._state, self._lib = state, lib
+            buffer = create_string_buffer(32)
+            reset, absorb, squeeze = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
+
+            def fast(data: bytes) -> bytes:
+                reset(state)
+                absorb(state, data, len(data))
+                squeeze(state, buffer, 32, 1)
+                return bytes(get_raw_buffer(buffer))
+
+            if fast(b"") == keccak(b""):
+                self._fast = fast
+        except (ImportError, AttributeError, TypeError):  # pragma: no cover - other backends
+            self._fast = None
+
+    def __call__(self, data: bytes) -> bytes:
+        return self._fast(data) if self._fast is not None else bytes(keccak(data))
+
+    def __del__(self) -> None:
+        lib = getattr(self, "_lib", None)
+        if lib is not None:
+            lib.keccak_destroy(self._state)
+
+
+def fold_digest(logs: Iterable[RawLog], start: DigestState | None = None) -> DigestState:
+    """The digest after folding ``logs`` (in order) into ``start`` (default: the empty digest)."""
+    head = start.head if start is not None else _ZERO_HEAD
+    count = start.count if start is not None else 0
+    hasher = _Keccak256()
+    join = b"".join
+    for log in logs:
+        head = hasher(join((head, *log.topics, log.data)))[:24]
+        count += 1
+    return DigestState(head, count)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building hundreds of thousands of acyclic
+    objects (logs, events): its generation scans would otherwise cost a third of a replay."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_event_digest(rpc: RpcClient, address: str, block: int | Mapping[str, Any]) -> DigestState:
+    """``eventDigest()`` at a block (number, or an EIP-1898 ``{"blockHash": ...}``)."""
+    raw = rpc.eth_call(address, EVENT_DIGEST_SELECTOR, block)
+    if len(raw) != 64 or any(raw[24:32]) or any(raw[32:56]):
+        raise ReplayError(f"eventDigest() at {block} answered {len(raw)} malformed bytes")
+    return DigestState(raw[:24], int.from_bytes(raw[56:64], "big"))
+
+
+def _block_digests(logs: Sequence[RawLog]) -> tuple[list[int], list[DigestState]]:
+    """Per block with logs: the block numbers and the digest after each (for bisection)."""
+    blocks: list[int] = []
+    states: list[DigestState] = []
+    head = _ZERO_HEAD
+    hasher = _Keccak256()
+    for i, log in enumerate(logs):
+        head = hasher(b"".join((head, *log.topics, log.data)))[:24]
+        if i + 1 == len(logs) or logs[i + 1].block_number != log.block_number:
+            blocks.append(log.block_number)
+            states.append(DigestState(head, i + 1))
+    return blocks, states
+
+
+# ------------------------------------------------------------------------------ diagnosis
+
+
+class DigestMismatchKind(StrEnum):
+    MISSING = "missing"  # the node's answer lacks a log the registry emitted
+    EXTRA = "extra"  # the node's answer has a log the registry did not emit
+    ALTERED = "altered"  # a log at a position differs from what was emitted there
+    REORDERED = "reordered"  # a log emitted in the block appears at another position
+    UNLOCATED = "unlocated"  # the digests differ and the cause could not be narrowed down
+
+
+@dataclass(frozen=True)
+class DigestProblem:
+    """One divergence between the replayed logs and what the registry folded."""
+
+    kind: DigestMismatchKind
+    message: str
+    block_number: int | None = None
+    log_index: int | None = None
+    tx_hash: str | None = None
+    event: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+@dataclass
+class ReplayResult:
+    """What a replay saw and whether it is provably complete."""
+
+    chain_id: int
+    address: ChecksumAddress
+    from_block: int
+    target_block: int
+    target_hash: str
+    head_block: int
+    logs: list[RawLog]
+    events: list[RegistryEvent]
+    computed: DigestState
+    onchain: DigestState
+    problems: list[DigestProblem]
+    removed_dropped: int = 0
+    requests: int = 0
+    halvings: int = 0
+    repaired: bool = False
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """The replayed logs are exactly the registry's (digest and count equal)."""
+        return self.computed == self.onchain and not self.problems
+
+
+def _same_log(a: RawLog, b: RawLog) -> bool:
+    return a.topics == b.topics and a.data == b.data
+
+
+def _event_name(decoder: EventDecoder, log: RawLog) -> str | None:
+    return decoder.topics.get(log.topics[0]) if log.topics else None
+
+
+class _Diagnoser:
+    def __init__(self, rpc: RpcClient, address: str, decoder: EventDecoder) -> None:
+        self.rpc = rpc
+        self.address = address
+        self.decoder = decoder
+        self._cache: dict[int, DigestState] = {}
+
+    def onchain(self, block: int) -> DigestState:
+        state = self._cache.get(block)
+        if state is None:
+            state = read_event_digest(self.rpc, self.address, block)
+            self._cache[block] = state
+        return state
+
+    def first_divergent_block(self, logs: Sequence[RawLog], lo: int, hi: int) -> int | None:
+        """The first block in ``[lo, hi]`` after which our digest differs from the chain's."""
+        blocks, states = _block_digests(logs)
+
+        def ours(block: int) -> DigestState:
+            i = bisect.bisect_right(blocks, block)
+            return states[i - 1] if i else DigestState(_ZERO_HEAD, 0)
+
+        if self.onchain(hi) == ours(hi):
+            return None
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.onchain(mid) == ours(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def true_logs(self, block: int, before: DigestState, after: DigestState) -> list[RawLog] | None:
+        """The registry's logs of ``block`` from its receipts, if they fold from ``before`` to
+        ``after`` (the on-chain digests), i.e. proven; else ``None``."""
+        try:
+            receipts = self.rpc.call("eth_getBlockReceipts", [hex(block)])
+        except RpcError:
+            receipts = None
+        if receipts is None:
+            try:
+                header = self.rpc.call("eth_getBlockByNumber", [hex(block), False])
+                hashes = header["transactions"] if header else []
+                receipts = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+            except (RpcError, KeyError, TypeError):
+                return None
+        address = self.address.lower()
+        found: list[RawLog] = []
+        for receipt in receipts or []:
+            if not isinstance(receipt, Mapping):
+                return None
+            for entry in receipt.get("logs", []):
+                if str(entry.get("address", "")).lower() == address:
+                    found.append(RawLog.from_rpc(entry))
+        found.sort(key=lambda log: log.log_index)
+        return found if fold_digest(found, before) == after else None
+
+    def compare(
+        self, block: int, ours: Sequence[RawLog], truth: Sequence[RawLog]
+    ) -> list[DigestProblem]:
+        problems: list[DigestProblem] = []
+        ours_by_index = {log.log_index: log for log in ours}
+        matched_ours: set[int] = set()
+        for t in truth:
+            o = ours_by_index.get(t.log_index)
+            if o is not None and _same_log(o, t):
+                matched_ours.add(t.log_index)
+                continue
+            moved = next(
+                (
+                    x
+                    for x in ours
+                    if x.log_index != t.log_index
+                    and x.log_index not in matched_ours
+                    and _same_log(x, t)
+                ),
+                None,
+            )
+            name = _event_name(self.decoder, t)
+            if moved is not None:
+                matched_ours.add(moved.log_index)
+                problems.append(
+                    DigestProblem(
+                        DigestMismatchKind.REORDERED,
+                        f"{name} emitted at {block}:{t.log_index} "
+                        f"was replayed at {block}:{moved.log_index}",
+                        block,
+                        t.log_index,
+                        t.tx_hash,
+                        name,
+                        {"emitted_index": t.log_index, "replayed_index": moved.log_index},
+                    )
+                )
+            elif o is not None:
+                matched_ours.add(o.log_index)
+                problems.append(
+                    DigestProblem(
+                        DigestMismatchKind.ALTERED,
+                        f"the log at {block}:{t.log_index} differs from the {name} "
+                        "the registry emitted",
+                        block,
+                        t.log_index,
+                        t.tx_hash,
+                        name,
+                        {"replayed_event": _event_name(self.decoder, o)},
+                    )
+                )
+            else:
+                problems.append(
+                    DigestProblem(
+                        DigestMismatchKind.MISSING,
+                        f"{name} at block {block} log {t.log_index} (tx {t.tx_hash}) "
+                        "is missing from the node's eth_getLogs",
+                        block,
+                        t.log_index,
+                        t.tx_hash,
+                        name,
+                    )
+                )
+        for o in ours:
+            if o.log_index not in matched_ours:
+                name = _event_name(self.decoder, o)
+                problems.append(
+                    DigestProblem(
+                        DigestMismatchKind.EXTRA,
+                        f"{name} at block {block} log {o.log_index} (tx {o.tx_hash}) "
+                        "was not emitted by the registry",
+                        block,
+                        o.log_index,
+                        o.tx_hash,
+                        name,
+                    )
+                )
+        return problems
+
+
+def _coarse_problem(computed: DigestState, onchain: DigestState, why: str) -> DigestProblem:
+    if computed.count < onchain.count:
+        kind = DigestMismatchKind.MISSING
+        what = f"{onchain.count - computed.count} event(s) missing"
+    elif computed.count > onchain.count:
+        kind = DigestMismatchKind.EXTRA
+        what = f"{computed.count - onchain.count} extra event(s)"
+    else:
+        kind = DigestMismatchKind.REORDERED
+        what = "same number of events but a different digest: reordered or altered"
+    return DigestProblem(
+        kind,
+        f"{what} (replayed {computed.count}, the registry folded {onchain.count}); {why}",
+        details={"computed": computed.as_dict(), "onchain": onchain.as_dict()},
+    )
+
+
+def _diagnose(
+    rpc: RpcClient,
+    address: str,
+    decoder: EventDecoder,
+    logs: list[RawLog],
+    *,
+    from_block: int,
+    target: int,
+    max_divergences: int,
+) -> tuple[list[DigestProblem], list[RawLog] | None]:
+    """Localise divergences; returns the problems and, when every one was proven from receipts,
+    the repaired log list (else ``None``)."""
+    diagnoser = _Diagnoser(rpc, address, decoder)
+    problems: list[DigestProblem] = []
+    current = list(logs)
+    lo = from_block
+    for _ in range(max_divergences):
+        try:
+            block = diagnoser.first_divergent_block(current, lo, target)
+        except (RpcError, ReplayError) as exc:
+            problems.append(
+                _coarse_problem(
+                    fold_digest(current),
+                    diagnoser.onchain(target),
+                    f"past digests unavailable ({exc})",
+                )
+            )
+            return problems, None
+        if block is None:
+            return problems, current
+        before = diagnoser.onchain(block - 1) if block > 0 else DigestState(_ZERO_HEAD, 0)
+        after = diagnoser.onchain(block)
+        ours = [log for log in current if log.block_number == block]
+        truth = diagnoser.true_logs(block, before, after)
+        if truth is None:
+            delta = after.count - before.count
+            problems.append(
+                _coarse_problem(
+                    fold_digest(current),
+                    diagnoser.onchain(target),
+                    f"first divergence in block {block}: the registry folded {delta} "
+                    "event(s) there, "
+                    f"the replay has {len(ours)} (receipts unavailable or unproven)",
+                )
+            )
+            return problems, None
+        problems.extend(diagnoser.compare(block, ours, truth))
+        current = [log for log in current if log.block_number != block]
+        at = bisect.bisect_left([log.block_number for log in current], block)
+        current[at:at] = truth
+        lo = block + 1
+    problems.append(
+        DigestProblem(
+            DigestMismatchKind.UNLOCATED,
+            f"more than {max_divergences} divergent blocks; stopped localising",
+        )
+    )
+    return problems, None
+
+
+def replay(
+    rpc: RpcClient,
+    *,
+    address: str,
+    from_block: int,
+    decoder: EventDecoder,
+    target_block: int | None = None,
+    confirmations: int = 0,
+    chunk_blocks: int = 10_000,
+    progress: ProgressFn | None = None,
+    max_divergences: int = 20,
+    retries: int = 2,
+) -> ReplayResult:
+    """Replay the registry at ``address`` from ``from_block`` (its deploy block) to
+    ``target_block`` (default: head - ``confirmations``) and check it against the event digest.
+
+    Divergences are localised and named in ``problems``. When each was proven from the
+    block's receipts, ``logs`` / ``events`` are the repaired, verified history and
+    ``repaired`` is set; the problems stay (the node's ``eth_getLogs`` could not be trusted).
+    Raises :class:`ReplayError` (or ``ChainUnavailable``) when it cannot replay at all, and
+    :class:`MalformedLog` when a log of the registry is not a registry event.
+    """
+    started = time.perf_counter()
+    checksum = to_checksum_address(address)
+    chain_id = rpc.chain_id()
+    head = rpc.block_number()
+    target = head - confirmations if target_block is None else target_block
+    if target < from_block:
+        raise ReplayError(
+            f"target block {target} (head {head} - {confirmations} confirmations) is before "
+            f"the deploy block {from_block}"
+        )
+    with gc_paused():
+        return _replay(
+            rpc, checksum, from_block, decoder, target, head, chain_id, chunk_blocks, progress,
+            max_divergences, retries, started,
+        )  # fmt: skip
+
+
+def _replay(
+    rpc: RpcClient,
+    checksum: ChecksumAddress,
+    from_block: int,
+    decoder: EventDecoder,
+    target: int,
+    head: int,
+    chain_id: int,
+    chunk_blocks: int,
+    progress: ProgressFn | None,
+    max_divergences: int,
+    retries: int,
+    started: float,
+) -> ReplayResult:
+    for attempt in range(retries + 1):
+        header = rpc.block(target)
+        target_hash = str(header["hash"])
+        stats = _FetchStats()
+        logs = fetch_logs(
+            rpc,
+            address=checksum,
+            from_block=from_block,
+            to_block=target,
+            chunk_blocks=chunk_blocks,
+            progress=progress,
+            stats=stats,
+        )
+        logs.sort(key=lambda log: (log.block_number, log.log_index))
+        reorged = _inconsistent_blocks(logs) or stats.removed > 0
+        onchain = read_event_digest(
+            rpc, checksum, {"blockHash": target_hash, "requireCanonical": True}
+        )
+        computed = fold_digest(logs)
+        if computed == onchain:
+            break
+        if (reorged or str(rpc.block(target)["hash"]) != target_hash) and attempt < retries:
+            continue
+        break
+    if str(rpc.block(target)["hash"]) != target_hash:
+        raise ReorgDetected(f"block {target} changed hash while replaying; raise --confirmations")
+
+    problems: list[DigestProblem] = []
+    repaired = False
+    foreign = [log for log in logs if log.address.lower() != checksum.lower()]
+    if foreign:
+        problems.append(
+            DigestProblem(
+                DigestMismatchKind.EXTRA,
+                f"the node returned {len(foreign)} log(s) of other contracts "
+                "for the registry's address",
+                foreign[0].block_number,
+                foreign[0].log_index,
+                foreign[0].tx_hash,
+            )
+        )
+        logs = [log for log in logs if log not in foreign]
+        computed = fold_digest(logs)
+    duplicates = _duplicates(logs)
+    if duplicates:
+        for dup in duplicates:
+            problems.append(
+                DigestProblem(
+                    DigestMismatchKind.EXTRA,
+                    f"the node returned block {dup.block_number} log {dup.log_index} twice",
+                    dup.block_number,
+                    dup.log_index,
+                    dup.tx_hash,
+                    _event_name(decoder, dup),
+                )
+            )
+        logs = _dedupe(logs)
+        computed = fold_digest(logs)
+    if computed != onchain:
+        found, fixed = _diagnose(
+            rpc,
+            checksum,
+            decoder,
+            logs,
+            from_block=from_block,
+            target=target,
+            max_divergences=max_divergences,
+        )
+        problems.extend(found)
+        if fixed is not None and fold_digest(fixed) == onchain:
+            logs, repaired = fixed, True
+            computed = onchain
+    decode = decoder.decode
+    events = [decode(log) for log in logs]
+    return ReplayResult(
+        chain_id=chain_id,
+        address=checksum,
+        from_block=from_block,
+        target_block=target,
+        target_hash=target_hash,
+        head_block=head,
+        logs=logs,
+        events=events,
+        computed=computed,
+        onchain=onchain,
+        problems=problems,
+        removed_dropped=stats.removed,
+        requests=stats.requests,
+        halvings=stats.halvings,
+        repaired=repaired,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _inconsistent_blocks(logs: Sequence[RawLog]) -> bool:
+    seen: dict[int, str] = {}
+    return any(seen.setdefault(log.block_number, log.block_hash) != log.block_hash for log in logs)
+
+
+def _duplicates(logs: Sequence[RawLog]) -> list[RawLog]:
+    return [b for a, b in itertools.pairwise(logs) if a.position == b.position]
+
+
+def _dedupe(logs: Sequence[RawLog]) -> list[RawLog]:
+    out: list[RawLog] = []
+    for log in logs:
+        if out and out[-1].position == log.position:
+            continue
+        out.append(log)
+    return out
+
+
+# ------------------------------------------------------------------------------ block times
+
+
+class BlockClock:
+    """Block timestamps (and hashes), fetched in JSON-RPC batches and cached."""
+
+    def __init__(self, rpc: RpcClient, *, batch_size: int = 200) -> None:
+        self._rpc = rpc
+        self._batch = batch_size
+        self._times: dict[int, int] = {}
+
+    def timestamps(self, blocks: Iterable[int]) -> dict[int, int]:
+        wanted = sorted({b for b in blocks if b not in self._times})
+        for i in range(0, len(wanted), self._batch):
+            part = wanted[i : i + self._batch]
+            headers = self._rpc.batch([("eth_getBlockByNumber", [hex(b), False]) for b in part])
+            for number, header in zip(part, headers, strict=True):
+                if header is None:
+                    raise ReplayError(f"the node has no block {number}")
+                self._times[number] = int(header["timestamp"], 16)
+        return {b: self._times[b] for b in blocks}
+
+    def timestamp(self, block: int) -> int:
+        return self.timestamps([block])[block]
+
+    def seed(self, times: Mapping[int, int]) -> None:
+        self._times.update(times)

@@ -1,0 +1,461 @@
+"""Gateway test fixtures and helpers (a plain module; the test files import it).
+
+Import the fixtures by their function names (``gateway_fixture`` ...); pytest knows them as
+``gateway``, ``gateway_registry`` and ``sqlite_gateway``.
+
+Session fixtures build a real stack on the shared ``anvil`` and ``ipfs_node`` (from conftest):
+compile + deploy the registry (admin = dev account 0), admit dev account 2 as a centre and a
+gateway relayer (dev account 1 for the SQLite app, a fresh funded account for the PostgreSQL
+app so the two apps never share a nonce), write the deployment file and a KEK, and run the app
+in-process under uvicorn in a thread (its lifespan starts the anchoring thread), talked to
+with ``httpx`` (Starlette's TestClient warns without ``httpx2``).
+
+``gateway`` is parametrised over SQLite and PostgreSQL; the PostgreSQL run is skipped, with the
+reason, when no server answers at 127.0.0.1:5432 (database ``test``, user ``postgres``).
+
+Kill tests build their own throw-away chain / IPFS nodes with :func:`build_stack`.
+
+Chain state is *not* rewound between gateway tests (``evm_revert`` would desynchronise the
+gateway's database and the relayer's nonce from the chain); tests isolate themselves with fresh
+patient / grantee accounts and fresh record contents instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
+from web3 import Web3
+
+from gateway.api import GatewayState
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.siwe import SiweMessage
+from ledger import eip712
+from ledger.build import compile_contracts
+from ledger.chain import dev_accounts
+from ledger.consent_types import ScopeKind, category_id, purposes_mask
+from ledger.deployment import Deployment
+from ledger.registry import CENTRE_ROLE, GATEWAY_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.services import free_port
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Stack:
+    """A running gateway app on a chain with a deployed registry."""
+
+    app: FastAPI
+    client: httpx.Client
+    server: uvicorn.Server
+    thread: threading.Thread
+    settings: Settings
+    registry: ConsentRegistry  # the test side's client (admin sends)
+    w3: Web3
+    admin: LocalAccount
+    relayer: LocalAccount
+    centre: LocalAccount
+    home: Path
+    backend: str
+
+    @property
+    def state(self) -> GatewayState:
+        state: GatewayState = self.app.state.gateway
+        return state
+
+    @property
+    def domain(self) -> eip712.Domain:
+        return self.registry.domain
+
+
+def deploy_registry(w3: Web3, *, cache_dir: Path) -> tuple[ConsentRegistry, Deployment]:
+    """Deploy a fresh registry (admin = dev 0), admit dev 1 (gateway) and dev 2 (centre)."""
+    admin, gateway, centre = dev_accounts()[:3]
+    artifact = compile_contracts(cache_dir=cache_dir)[REGISTRY_CONTRACT]
+    registry, receipt = ConsentRegistry.deploy(
+        w3, admin=admin.address, sender=admin, artifact=artifact
+    )
+    registry.grant_role(admin, GATEWAY_ROLE, gateway.address)
+    registry.grant_role(admin, CENTRE_ROLE, centre.address)
+    deployment = Deployment(
+        chain_id=int(w3.eth.chain_id),
+        address=registry.address,
+        block=receipt.block_number,
+        tx_hash=receipt.tx_hash,
+        abi_hash=artifact.abi_hash,
+    )
+    return registry, deployment
+
+
+def fresh_relayer(w3: Web3, registry: ConsentRegistry) -> LocalAccount:
+    """A new funded account holding GATEWAY_ROLE."""
+    account: LocalAccount = Account.create()
+    registry.reset_nonces()  # other tests may have sent from the admin account meanwhile
+    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**21)])  # type: ignore[arg-type]
+    registry.grant_role(dev_accounts()[0], GATEWAY_ROLE, account.address)
+    return account
+
+
+def build_stack(
+    *,
+    home: Path,
+    w3: Web3,
+    chain_url: str,
+    ipfs_url: str,
+    registry: ConsentRegistry,
+    deployment: Deployment,
+    relayer: LocalAccount,
+    database_url: str | None = None,
+    backend: str = "sqlite",
+    **overrides: Any,
+) -> Stack:
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    deployment_file = home / "deployment.json"
+    deployment.save(deployment_file)
+    kek_file = home / "gateway-kek.key"
+    kek_file.write_text(secrets.token_hex(32) + "\n")
+    options: dict[str, Any] = {
+        "checkpoint_every": 4,
+        "checkpoint_interval_s": 1.0,
+        "chain_timeout_s": 3.0,
+        "ipfs_timeout_s": 5.0,
+        **overrides,
+    }
+    settings = Settings(
+        home=home,
+        chain_url=chain_url,
+        ipfs_url=ipfs_url,
+        database_url=database_url or f"sqlite:///{home / 'gateway.sqlite3'}",
+        deployment_file=deployment_file,
+        kek_file=kek_file,
+        relayer_key=relayer.key.hex(),  # type: ignore[arg-type]
+        siwe_domain=f"127.0.0.1:{port}",
+        siwe_uri=f"http://127.0.0.1:{port}",
+        **options,
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.02)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    return Stack(
+        app=app,
+        client=client,
+        server=server,
+        thread=thread,
+        settings=settings,
+        registry=registry,
+        w3=w3,
+        admin=dev_accounts()[0],
+        relayer=relayer,
+        centre=dev_accounts()[2],
+        home=home,
+        backend=backend,
+    )
+
+
+def close_stack(stack: Stack) -> None:
+    stack.client.close()
+    stack.server.should_exit = True
+    stack.thread.join(timeout=30)
+
+
+# Each test module that imports these fixtures gets its own fixture definition, so pytest
+# would build a "session" fixture once per module. The stacks are shared process-wide instead
+# (reference counted; the last module's teardown closes them).
+_shared: dict[tuple[str, ...], Any] = {}
+_refs: dict[tuple[str, ...], int] = {}
+
+
+def _acquire(key: tuple[str, ...], make: Any) -> Any:
+    if key not in _shared:
+        _shared[key] = make()
+    _refs[key] = _refs.get(key, 0) + 1
+    return _shared[key]
+
+
+def _release(key: tuple[str, ...], close: Any) -> None:
+    _refs[key] -= 1
+    if _refs[key] == 0:
+        del _refs[key]
+        close(_shared.pop(key))
+
+
+@pytest.fixture(scope="session", name="gateway_registry")
+def gateway_registry_fixture(
+    anvil: Any, w3: Web3, service_dir: Path
+) -> Iterator[tuple[ConsentRegistry, Deployment]]:
+    key = ("registry", anvil.url)
+    yield _acquire(key, lambda: deploy_registry(w3, cache_dir=service_dir / "build"))
+    _release(key, lambda _value: None)
+
+
+def _postgres_url() -> tuple[str, str]:
+    """A URL on a fresh schema of the test database, or skip with the reason."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, connect_timeout=2, autocommit=True) as conn:
+            schema = f"gw_{uuid.uuid4().hex[:12]}"
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except Exception as exc:
+        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 (database test, user postgres): {exc}")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    return url, schema
+
+
+def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_DSN, connect_timeout=2, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(
+    scope="session",
+    name="gateway",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def gateway_fixture(
+    request: pytest.FixtureRequest,
+    anvil: Any,
+    w3: Web3,
+    ipfs_node: Any,
+    service_dir: Path,
+    gateway_registry: tuple[ConsentRegistry, Deployment],
+) -> Iterator[Stack]:
+    """The gateway on the session chain and IPFS node, on SQLite and on PostgreSQL."""
+    registry, deployment = gateway_registry
+    backend = str(request.param)
+
+    def make() -> Stack:
+        if backend == "postgres":
+            database_url, _schema = _postgres_url()
+            relayer = fresh_relayer(w3, registry)
+        else:
+            database_url, relayer = None, dev_accounts()[1]
+        return build_stack(
+            home=service_dir / f"gateway-{backend}",
+            w3=w3,
+            chain_url=anvil.url,
+            ipfs_url=ipfs_node.url,
+            registry=registry,
+            deployment=deployment,
+            relayer=relayer,
+            database_url=database_url,
+            backend=backend,
+        )
+
+    def close(stack: Stack) -> None:
+        close_stack(stack)
+        if stack.backend == "postgres":
+            _drop_schema(stack.settings.database_url.rsplit("%3D", 1)[1])
+
+    key = ("gateway", backend, anvil.url)
+    yield _acquire(key, make)
+    _release(key, close)
+
+
+@pytest.fixture(name="sqlite_gateway")
+def sqlite_gateway_fixture(
+    anvil: Any,
+    w3: Web3,
+    ipfs_node: Any,
+    service_dir: Path,
+    gateway_registry: tuple[ConsentRegistry, Deployment],
+) -> Iterator[Stack]:
+    """A per-test SQLite gateway on the session services (for tests that inspect files)."""
+    registry, deployment = gateway_registry
+    stack = build_stack(
+        home=service_dir / f"gateway-{uuid.uuid4().hex[:8]}",
+        w3=w3,
+        chain_url=anvil.url,
+        ipfs_url=ipfs_node.url,
+        registry=registry,
+        deployment=deployment,
+        relayer=fresh_relayer(w3, registry),
+        anchor_enabled=False,
+    )
+    try:
+        yield stack
+    finally:
+        close_stack(stack)
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def new_account() -> LocalAccount:
+    account: LocalAccount = Account.create()
+    return account
+
+
+def siwe_message(stack: Stack, account: LocalAccount, nonce: str, **fields: Any) -> str:
+    values: dict[str, Any] = {
+        "domain": stack.settings.siwe_domain,
+        "address": account.address,
+        "uri": stack.settings.siwe_uri,
+        "version": "1",
+        "chain_id": int(stack.w3.eth.chain_id),
+        "nonce": nonce,
+        "issued_at": datetime.now(UTC),
+        "statement": "Sign in to Consent Ledger",
+        **fields,
+    }
+    return SiweMessage(**values).prepare_message()
+
+
+def personal_sign(account: LocalAccount, text: str) -> str:
+    return "0x" + bytes(account.sign_message(encode_defunct(text=text)).signature).hex()
+
+
+def login(stack: Stack, account: LocalAccount) -> dict[str, str]:
+    """Sign in with Ethereum; the Authorization header of the session."""
+    nonce = stack.client.post("/v1/auth/nonce").json()["nonce"]
+    message = siwe_message(stack, account, nonce)
+    r = stack.client.post(
+        "/v1/auth/login", json={"message": message, "signature": personal_sign(account, message)}
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def attest(
+    stack: Stack,
+    signer: LocalAccount,
+    *,
+    patient: str,
+    data: bytes,
+    category: str = "laboratory",
+    issued_at: int | None = None,
+) -> tuple[eip712.RecordAttestation, str]:
+    attestation = eip712.RecordAttestation(
+        patient=patient,  # type: ignore[arg-type]
+        category=category_id(category),
+        content_digest=hashlib.sha256(data).digest(),
+        issued_at=issued_at if issued_at is not None else int(time.time()),
+    )
+    signature = eip712.sign(signer, stack.domain, attestation)
+    return attestation, "0x" + signature.hex()
+
+
+def upload(
+    stack: Stack,
+    headers: dict[str, str],
+    *,
+    patient: str,
+    data: bytes,
+    signer: LocalAccount | None = None,
+    category: str = "laboratory",
+    issued_at: int | None = None,
+) -> Any:
+    """POST /v1/records with an attestation signed by ``signer`` (default: the centre)."""
+    attestation, signature = attest(
+        stack,
+        signer or stack.centre,
+        patient=patient,
+        data=data,
+        category=category,
+        issued_at=issued_at,
+    )
+    return stack.client.post(
+        "/v1/records",
+        headers=headers,
+        files={"file": ("result.txt", data, "text/plain")},
+        data={
+            "patient": patient,
+            "category": category,
+            "issued_at": str(attestation.issued_at),
+            "signature": signature,
+        },
+    )
+
+
+def chain_time(stack: Stack) -> int:
+    return int(stack.w3.eth.get_block("latest")["timestamp"])
+
+
+def signed_grant(
+    stack: Stack,
+    patient: LocalAccount,
+    grantee: str,
+    *,
+    scope_kind: ScopeKind = ScopeKind.RECORD,
+    scope_id: bytes,
+    purposes: tuple[int, ...] = (0,),
+    expires_at: int | None = None,
+) -> dict[str, Any]:
+    """The body of POST /v1/consents for a grant signed by ``patient``."""
+    request = eip712.GrantRequest(
+        patient=patient.address,
+        grantee=grantee,  # type: ignore[arg-type]
+        scope_kind=scope_kind,
+        scope_id=scope_id,
+        purposes=purposes_mask(purposes),
+        expires_at=expires_at if expires_at is not None else chain_time(stack) + 86_400,
+        signer=patient.address,
+        nonce=stack.registry.nonce_of(patient.address),
+        deadline=chain_time(stack) + 3_600,
+    )
+    signature = eip712.sign(patient, stack.domain, request)
+    message = request.message()
+    body = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in message.items()}
+    return {"action": "grant", "request": body, "signature": "0x" + signature.hex()}
+
+
+def signed_revoke(
+    stack: Stack,
+    patient: LocalAccount,
+    grantee: str,
+    *,
+    scope_kind: ScopeKind = ScopeKind.RECORD,
+    scope_id: bytes,
+) -> dict[str, Any]:
+    request = eip712.RevokeRequest(
+        patient=patient.address,
+        grantee=grantee,  # type: ignore[arg-type]
+        scope_kind=scope_kind,
+        scope_id=scope_id,
+        signer=patient.address,
+        nonce=stack.registry.nonce_of(patient.address),
+        deadline=chain_time(stack) + 3_600,
+    )
+    signature = eip712.sign(patient, stack.domain, request)
+    message = request.message()
+    body = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in message.items()}
+    return {"action": "revoke", "request": body, "signature": "0x" + signature.hex()}
+
+
+def relay(stack: Stack, headers: dict[str, str], body: dict[str, Any]) -> Any:
+    r = stack.client.post("/v1/consents", headers=headers, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def quiet_logs() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)

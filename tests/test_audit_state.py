@@ -1,0 +1,140 @@
+"""The consent state rebuilt from events equals what the contract answered at each past block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ledger.consent_state import ConsentTimeline, OutOfOrderEvent
+from ledger.consent_types import Basis, Purpose, ScopeKind
+from ledger.replay import BlockClock, replay
+from tests.test_audit_world import World, world_fixture
+
+
+@pytest.fixture
+def world(w3, anvil) -> Iterator[World]:
+    yield from world_fixture(w3, anvil.url)
+
+
+@pytest.fixture
+def timeline(world) -> ConsentTimeline:
+    result = replay(
+        world.rpc(),
+        address=world.address,
+        from_block=world.deploy_block,
+        decoder=world.decoder(),
+        target_block=world.end_block,
+    )
+    assert result.complete
+    return ConsentTimeline(result.events)
+
+
+def test_state_at_every_past_block_matches_has_consent(world, timeline, w3) -> None:
+    registry = world.registry(w3)
+    clock = BlockClock(world.rpc())
+    a = world.actors
+    grantees = [a.patient.address, a.doctor.address, a.researcher.address, a.insurer.address,
+                a.er.address, a.guardian.address, a.stranger.address]  # fmt: skip
+    blocks = range(world.deploy_block, world.end_block + 1)
+    times = clock.timestamps(blocks)
+    checked = 0
+    for block in blocks:
+        for grantee in grantees:
+            for record in (world.rec_lab, world.rec_img, bytes(32)):
+                for purpose in (
+                    Purpose.TREATMENT,
+                    Purpose.RESEARCH,
+                    Purpose.INSURANCE,
+                    Purpose.EMERGENCY,
+                ):
+                    ours = timeline.access_basis_at(
+                        a.patient.address, grantee, record, int(purpose),
+                        block_number=block, block_timestamp=times[block],
+                    )  # fmt: skip
+                    chain = registry.access_basis(
+                        a.patient.address, grantee, record, int(purpose), block_identifier=block
+                    )
+                    assert ours == (chain.basis, chain.until), (
+                        block,
+                        grantee,
+                        record.hex(),
+                        purpose,
+                    )
+                    allowed = registry.has_consent(
+                        a.patient.address, grantee, record, int(purpose), block_identifier=block
+                    )
+                    assert (
+                        timeline.access_at(
+                            a.patient.address, grantee, record, int(purpose), block, times[block]
+                        )[0]
+                        == allowed
+                    )
+                    checked += 1
+    assert checked > 1000
+
+
+def test_every_basis_occurs_in_the_world(world, timeline) -> None:
+    clock = BlockClock(world.rpc())
+    a = world.actors
+    seen: set[Basis] = set()
+    for block in range(world.deploy_block, world.end_block + 1):
+        ts = clock.timestamp(block)
+        for grantee, record, purpose in world.reads:
+            seen.add(timeline.access_at(a.patient.address, grantee, record, purpose, block, ts)[1])
+    assert {
+        Basis.NONE,
+        Basis.OWNER,
+        Basis.RECORD,
+        Basis.CATEGORY,
+        Basis.ALL,
+        Basis.GUARDIAN,
+        Basis.EMERGENCY,
+    } <= seen
+
+
+def test_state_at_lists_grants_in_force_and_lapsed(world, timeline) -> None:
+    clock = BlockClock(world.rpc())
+    a = world.actors
+    before = world.checkpoints[0].block_number
+    state = timeline.state_at(
+        a.patient.address, block_number=before, timestamp=clock.timestamp(before)
+    )
+    assert {(g.grantee, g.scope_kind) for g in state.grants} == {
+        (a.doctor.address, ScopeKind.RECORD),
+        (a.researcher.address, ScopeKind.CATEGORY),
+        (a.insurer.address, ScopeKind.ALL),
+    }
+    assert len(state.records) == 2
+    assert state.guardian is None
+    end = world.end_block
+    later = timeline.state_at(a.patient.address, block_number=end, timestamp=clock.timestamp(end))
+    assert {g.grantee for g in later.grants} == {a.doctor.address}
+    assert {g.grantee for g in later.expired} == {a.researcher.address}
+    assert later.guardian == a.guardian.address
+    assert later.break_glass == ()
+
+
+def test_invalid_purpose_is_refused_like_the_contract(timeline, world) -> None:
+    with pytest.raises(ValueError, match="InvalidPurpose"):
+        timeline.access_at(
+            world.actors.patient.address,
+            world.actors.doctor.address,
+            world.rec_lab,
+            32,
+            world.end_block,
+            0,
+        )
+
+
+def test_events_out_of_order_are_refused(world) -> None:
+    result = replay(
+        world.rpc(),
+        address=world.address,
+        from_block=world.deploy_block,
+        decoder=world.decoder(),
+        target_block=world.end_block,
+    )
+    timeline = ConsentTimeline(result.events[:5])
+    with pytest.raises(OutOfOrderEvent):
+        timeline.apply(result.events[2])

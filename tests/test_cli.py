@@ -1,0 +1,414 @@
+"""The ``consent`` CLI: documented, helpful, honest about failures, and the demo holds.
+
+Real services: a session stack (anvil + js-ipfs + gateway via ``ledger.stack.start_stack`` on
+free ports in a temp dir, checkpoints anchored every second), stopped in ``finally``; and
+``consent demo --fresh``, which starts and stops its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from typer.testing import CliRunner
+
+from ledger.chain import dev_accounts
+from ledger.cli import app, command_names, parse_expiry, parse_purposes
+from ledger.consent_types import NO_EXPIRY
+from ledger.demo import checkup_pdf, diagnostic_report
+from ledger.keys import Keystore
+from ledger.paths import PROJECT_ROOT, state_paths
+from ledger.services import free_port
+from ledger.stack import StackConfig, StackInfo, start_stack
+
+runner = CliRunner()
+PATIENT = dev_accounts()[3]
+
+
+def invoke(*args: str, env: dict[str, str] | None = None, input: str | None = None):
+    return runner.invoke(app, list(args), env=env, input=input)
+
+
+# ------------------------------------------------------------------------------ docs and help
+
+
+def _readme_commands() -> set[tuple[str, ...]]:
+    text = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    found: set[tuple[str, ...]] = set()
+    for line in section.splitlines():
+        m = re.match(r"^\|\s*`consent ([^`]*)`", line)
+        if not m:
+            continue
+        words: list[str] = []
+        for token in m[1].split():
+            if not re.fullmatch(r"[a-z][a-z-]*", token):
+                break
+            words.append(token)
+        found.add(tuple(words))
+    return found
+
+
+def test_every_command_is_in_the_readme_and_has_help() -> None:
+    documented = _readme_commands()
+    commands = set(command_names())
+    assert commands, "no commands found"
+    missing = sorted(" ".join(c) for c in commands - documented)
+    assert not missing, f"commands missing from README.md's Commands table: {missing}"
+    stale = sorted(" ".join(c) for c in documented - commands)
+    assert not stale, f"README.md documents commands that do not exist: {stale}"
+    for path in sorted(commands):
+        result = invoke(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output, path
+        assert "--help" in result.output, path
+
+
+def test_top_level_help_lists_the_exit_codes() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "Exit codes" in result.output
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+
+def test_expiry_parses_durations_dates_and_never() -> None:
+    assert parse_expiry("30d", now=1000) == 1000 + 30 * 86400
+    assert parse_expiry("12h", now=0) == 12 * 3600
+    assert parse_expiry("never") == NO_EXPIRY
+    assert parse_expiry("2030-01-01") == 1893456000
+
+
+def test_purposes_parse_names_numbers_and_lists() -> None:
+    assert parse_purposes(["treatment", "research,3"]) == [0, 1, 3]
+
+
+def test_unknown_purpose_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = invoke(
+        "grant", "--to", "doctor", "--all", "--purpose", "tretment", "--as", "patient",
+        "--home", str(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "unknown purpose 'tretment'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output + result.stderr
+
+
+# ----------------------------------------------------------------------------------- demo data
+
+
+def test_demo_report_is_valid_fhir_with_loinc_codes() -> None:
+    from fhir.resources.diagnosticreport import DiagnosticReport
+
+    raw = diagnostic_report(patient=PATIENT.address, issued_at=1_770_000_000)
+    report = DiagnosticReport.model_validate_json(raw)
+    codes = {c.code.coding[0].code for c in report.contained if hasattr(c, "valueQuantity")}
+    assert {"2093-3", "2085-9", "13457-7", "2571-8", "718-7"} <= codes
+    assert PATIENT.address.lower() in raw.decode()
+
+
+def test_demo_pdf_is_well_formed() -> None:
+    pdf = checkup_pdf(["Title", "line (with parens)"])
+    assert pdf.startswith(b"%PDF-1.4")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    xref = int(pdf.rsplit(b"startxref\n", 1)[1].split(b"\n")[0])
+    assert pdf[xref:].startswith(b"xref")
+    offsets = re.findall(rb"(\d{10}) 00000 n ", pdf)
+    for number, offset in enumerate(offsets, start=1):
+        assert pdf[int(offset) :].startswith(b"%d 0 obj" % number)
+
+
+# ------------------------------------------------------------------------------------- keys
+
+
+def test_keys_round_trip(tmp_path: Path) -> None:
+    env = {"CONSENT_PASSWORD": "correct horse battery staple"}
+    home = str(tmp_path)
+    created = invoke("key", "new", "clinic", "--home", home, "--json", env=env)
+    assert created.exit_code == 0, created.output
+    address = json.loads(created.stdout)["address"]
+
+    secret = Account.create()
+    key_file = tmp_path / "secret.hex"
+    key_file.write_text(secret.key.hex())
+    imported = invoke(
+        "key", "import", "lab-2", "--key-file", str(key_file), "--home", home, "--json", env=env
+    )
+    assert imported.exit_code == 0, imported.output
+    assert json.loads(imported.stdout)["address"] == secret.address
+
+    listed = invoke("key", "list", "--home", home, "--json", "--no-dev")
+    assert listed.exit_code == 0
+    assert {(r["name"], r["address"].lower()) for r in json.loads(listed.stdout)} == {
+        ("clinic", address.lower()),
+        ("lab-2", secret.address.lower()),
+    }
+    keys = Keystore(state_paths(tmp_path).keys)
+    assert keys.unlock("lab-2", env["CONSENT_PASSWORD"]).key == secret.key
+    assert keys.unlock("clinic", env["CONSENT_PASSWORD"]).address == address
+    assert (os.stat(state_paths(tmp_path).keys / "clinic.json").st_mode & 0o777) == 0o600
+
+    again = invoke("key", "new", "clinic", "--home", home, env=env)
+    assert again.exit_code == 2
+    assert "already exists" in again.stderr
+
+
+def test_wrong_password_is_one_line_exit_2(tmp_path: Path) -> None:
+    home = str(tmp_path)
+    assert (
+        invoke("key", "new", "clinic", "--home", home, env={"CONSENT_PASSWORD": "pw-1"}).exit_code
+        == 0
+    )
+    result = invoke("records", "--as", "clinic", "--home", home, env={"CONSENT_PASSWORD": "pw-2"})
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "wrong password for key 'clinic'" in lines[0]
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_gateway_down_is_one_line_exit_2(tmp_path: Path) -> None:
+    gateway = f"http://127.0.0.1:{free_port()}"
+    result = invoke(
+        "records", "--as", "patient", "--gateway", gateway, "--home", str(tmp_path),
+        env={"CONSENT_CHAIN_URL": f"http://127.0.0.1:{free_port()}"},
+    )  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "not answering" in lines[0]
+    assert "consent up" in lines[0]
+
+
+# ----------------------------------------------------------------------------- the real stack
+
+
+@dataclass
+class Stack:
+    info: StackInfo
+    home: Path
+
+    @property
+    def args(self) -> list[str]:
+        return [
+            "--gateway", self.info.gateway_url,
+            "--chain", self.info.anvil.url,
+            "--home", str(self.home),
+        ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="consent-cli-", ignore_cleanup_errors=True) as tmp:
+        paths = state_paths(Path(tmp) / "home")
+        config = StackConfig(
+            paths=paths,
+            chain_port=free_port(),
+            ipfs_port=free_port(),
+            gateway_port=free_port(),
+            gateway_env={"CONSENT_CHECKPOINT_INTERVAL_S": "1"},
+        )
+        info = start_stack(config, say=lambda s: None)
+        try:
+            yield Stack(info, paths.home)
+        finally:
+            info.stop()
+
+
+def _run(stack: Stack, *args: str, who: str | None = None) -> object:
+    extra = ["--as", who] if who else []
+    return invoke(*args, *extra, *stack.args)
+
+
+def _upload(stack: Stack, tmp_path: Path, content: bytes, category: str) -> tuple[str, Path]:
+    admitted = _run(stack, "admin", "add-centre", "centre")
+    assert admitted.exit_code == 0, admitted.output + admitted.stderr
+    source = tmp_path / f"{category}.json"
+    source.write_bytes(content)
+    result = _run(
+        stack, "upload", str(source), "--patient", "patient", "--category", category, "--json",
+        who="centre",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + result.stderr
+    body = json.loads(result.stdout)
+    assert body["created"] is True
+    assert body["cid"].startswith("bafk")
+    return body["record_id"], source
+
+
+def test_grant_fetch_revoke_who_read_through_the_cli(stack: Stack, tmp_path: Path) -> None:
+    content = diagnostic_report(patient=PATIENT.address, issued_at=1_770_000_001)
+    record_id, source = _upload(stack, tmp_path, content, "laboratory")
+
+    listed = _run(stack, "records", "--json", who="patient")
+    assert listed.exit_code == 0, listed.output + listed.stderr
+    assert record_id in {r["record_id"] for r in json.loads(listed.stdout)}
+
+    out = tmp_path / "read.json"
+    denied = _run(stack, "fetch", record_id, "--purpose", "treatment", "-o", str(out), who="doctor")
+    assert denied.exit_code == 1
+    assert "holds no consent" in denied.stderr
+    assert not out.exists()
+
+    granted = _run(
+        stack, "grant", "--to", "doctor", "--record", record_id, "--purpose", "treatment",
+        "--expires", "30d", "--json", who="patient",
+    )  # fmt: skip
+    assert granted.exit_code == 0, granted.output + granted.stderr
+    assert json.loads(granted.stdout)["status"] == "mined"
+
+    received = json.loads(_run(stack, "consents", "--json", who="doctor").stdout)["received"]
+    assert any(c["scope_id"] == record_id and c["active"] for c in received)
+
+    fetched = _run(
+        stack, "fetch", record_id, "--purpose", "treatment", "-o", str(out), who="doctor"
+    )
+    assert fetched.exit_code == 0, fetched.output + fetched.stderr
+    assert out.read_bytes() == source.read_bytes()
+
+    revoked = _run(stack, "revoke", "--to", "doctor", "--record", record_id, who="patient")
+    assert revoked.exit_code == 0, revoked.output + revoked.stderr
+    out.unlink()
+    again = _run(stack, "fetch", record_id, "--purpose", "treatment", "-o", str(out), who="doctor")
+    assert again.exit_code == 1
+    assert not out.exists()
+
+    who_read = _run(stack, "who-read", "--json", "--wait", "60", who="patient")
+    assert who_read.exit_code == 0, who_read.output + who_read.stderr
+    body = json.loads(who_read.stdout)
+    about = [e for e in body["entries"] if e["record"] == record_id]
+    assert [e["decision"] for e in about] == ["denied", "allowed", "denied"]
+    assert all(e["inclusion"] == "verified" and e["leaf_ok"] for e in body["entries"])
+    assert body["anchored"] is True
+
+
+def test_unknown_record_is_one_line_exit_2(stack: Stack, tmp_path: Path) -> None:
+    out = tmp_path / "x"
+    result = _run(
+        stack, "fetch", "0x" + "ab" * 32, "--purpose", "treatment", "-o", str(out), who="doctor"
+    )
+    assert result.exit_code == 2
+    assert "unknown record" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_upload_dir_uploads_a_manifest_and_reports_failures(stack: Stack, tmp_path: Path) -> None:
+    assert _run(stack, "admin", "add-centre", "centre").exit_code == 0
+    files = tmp_path / "batch"
+    files.mkdir()
+    (files / "a.json").write_text('{"n": 1}')
+    (files / "b.pdf").write_bytes(checkup_pdf(["batch"]))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "file,patient,category\na.json,patient,laboratory\nb.pdf,patient,summary\n"
+        "a.json,nobody-known,laboratory\n"
+    )
+    result = _run(
+        stack, "upload-dir", str(files), "--manifest", str(manifest), "--json", who="centre"
+    )
+    assert result.exit_code == 1, result.output + result.stderr
+    body = json.loads(result.stdout)
+    assert body["uploaded"] == 2
+    assert body["failed"] == 1
+    assert [r["status"] for r in body["results"]][2] == "failed"
+
+
+# ----------------------------------------------------------------------- a tampering gateway
+
+
+@contextlib.contextmanager
+def _tampering_proxy(upstream: str, field: str) -> Iterator[str]:
+    """A proxy to the gateway that alters one field of every record envelope it passes on."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {
+                k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+            }
+            r = httpx.request(self.command, upstream + self.path, content=body, headers=headers)
+            content = r.content
+            if (
+                self.command == "GET"
+                and self.path.startswith("/v1/records/")
+                and r.status_code == 200
+            ):
+                envelope = json.loads(content)
+                if field == "ciphertext":
+                    blob = bytearray(base64.b64decode(envelope["ciphertext"]))
+                    blob[-1] ^= 0x01
+                    envelope["ciphertext"] = base64.b64encode(bytes(blob)).decode()
+                else:
+                    envelope["content_digest"] = "0x" + hashlib.sha256(b"forged").hexdigest()
+                content = json.dumps(envelope).encode()
+            self.send_response(r.status_code)
+            self.send_header("content-type", r.headers.get("content-type", "application/json"))
+            self.send_header("content-length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+        do_GET = do_POST = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("field", ["ciphertext", "content_digest"])
+def test_fetch_with_tampered_envelope_writes_nothing(
+    stack: Stack, tmp_path: Path, field: str
+) -> None:
+    content = json.dumps({"tamper": field, "ldl": 138}).encode()
+    record_id, _ = _upload(stack, tmp_path, content, f"tamper-{field}"[:32])
+    granted = _run(
+        stack, "grant", "--to", "doctor", "--record", record_id, "--purpose", "treatment",
+        who="patient",
+    )  # fmt: skip
+    assert granted.exit_code == 0, granted.output + granted.stderr
+    out = tmp_path / "out.json"
+    with _tampering_proxy(stack.info.gateway_url, field) as proxy:
+        result = invoke(
+            "fetch", record_id, "--purpose", "treatment", "-o", str(out), "--as", "doctor",
+            "--gateway", proxy, "--chain", stack.info.anvil.url, "--home", str(stack.home),
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output + result.stderr
+    assert "failed verification" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.json")]
+
+
+# ------------------------------------------------------------------------------------- demo
+
+
+def test_demo_exits_0_on_a_fresh_stack() -> None:
+    result = invoke("demo", "--fresh")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "all" in result.output
+    assert "expectations held" in result.output
+    assert re.search(r"tx 0x[0-9a-f]{64}", result.output)
