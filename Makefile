@@ -15,11 +15,12 @@ test: install lint typecheck pytest
 
 install: $(STAMP) $(NPM_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-slither.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python >= 3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-slither.txt
 	touch $@
 
 $(NPM_STAMP): hardhat_local/package.json hardhat_local/package-lock.json

@@ -454,6 +454,8 @@ def verify(
     """Parse and verify a signed SIWE message; see the module docstring for the checks."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if clock_skew < timedelta(0) or (max_age is not None and max_age <= timedelta(0)):
+        raise ValueError("clock_skew must be >= 0 and max_age > 0")
     message = parse_message(message_text)
     if message.domain.lower() != expected_domain.lower():
         raise DomainMismatch(expected=expected_domain, actual=message.domain)
@@ -469,6 +471,7 @@ def verify(
     if message.not_before is not None and now < message.not_before:
         raise NotYetValid(valid_from=message.not_before, now=now)
     if message.issued_at - now > clock_skew:
+        # issued_at - clock_skew cannot underflow: issued_at > now + clock_skew >= year 1.
         raise NotYetValid(valid_from=message.issued_at - clock_skew, now=now)
     address, public_key = recover_signer(message_text, signature)
     if address != message.address:
