@@ -32,7 +32,6 @@ from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.ipfs import IpfsClient
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.relay import ConsentDirectory, ConsentRelay
-from gateway.rpc import KeepAliveRpc
 from gateway.service import AuthService, ChainAccess, RecordService
 from gateway.settings import Settings, get_settings
 from ledger.build import compile_contracts
@@ -184,7 +183,10 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
         relayer=relayer,
         chain_id=settings.expected_chain_id(),
         max_in_flight=settings.max_in_flight_tx,
-        rpc=KeepAliveRpc(settings.chain_url, timeout_s=settings.chain_timeout_s),
+        rpc=httpx.Client(
+            timeout=settings.chain_timeout_s,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        ),
     )
     http = httpx.Client(
         base_url=settings.ipfs_url,

@@ -148,6 +148,8 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
             "CONSENT_RELAYER_KEY": relayer_account.key.hex(),
             "CONSENT_SIWE_DOMAIN": f"127.0.0.1:{config.gateway_port}",
             "CONSENT_SIWE_URI": f"http://127.0.0.1:{config.gateway_port}",
+            # the local chain's dev account named `auditor` may export the whole access log
+            "CONSENT_AUDITORS": dev_accounts()[9].address,
             **config.gateway_env,
         }
         gateway = ServiceProcess(

@@ -1,0 +1,147 @@
+"""Benchmark: consent-checked fetches of a 64 KiB record from N concurrent clients.
+
+A centre uploads one 64 KiB record; the patient grants treatment consent (signed, relayed) to
+N grantees; each grantee signs in (SIWE) and one fetch is opened and checked end to end
+(ECIES unseal, AES-GCM, sha256 against the on-chain digest). Then, on loopback:
+
+- allowed phase: N connections, each a different grantee, fetch the record for ``--seconds``;
+  every response is a 200 with the sealed envelope (eth_blockNumber + hasConsent at that block,
+  CID-verified ciphertext, the access-log entry durable before the answer);
+- denied phase: N connections of accounts without consent fetch it; every response is a 403
+  and its decision is appended to the access log too.
+
+Prints allowed fetches/s, denied decisions/s, p50/p99 latency, and the CPU used by the load
+generator and by the gateway (cores). Goals on a 2-core machine: >= 500 allowed/s, >= 2,000
+decisions/s, p99 < 50 ms.
+
+    .venv/bin/python bench/fetch.py [--clients 16] [--seconds 10] [--workers 1] [--json]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import emit, local_stack, parser, percentile
+from bench._gateway import (
+    AUDITOR_ENV,
+    RECORD_BYTES,
+    LoadResult,
+    cpu_share,
+    gateway_pid,
+    get_request,
+    new_account,
+    process_tree_cpu,
+    run_load,
+    world,
+)
+from ledger.client import open_checked
+
+
+def _phase(
+    url: str, requests: list[list[bytes]], seconds: float, pid: int | None
+) -> tuple[LoadResult, float | None]:
+    before = process_tree_cpu(pid)
+    result = run_load(url, requests, seconds=seconds)
+    after = process_tree_cpu(pid)
+    server = after - before if before is not None and after is not None else None
+    return result, server
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=16, help="concurrent connections (default 16)")
+    p.add_argument("--seconds", type=float, default=10.0, help="per phase (default 10)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="gateway worker processes when starting a stack"
+    )
+    args = p.parse_args(argv)
+    env = dict(AUDITOR_ENV)
+    if args.workers > 1:
+        env["UVICORN_WORKERS"] = str(args.workers)
+    with local_stack(args.url, gateway_env=env) as stack:
+        w = world(stack)
+        try:
+            patient = new_account()
+            data = os.urandom(RECORD_BYTES)
+            record_id = w.upload(patient.address, data)
+            patient_session = w.session(patient)
+            grantees = [new_account() for _ in range(args.clients)]
+            for grantee in grantees:
+                w.grant(patient, patient_session, grantee.address, record_id)
+            sessions = [w.session(g) for g in grantees]
+            strangers = [w.session(new_account()) for _ in range(args.clients)]
+            # One fetch opened and checked end to end before timing anything.
+            envelope = sessions[0].fetch_envelope(record_id, "treatment")
+            assert (
+                open_checked(envelope, grantees[0], expected_digest=hashlib.sha256(data).digest())
+                == data
+            )
+            path = f"/v1/records/{record_id}?purpose=treatment"
+            allowed_req = [[get_request(stack.gateway_url, path, s.token)] for s in sessions]
+            denied_req = [[get_request(stack.gateway_url, path, s.token)] for s in strangers]
+            pid = gateway_pid(stack)
+            allowed, allowed_cpu = _phase(stack.gateway_url, allowed_req, args.seconds, pid)
+            denied, denied_cpu = _phase(stack.gateway_url, denied_req, args.seconds, pid)
+        finally:
+            w.close()
+    unexpected = {
+        "allowed_phase": {k: v for k, v in allowed.statuses.items() if k != 200},
+        "denied_phase": {k: v for k, v in denied.statuses.items() if k != 403},
+    }
+    a_p50, a_p99 = percentile(allowed.latencies_ms, 50), percentile(allowed.latencies_ms, 99)
+    d_p50, d_p99 = percentile(denied.latencies_ms, 50), percentile(denied.latencies_ms, 99)
+    rows: list[tuple[str, Any, str]] = [
+        ("allowed_fetches_per_s", round(allowed.rate(200), 1), ">= 500"),
+        ("allowed_p50_ms", round(a_p50, 2), ""),
+        ("allowed_p99_ms", round(a_p99, 2), "< 50"),
+        ("denied_decisions_per_s", round(denied.rate(403), 1), ">= 2,000"),
+        ("denied_p50_ms", round(d_p50, 2), ""),
+        ("denied_p99_ms", round(d_p99, 2), "< 50"),
+        ("clients", args.clients, ""),
+        ("record_bytes", RECORD_BYTES, ""),
+    ]
+    extra = {
+        "seconds_per_phase": args.seconds,
+        "workers": args.workers if args.url is None else None,
+        "unexpected_statuses": unexpected,
+        "allowed_phase_cpu": cpu_share(allowed.client_cpu_s, allowed_cpu, args.seconds),
+        "denied_phase_cpu": cpu_share(denied.client_cpu_s, denied_cpu, args.seconds),
+        "response_bytes_allowed": allowed.bytes_received // max(1, allowed.statuses.get(200, 1)),
+    }
+    a_cpu, d_cpu = extra["allowed_phase_cpu"], extra["denied_phase_cpu"]
+    if not args.json:
+        rows += [
+            (
+                "client CPU, allowed phase (cores)",
+                str(a_cpu["client_cpu_cores"]),
+                "",
+            ),
+            (
+                "gateway CPU, allowed phase (cores)",
+                str(a_cpu.get("gateway_cpu_cores", "n/a")),
+                "",
+            ),
+            (
+                "client CPU, denied phase (cores)",
+                str(d_cpu["client_cpu_cores"]),
+                "",
+            ),
+            (
+                "gateway CPU, denied phase (cores)",
+                str(d_cpu.get("gateway_cpu_cores", "n/a")),
+                "",
+            ),
+            ("unexpected statuses", str(unexpected), "none"),
+        ]
+    emit("fetch", rows, as_json=args.json, extra=extra)
+    return 0 if not any(unexpected.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
