@@ -38,7 +38,13 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 RpcOpt = Annotated[
-    str, typer.Option("--rpc", envvar="CONSENT_RPC_URL", help="JSON-RPC URL of an EVM node.")
+    str,
+    typer.Option(
+        "--rpc",
+        "--chain",
+        envvar=["CONSENT_RPC_URL", "CONSENT_CHAIN_URL"],
+        help="JSON-RPC URL of an EVM node.",
+    ),
 ]
 DeploymentOpt = Annotated[
     Path | None,
@@ -305,9 +311,36 @@ def _purpose_names(mask: int) -> list[str]:
     return [getattr(p, "name", str(p)).lower() for p in sorted(purposes_of(mask), key=int)]
 
 
+def _patient_address(text: str, *, home: Path | None, chain_id: int | None) -> str:
+    """A 0x address, a keystore name, or (on the local chain) a dev account name."""
+    from eth_utils.address import to_checksum_address
+
+    from ledger.chain import ANVIL_CHAIN_ID
+    from ledger.keys import DEV_NAMES, Keystore, dev_account
+    from ledger.paths import state_paths
+
+    text = text.strip()
+    if text.startswith("0x"):
+        try:
+            return str(to_checksum_address(text))
+        except ValueError:
+            raise _fail(f"not an address: {text!r}") from None
+    if text in DEV_NAMES:
+        return dev_account(text, chain_id=chain_id or ANVIL_CHAIN_ID).address
+    for identity in Keystore(state_paths(home).keys).list():
+        if identity.name == text:
+            return str(to_checksum_address(identity.address))
+    raise _fail(f"{text!r} is neither a 0x address, a keystore name nor a dev name")
+
+
 @app.command("state")
 def state(
-    patient: Annotated[str, typer.Option("--patient", help="The patient's address.")],
+    patient: Annotated[
+        str,
+        typer.Option(
+            "--patient", help="The patient: a 0x address, a keystore name or a local dev name."
+        ),
+    ],
     at_block: Annotated[
         int | None,
         typer.Option("--at-block", help="Block to rebuild the state at (default: head)."),
@@ -322,13 +355,9 @@ def state(
 ) -> None:
     """Every consent in force for a patient at a block (grantee, scope, purposes, expiry, basis),
     with guardian, open break-glass windows and records — rebuilt from replayed events."""
-    from eth_utils.address import to_checksum_address
 
-    try:
-        who = to_checksum_address(patient)
-    except ValueError:
-        raise _fail(f"not an address: {patient!r}") from None
     address, deploy_block, recorded_chain = _target(rpc, deployment, registry, from_block, home)
+    who = _patient_address(patient, home=home, chain_id=recorded_chain)
     decoder = _decoder(home)
     client = RpcClient(rpc, client=httpx.Client(timeout=120.0))
     try:
