@@ -296,6 +296,19 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     }
 
     /// @inheritdoc IConsentRegistry
+    function accessDecision(address patient, address grantee, bytes32 recordId, uint8 purpose)
+        external
+        view
+        returns (Basis basis, uint64 until, uint64 eventCount, uint64 blockNumber, uint64 timestamp)
+    {
+        (basis, until) = _accessBasis(patient, grantee, recordId, purpose);
+        eventCount = _digest.count;
+        // Cannot truncate: block numbers and timestamps are far below 2^64.
+        blockNumber = uint64(block.number);
+        timestamp = uint64(block.timestamp);
+    }
+
+    /// @inheritdoc IConsentRegistry
     function consentOf(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId)
         external
         view

@@ -249,6 +249,28 @@ interface IConsentRegistry {
         view
         returns (Basis basis, uint64 until);
 
+    /// @notice `accessBasis`, together with the ledger position the answer was computed on: the
+    /// number of events folded into the event digest so far, and `block.number` /
+    /// `block.timestamp` as the call saw them.
+    /// @dev Why: a node answering an `eth_call` "at block N" may evaluate it on a state that
+    /// already holds the next block's transactions (anvil does while that block is being mined,
+    /// before its block number moves on; pinning by block hash does not help), so the block a
+    /// caller asked for does not identify the state that was evaluated. Every change to the
+    /// state this view reads (records, consents, guardians, break-glass) emits an event, and
+    /// every event is folded into the digest, so `eventCount` names that state exactly, whatever
+    /// block number the node claims: an auditor replays the events, rebuilds the state after
+    /// exactly `eventCount` events and checks the answer at `timestamp` (the time expiries were
+    /// compared with). `basis` and `until` are exactly what `accessBasis` returns.
+    /// @return basis On which basis `grantee` may read (`None` when not).
+    /// @return until Until when (0 for None / Owner / Guardian).
+    /// @return eventCount The event digest's count in the evaluated state (see `eventDigest`).
+    /// @return blockNumber `block.number` during the call.
+    /// @return timestamp `block.timestamp` during the call.
+    function accessDecision(address patient, address grantee, bytes32 recordId, uint8 purpose)
+        external
+        view
+        returns (Basis basis, uint64 until, uint64 eventCount, uint64 blockNumber, uint64 timestamp);
+
     /// @notice The consent in force for one (patient, grantee, scope); zeroes when none (expired ones are returned as stored).
     function consentOf(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId)
         external

@@ -3,8 +3,9 @@
 Leaf format (version 1): the canonical JSON of the decision, UTF-8, keys sorted, no spaces,
 ASCII only::
 
-    {"block":123,"decision":"allowed","patient":"0xabc...","purpose":0,"reason":"consent",
-     "record":"0x1f...","requester":"0xdef...","time":"2026-01-01T00:00:00.123Z","v":1}
+    {"block":123,"chain_time":1767225600,"decision":"allowed","events":4711,
+     "patient":"0xabc...","purpose":0,"reason":"consent","record":"0x1f...",
+     "requester":"0xdef...","time":"2026-01-01T00:00:00.123Z","v":1}
 
 - ``requester`` / ``patient``: lowercase ``0x`` addresses; ``record``: lowercase ``0x`` bytes32.
 - ``purpose``: the purpose id (0 treatment, 1 research, ...).
@@ -14,7 +15,17 @@ ASCII only::
   ``blob_missing``, ``ipfs_unavailable``, ``chain_unavailable`` (then ``block`` is null). An
   auditor checks that every ``allowed`` leaf was covered by consent at ``block`` and every
   ``no_consent`` leaf was not.
-- ``block``: the block number ``hasConsent`` was evaluated at. ``time``: the gateway's UTC clock.
+- ``block``: the block number the gateway read (``eth_blockNumber``) and asked the registry's
+  ``accessDecision`` at. ``time``: the gateway's UTC clock.
+- ``events`` and ``chain_time`` (present together, whenever the chain answered): the ledger
+  position the node actually evaluated, as ``accessDecision`` returned it in the same
+  ``eth_call`` — the event digest's count in the evaluated state and ``block.timestamp`` during
+  the call. A node may answer "at block N" from a state that already holds block N+1's
+  transactions (anvil does while N+1 is being mined), so ``block`` alone does not identify the
+  state; ``events`` does. An auditor evaluates the decision on the consent state after exactly
+  ``events`` events at time ``chain_time``, and checks the position against ``block``. Leaves
+  without these keys (``chain_unavailable``, and logs written before they existed) are judged
+  at ``block``.
 
 Appends go through one sequencer so that leaf indices are dense and every replica agrees on
 them: a process lock (group commit: the holder writes every queued entry in one transaction)
@@ -61,6 +72,8 @@ class Decision:
     reason: str
     block_number: int | None
     time: float
+    event_count: int | None = None  # accessDecision's eventCount (leaf key ``events``)
+    chain_time: int | None = None  # accessDecision's block.timestamp (leaf key ``chain_time``)
 
 
 @dataclass(slots=True)
@@ -89,7 +102,7 @@ def _rfc3339(ts: float) -> str:
 
 def canonical_leaf(decision: Decision) -> bytes:
     """The leaf bytes of ``decision`` (see the module docstring for the format)."""
-    body = {
+    body: dict[str, object] = {
         "block": decision.block_number,
         "decision": "allowed" if decision.allowed else "denied",
         "patient": decision.patient.lower(),
@@ -100,6 +113,11 @@ def canonical_leaf(decision: Decision) -> bytes:
         "time": _rfc3339(decision.time),
         "v": LEAF_VERSION,
     }
+    if decision.event_count is not None or decision.chain_time is not None:
+        if decision.event_count is None or decision.chain_time is None:
+            raise ValueError("a decision names both its event count and its chain time, or none")
+        body["events"] = int(decision.event_count)
+        body["chain_time"] = int(decision.chain_time)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 

@@ -79,6 +79,11 @@ def _error_example(code: str, message: str, **details: Any) -> dict[str, Any]:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error_example(
+        "siwe_malformed_message",
+        "malformed SIWE message: too few lines (or a body that does not parse: bad_request)",
+        reason="too few lines",
+    ),
     401: _error_example(
         "unauthenticated", "authentication required: session expired", reason="session expired"
     ),
@@ -89,6 +94,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         record_id="0x" + "1f" * 32,
         purpose=1,
         block_number=42,
+        event_count=118,
+        chain_time=1767225600,
     ),
     404: _error_example("record_not_found", "no record 0x1f...", record_id="0x" + "1f" * 32),
     409: _error_example("conflict", "an upload of this attestation is in progress; retry shortly"),
@@ -155,7 +162,7 @@ def new_nonce(state: StateDep) -> NoncePublic:
     "/v1/auth/login",
     tags=["auth"],
     summary="Sign in with Ethereum",
-    responses=_pick(401, 422, 503),
+    responses=_pick(400, 401, 422, 503),
 )
 def login(state: StateDep, body: LoginRequest) -> SessionPublic:
     """Verify a signed EIP-4361 message (domain, URI, chain id, nonce, times, signature); the
@@ -182,7 +189,7 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
     status_code=201,
     responses={
         200: {"description": "The same attestation was uploaded before; the existing record."},
-        **_pick(401, 403, 409, 413, 422, 502, 503),
+        **_pick(400, 401, 403, 409, 413, 422, 502, 503),
     },
 )
 def upload_record(
@@ -231,7 +238,7 @@ def list_records(
     state: StateDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> RecordsPublic:
     return RecordsPublic(
         records=state.records.list_for(principal.address, limit=limit, offset=offset)
@@ -258,8 +265,10 @@ def fetch_record(
     ],
 ) -> Response:
     """The ciphertext with its data key sealed to the caller's public key, if the chain says
-    the caller holds consent for ``purpose`` at the block named in ``block_number``. Every
-    decision is appended to the access log. Open it with ``gateway.envelope.open_envelope``."""
+    the caller holds consent for ``purpose`` at the block named in ``block_number``
+    (``event_count`` and ``chain_time`` name the exact ledger state and time the chain
+    evaluated). Every decision is appended to the access log. Open it with
+    ``gateway.envelope.open_envelope``."""
     envelope = state.records.fetch(principal, record_id, parse_purpose(purpose))
     # Built and validated by seal_envelope already: serialise once (pydantic-core), skipping
     # FastAPI's second validation pass over ~90 KB of base64.
@@ -283,7 +292,7 @@ def list_consents(state: StateDep, principal: PrincipalDep) -> ConsentsPublic:
     "/v1/consents",
     tags=["consents"],
     summary="Relay a signed grant or revoke (gasless)",
-    responses=_pick(401, 403, 404, 409, 422, 503),
+    responses=_pick(400, 401, 403, 404, 409, 422, 503),
 )
 def relay_consent(state: StateDep, principal: PrincipalDep, body: RelayRequest) -> RelayResult:
     """Sends ``grantBySig`` / ``revokeBySig`` with the patient's EIP-712 signature and answers
@@ -325,7 +334,9 @@ def access_log_entries(
     state: StateDep,
     principal: PrincipalDep,
     patient: Annotated[str | None, Query(description="must be the caller (default)")] = None,
-    after: Annotated[int, Query(ge=-1, description="only entries with a larger index")] = -1,
+    after: Annotated[
+        int, Query(ge=-1, le=2**63 - 1, description="only entries with a larger index")
+    ] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AccessLogPage:
     """Decisions about the caller's records. Each entry carries the RFC 9162 inclusion proof
@@ -396,9 +407,9 @@ _EXPORT_EXAMPLE = {
     "entries": [
         {
             "index": 0,
-            "leaf": '{"block":22,"decision":"allowed","patient":"0x90f7...","purpose":0,'
-            '"reason":"consent","record":"0x1f...","requester":"0x15d3...",'
-            '"time":"2026-01-01T00:00:00.000Z","v":1}',
+            "leaf": '{"block":22,"chain_time":1767225600,"decision":"allowed","events":57,'
+            '"patient":"0x90f7...","purpose":0,"reason":"consent","record":"0x1f...",'
+            '"requester":"0x15d3...","time":"2026-01-01T00:00:00.000Z","v":1}',
             "leaf_hash": "0x" + "ab" * 32,
         }
     ],

@@ -303,6 +303,15 @@ class Envelope(BaseModel):
     sealed_key: str = Field(description="ECIES-sealed data key, standard base64")
     content_digest: Hex32 = Field(description="sha256(plaintext), as registered on-chain")
     block_number: int = Field(ge=0, description="block at which consent was checked")
+    event_count: int | None = Field(
+        default=None,
+        ge=0,
+        description="the registry's event count in the state the node evaluated (accessDecision);"
+        " it names that state exactly, even if the node evaluated a later one than block_number",
+    )
+    chain_time: int | None = Field(
+        default=None, ge=0, description="block.timestamp during the consent check (UNIX seconds)"
+    )
 
     @field_validator("patient")
     @classmethod
@@ -342,6 +351,8 @@ def seal_envelope(
     reader_public_key: bytes,
     content_digest: bytes,
     block_number: int,
+    event_count: int | None = None,
+    chain_time: int | None = None,
 ) -> Envelope:
     """Build the :class:`Envelope` for one reader (seals ``data_key`` to its public key)."""
     _check_record_id(record_id)
@@ -356,6 +367,8 @@ def seal_envelope(
             sealed_key=base64.b64encode(seal_key_to(reader_public_key, data_key)).decode("ascii"),
             content_digest="0x" + content_digest.hex(),
             block_number=block_number,
+            event_count=event_count,
+            chain_time=chain_time,
         )
     except ValidationError as exc:
         raise MalformedEnvelope(what="envelope", reason=_first_error(exc)) from None

@@ -134,8 +134,21 @@ class ConsentDenied(GatewayError):
     http_status: ClassVar[int] = 403
 
     def __init__(
-        self, *, requester: str, patient: str, record_id: str, purpose: int, block: int
+        self,
+        *,
+        requester: str,
+        patient: str,
+        record_id: str,
+        purpose: int,
+        block: int,
+        event_count: int | None = None,
+        chain_time: int | None = None,
     ) -> None:
+        position: dict[str, object] = {}
+        if event_count is not None:
+            position["event_count"] = event_count
+        if chain_time is not None:
+            position["chain_time"] = chain_time
         super().__init__(
             f"{requester} holds no consent for record {record_id} "
             f"(purpose {purpose}) at block {block}",
@@ -144,12 +157,15 @@ class ConsentDenied(GatewayError):
             record_id=record_id,
             purpose=purpose,
             block_number=block,
+            **position,
         )
         self.requester = requester
         self.patient = patient
         self.record_id = record_id
         self.purpose = purpose
         self.block = block
+        self.event_count = event_count
+        self.chain_time = chain_time
 
 
 class NotFound(GatewayError):

@@ -1,7 +1,7 @@
 """A lean JSON-RPC transport for the fetch path's two chain calls.
 
-Every fetch asks the node twice (``eth_blockNumber``, then ``eth_call`` of ``hasConsent`` at that
-block), so the per-call cost of the HTTP client is paid twice per request on one Python core.
+Every fetch asks the node twice (``eth_blockNumber``, then ``eth_call`` of ``accessDecision`` at
+that block), so the per-call cost of the HTTP client is paid twice per request on one Python core.
 :class:`KeepAliveRpc` keeps one persistent ``http.client`` connection per thread (no pool
 locks, no header models: about a fifth of httpx's CPU per call); :class:`HttpxRpc` adapts an
 ``httpx.Client`` (tests hand in ``httpx.MockTransport``). Both raise :class:`RpcTransportError`

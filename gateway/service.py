@@ -6,9 +6,12 @@ monkeypatching. Routes stay thin: they parse, call one method here, and shape th
 
 Fail-closed rules (see DESIGN.md, threat model):
 
-- A fetch reads the latest block number first and asks ``hasConsent`` *at that block*; the
-  block is named in the response and in the access-log leaf. A chain error is a 503 and nothing
-  is served.
+- A fetch reads the latest block number first and asks ``accessDecision`` *at that block*; the
+  block is named in the response and in the access-log leaf, together with the ledger position
+  the node actually evaluated (the event digest's count and ``block.timestamp``, returned by the
+  same ``eth_call``): a node may answer "at block N" from a state that already holds block
+  N+1's transactions, and the event count is what lets an auditor re-evaluate exactly the state
+  the decision was taken on. A chain error is a 503 and nothing is served.
 - The ciphertext must match its CID (recomputed locally) and the sha256 kept at upload, must
   decrypt under the record's data key with the record id and patient as associated data, and the
   plaintext must hash to the registered ``contentDigest``; otherwise 502. The plaintext never
@@ -79,7 +82,7 @@ from gateway.models import (
     SessionPublic,
 )
 from gateway.rpc import HttpxRpc, KeepAliveRpc, RpcTransport, RpcTransportError
-from ledger.consent_types import Purpose, category_id, category_name
+from ledger.consent_types import Basis, Purpose, category_id, category_name
 from ledger.contract_errors import ContractError, ErrorDecoder
 from ledger.eip712 import Domain, RecordAttestation
 from ledger.eip712 import record_id as attestation_record_id
@@ -89,6 +92,7 @@ from ledger.registry import CENTRE_ROLE, ConsentRegistry
 __all__ = [
     "AuthService",
     "ChainAccess",
+    "ChainDecision",
     "Principal",
     "RecordService",
     "contract_rejection",
@@ -149,6 +153,25 @@ def _field_names(exc: ContractError) -> list[str]:
     return [f.name for f in dataclasses.fields(exc)]
 
 
+@dataclass(frozen=True, slots=True)
+class ChainDecision:
+    """What ``accessDecision`` answered, and the ledger position it was evaluated on."""
+
+    basis: Basis
+    until: int
+    event_count: int  # the event digest's count in the state the node evaluated
+    block_number: int  # block.number during the call
+    timestamp: int  # block.timestamp during the call
+
+    @property
+    def allowed(self) -> bool:
+        return self.basis is not Basis.NONE
+
+
+_UINT64 = 1 << 64
+_BASIS_MAX = max(Basis)
+
+
 class ChainAccess:
     """The registry client, created on first use (the gateway starts even if the chain is
     down, and says so on ``/healthz``), with transport errors mapped to ``ChainUnavailable``
@@ -168,7 +191,7 @@ class ChainAccess:
     ) -> None:
         self.w3 = w3
         self.url = url
-        # The two calls of every fetch (eth_blockNumber, hasConsent) go over a plain keep-alive
+        # The two calls of every fetch (eth_blockNumber, accessDecision) go over a plain keep-alive
         # JSON-RPC transport with a precomputed selector: web3's contract machinery costs ~2 ms
         # a call, httpx ~0.5 ms, this ~0.1 ms. Everything else uses the typed registry client.
         if isinstance(rpc, httpx.Client):
@@ -176,6 +199,9 @@ class ChainAccess:
         self._rpc: RpcTransport = rpc if rpc is not None else KeepAliveRpc(url, timeout_s=10.0)
         self._rpc_id = itertools.count(1)
         self._has_consent_selector = keccak(text="hasConsent(address,address,bytes32,uint8)")[:4]
+        self._access_decision_selector = keccak(
+            text="accessDecision(address,address,bytes32,uint8)"
+        )[:4]
         self._errors = ErrorDecoder(abi)
         self.address = address
         self.relayer = relayer
@@ -279,6 +305,27 @@ class ChainAccess:
         if len(raw) != 32 or raw[:31] != bytes(31) or raw[31] > 1:
             raise UpstreamFailed("hasConsent returned a malformed bool", result=str(result)[:80])
         return raw[31] == 1
+
+    def access_decision_at(
+        self, patient: str, grantee: str, record_id: bytes, purpose: int, *, block: int
+    ) -> ChainDecision:
+        """``accessDecision`` evaluated at ``block`` (raw ``eth_call``): the basis, and the event
+        count / block number / timestamp of the state the node actually evaluated."""
+        args = abi_encode(
+            ["address", "address", "bytes32", "uint8"], [patient, grantee, record_id, purpose]
+        )
+        call = {"to": self.address, "data": "0x" + (self._access_decision_selector + args).hex()}
+        result = self._raw("eth_call", [call, hex(block)])
+        try:
+            raw = bytes.fromhex(str(result)[2:])
+        except ValueError:
+            raw = b""
+        words = [int.from_bytes(raw[i : i + 32], "big") for i in range(0, len(raw), 32)]
+        if len(raw) != 160 or words[0] > _BASIS_MAX or any(w >= _UINT64 for w in words):
+            raise UpstreamFailed(
+                "accessDecision returned a malformed answer", result=str(result)[:400]
+            )
+        return ChainDecision(Basis(words[0]), words[1], words[2], words[3], words[4])
 
     def resync_nonce(self) -> None:
         registry = self._registry
@@ -795,37 +842,41 @@ class RecordService:
         decide = _DecisionLog(self, principal.address, patient, rid_hex, purpose)
         try:
             block = self.chain.block_number()
-            allowed = self.chain.has_consent_at(
+            # One eth_call answers the question and names the state it was answered on (event
+            # count and block.timestamp): the node may have evaluated a later state than `block`.
+            answer = self.chain.access_decision_at(
                 patient, principal.address, rid, purpose, block=block
             )
         except ChainUnavailable:
             self.metrics.chain_errors.inc()
             decide(False, "chain_unavailable", None)
             raise
-        if not allowed:
-            decide(False, "no_consent", block)
+        if not answer.allowed:
+            decide(False, "no_consent", block, answer)
             raise ConsentDenied(
                 requester=principal.address,
                 patient=patient,
                 record_id=rid_hex,
                 purpose=purpose,
                 block=block,
+                event_count=answer.event_count,
+                chain_time=answer.timestamp,
             )
         try:
             blob, data_key = self._verified_blob(row, rid)
         except IpfsUnavailable:
             self.metrics.ipfs_errors.inc()
-            decide(False, "ipfs_unavailable", block)
+            decide(False, "ipfs_unavailable", block, answer)
             raise
         except IpfsError as exc:  # the node answered but could not produce the blob
             log.error("blob unavailable record=%s cid=%s: %s", rid_hex, row.cid, exc.code)
-            decide(False, "blob_missing", block)
+            decide(False, "blob_missing", block, answer)
             raise BlobTampered(record_id=rid_hex, cid=row.cid or "", reason=exc.code) from exc
         except BlobTampered as exc:
             log.error("tampered blob record=%s cid=%s: %s", rid_hex, row.cid, exc.reason)
-            decide(False, "blob_tampered", block)
+            decide(False, "blob_tampered", block, answer)
             raise
-        decide(True, "owner" if principal.address == patient else "consent", block)
+        decide(True, "owner" if principal.address == patient else "consent", block, answer)
         return env.seal_envelope(
             record_id=rid,
             patient=patient,
@@ -835,6 +886,8 @@ class RecordService:
             reader_public_key=principal.public_key,
             content_digest=bytes.fromhex(row.content_digest[2:]),
             block_number=block,
+            event_count=answer.event_count,
+            chain_time=answer.timestamp,
         )
 
     def _verified_blob(self, row: Record, rid: bytes) -> tuple[bytes, bytes]:
@@ -878,7 +931,9 @@ class _DecisionLog:
         self._record = record
         self._purpose = purpose
 
-    def __call__(self, allowed: bool, reason: str, block: int | None) -> None:
+    def __call__(
+        self, allowed: bool, reason: str, block: int | None, answer: ChainDecision | None = None
+    ) -> None:
         svc = self._svc
         decision = Decision(
             requester=self._requester,
@@ -889,6 +944,8 @@ class _DecisionLog:
             reason=reason,
             block_number=block,
             time=svc._clock(),
+            event_count=answer.event_count if answer is not None else None,
+            chain_time=answer.timestamp if answer is not None else None,
         )
         with _db_guard():
             appended = svc.access_log.append(decision)

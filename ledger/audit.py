@@ -21,9 +21,15 @@
      exported leaves, verified against both anchored roots): a later checkpoint that matches the
      log while an earlier one does not means the gateway rewrote history between them
      (``history_rewritten``);
-   - every ``allowed`` entry had consent at its block and every ``denied`` / ``no_consent``
-     entry did not (``read_without_consent``, ``wrong_denial``), computed from the replayed
-     events and the block's timestamp;
+   - every ``allowed`` entry had consent and every ``denied`` / ``no_consent`` entry did not
+     (``read_without_consent``, ``wrong_denial``), computed from the replayed events: on the
+     state after exactly ``events`` events at time ``chain_time`` when the leaf names that
+     position (the node's own answer to "which state did you evaluate"), else on the state after
+     its block at the block's timestamp;
+   - a leaf's position is consistent with its block (``decision_position_inconsistent``
+     otherwise): with ``events`` = C and ``block`` = N, the C events must include every event of
+     the blocks up to N and none after block N+1 (a node may evaluate "at N" a state that
+     already holds block N+1's transactions), and ``ts(N) <= chain_time <= ts(N+1)``;
    - entries after the last anchored checkpoint are reported (``unanchored_entries``).
 
 Findings are typed (:class:`Finding`); each kind has a severity. :attr:`AuditReport.exit_code` is
@@ -61,8 +67,12 @@ file)::
   (lowercase 0x bytes32), ``purpose`` (int 0..31), ``decision`` (``allowed`` | ``denied``),
   ``reason`` (``owner`` | ``consent`` for allowed; ``no_consent`` or an operational refusal —
   ``blob_tampered``, ``blob_missing``, ``ipfs_unavailable``, ``chain_unavailable`` — for denied),
-  ``block`` (the block ``hasConsent`` was evaluated at; null only for ``chain_unavailable``),
-  ``time`` (RFC 3339 UTC), ``v`` (1).
+  ``block`` (the block the gateway asked ``accessDecision`` at; null only for
+  ``chain_unavailable``), ``time`` (RFC 3339 UTC), ``v`` (1); and, together or not at all,
+  ``events`` (the registry's event count in the state the node evaluated, returned by
+  ``accessDecision`` in the same ``eth_call``) and ``chain_time`` (``block.timestamp`` in that
+  call). The gateway writes both whenever the chain answered; leaves without them (older logs,
+  ``chain_unavailable``) are judged at ``block``.
 
 :func:`build_access_log_export` builds this document from leaves and checkpoints.
 """
@@ -167,6 +177,7 @@ class FindingKind(StrEnum):
     READ_WITHOUT_CONSENT = "read_without_consent"
     WRONG_DENIAL = "wrong_denial"
     ENTRY_BLOCK_AFTER_ANCHOR = "entry_block_after_anchor"
+    DECISION_POSITION_INCONSISTENT = "decision_position_inconsistent"
     ENTRY_AFTER_TARGET = "entry_after_target"
     REASON_MISMATCH = "reason_mismatch"
 
@@ -190,6 +201,7 @@ SEVERITY: Mapping[FindingKind, Severity] = {
     FindingKind.READ_WITHOUT_CONSENT: Severity.VIOLATION,
     FindingKind.WRONG_DENIAL: Severity.VIOLATION,
     FindingKind.ENTRY_BLOCK_AFTER_ANCHOR: Severity.VIOLATION,
+    FindingKind.DECISION_POSITION_INCONSISTENT: Severity.VIOLATION,
     FindingKind.ENTRY_AFTER_TARGET: Severity.UNVERIFIABLE,
     FindingKind.REASON_MISMATCH: Severity.NOTICE,
 }
@@ -254,6 +266,8 @@ class LeafDecision:
     reason: str
     block: int | None
     time: str
+    events: int | None = None  # the registry's event count in the state evaluated
+    chain_time: int | None = None  # block.timestamp during the consent check
 
     @property
     def timestamp(self) -> float | None:
@@ -405,6 +419,15 @@ def _address(value: str) -> ChecksumAddress:
 _LEAF_KEYS = frozenset(
     {"block", "decision", "patient", "purpose", "reason", "record", "requester", "time", "v"}
 )
+_POSITION_KEYS = frozenset({"events", "chain_time"})
+_LEAF_KEYS_WITH_POSITION = _LEAF_KEYS | _POSITION_KEYS
+
+
+def _uint(body: Mapping[str, Any], key: str) -> int:
+    value = body[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key} {value!r}")
+    return value
 
 
 def _parse_entry(raw: Any, position: int) -> LogEntry:
@@ -443,7 +466,8 @@ def _parse_leaf(leaf: bytes) -> tuple[LeafDecision | None, str | None]:
         return None, "leaf is not JSON"
     if not isinstance(body, dict):
         return None, "leaf is not a JSON object"
-    if set(body) != _LEAF_KEYS:
+    keys = set(body)
+    if keys != _LEAF_KEYS and keys != _LEAF_KEYS_WITH_POSITION:
         return None, f"leaf keys {sorted(body)} are not the v1 keys"
     if body["v"] != 1:
         return None, f"unknown leaf version {body['v']!r}"
@@ -458,6 +482,9 @@ def _parse_leaf(leaf: bytes) -> tuple[LeafDecision | None, str | None]:
         if not isinstance(purpose, int) or isinstance(purpose, bool):
             raise ValueError(f"purpose {purpose!r}")
         record = _hex_bytes(body["record"], 32)
+        positioned = "events" in body
+        if positioned and block is None:
+            raise ValueError("events and chain_time without a block")
         parsed = LeafDecision(
             requester=_address(body["requester"]),
             patient=_address(body["patient"]),
@@ -467,6 +494,8 @@ def _parse_leaf(leaf: bytes) -> tuple[LeafDecision | None, str | None]:
             reason=str(body["reason"]),
             block=block,
             time=str(body["time"]),
+            events=_uint(body, "events") if positioned else None,
+            chain_time=_uint(body, "chain_time") if positioned else None,
         )
     except (TypeError, ValueError) as exc:
         return None, f"bad leaf field: {exc}"
@@ -733,6 +762,12 @@ def verify_access_log(
     # Decisions against the chain.
     anchor_block = {c.tree_size: c.block_number for c in anchored}
     blocks = {e.decision.block for e in entries if e.decision and e.decision.block is not None}
+    # A positioned leaf's chain time is checked against its block and the next one.
+    blocks |= {
+        e.decision.block + 1
+        for e in entries
+        if e.decision and e.decision.block is not None and e.decision.events is not None
+    }
     in_range = [b for b in blocks if b <= target_block]
     times = dict(clock(in_range)) if in_range else {}
     verdicts: list[EntryVerdict] = []
@@ -830,13 +865,36 @@ def _judge(
             )
         )
         return EntryVerdict(entry.index, d, proven_by, None, None, True)
-    if not d.allowed and d.reason in _OPERATIONAL_DENIALS:
+    if d.events is not None and d.events > timeline.event_count:
+        findings.append(
+            Finding(
+                FindingKind.ENTRY_AFTER_TARGET,
+                f"entry {entry.index} was decided on the state after {d.events} events; the "
+                f"replay up to block {target_block} holds {timeline.event_count}",
+                {
+                    **base,
+                    "block": d.block,
+                    "events": d.events,
+                    "replayed_events": timeline.event_count,
+                    "target_block": target_block,
+                },
+            )
+        )
         return EntryVerdict(entry.index, d, proven_by, None, times.get(d.block), True)
+    position_ok = d.events is None or _position_consistent(entry, d, timeline, times, findings)
+    if not d.allowed and d.reason in _OPERATIONAL_DENIALS:
+        return EntryVerdict(entry.index, d, proven_by, None, times.get(d.block), position_ok)
     timestamp = times[d.block]
     try:
-        allowed, basis = timeline.access_at(
-            d.patient, d.requester, d.record, d.purpose, d.block, timestamp
-        )
+        if d.events is not None and d.chain_time is not None:
+            # The exact state the node evaluated, at the time it evaluated it.
+            allowed, basis = timeline.access_after_events(
+                d.patient, d.requester, d.record, d.purpose, d.events, d.chain_time
+            )
+        else:
+            allowed, basis = timeline.access_at(
+                d.patient, d.requester, d.record, d.purpose, d.block, timestamp
+            )
     except ValueError:
         allowed, basis = False, Basis.NONE
     details = {
@@ -846,14 +904,19 @@ def _judge(
         "block_timestamp": timestamp,
         "basis": basis,
     }
-    ok = True
+    where = f"at block {d.block}"
+    if d.events is not None:
+        details["events"] = d.events
+        details["chain_time"] = d.chain_time
+        where += f" (state after {d.events} events, chain time {d.chain_time})"
+    ok = position_ok
     if d.allowed and not allowed:
         ok = False
         findings.append(
             Finding(
                 FindingKind.READ_WITHOUT_CONSENT,
                 f"entry {entry.index}: {d.requester} read record 0x{d.record.hex()[:12]}… of "
-                f"{d.patient} for purpose {d.purpose} at block {d.block} without consent",
+                f"{d.patient} for purpose {d.purpose} {where} without consent",
                 details,
             )
         )
@@ -863,7 +926,7 @@ def _judge(
             Finding(
                 FindingKind.WRONG_DENIAL,
                 f"entry {entry.index}: {d.requester} was denied record 0x{d.record.hex()[:12]}… of "
-                f"{d.patient} at block {d.block} although the chain allowed it ({basis.name})",
+                f"{d.patient} {where} although the chain allowed it ({basis.name})",
                 details,
             )
         )
@@ -884,6 +947,66 @@ def _judge(
             )
         )
     return EntryVerdict(entry.index, d, proven_by, basis, timestamp, ok)
+
+
+def _position_consistent(
+    entry: LogEntry,
+    d: LeafDecision,
+    timeline: ConsentTimeline,
+    times: Mapping[int, int],
+    findings: list[Finding],
+) -> bool:
+    """Whether a positioned leaf's (``events``, ``chain_time``) can be what a node evaluated when
+    asked at ``block``; a ``decision_position_inconsistent`` finding otherwise.
+
+    With ``block`` = N and ``events`` = C: the state holds every event of the blocks up to N and
+    none past block N+1 (a node may answer "at N" from a state that already holds N+1's
+    transactions, mid-mining; C may even fall inside N+1), and the call's time lies between the
+    two blocks' timestamps. Both cases have been seen on anvil: block N+1's state with N's
+    number and timestamp, and with N+1's."""
+    if d.block is None or d.events is None or d.chain_time is None:
+        return True  # not a positioned leaf
+    n, count, chain_time = d.block, d.events, d.chain_time
+    at_least = timeline.events_through_block(n)
+    at_most = timeline.events_through_block(n + 1)
+    problems: list[str] = []
+    if count < at_least:
+        problems.append(
+            f"the state after {count} events misses {at_least - count} event(s) of blocks up to {n}"
+        )
+    if count > at_most:
+        problems.append(
+            f"the state after {count} events holds events of block "
+            f"{timeline.event_position(count)[0]}, past block {n + 1}"
+        )
+    ts_n, ts_next = times.get(n), times.get(n + 1)
+    if ts_n is not None and chain_time < ts_n:
+        problems.append(f"chain time {chain_time} is before block {n}'s timestamp {ts_n}")
+    if ts_next is not None and chain_time > ts_next:
+        problems.append(f"chain time {chain_time} is after block {n + 1}'s timestamp {ts_next}")
+    if not problems:
+        return True
+    findings.append(
+        Finding(
+            FindingKind.DECISION_POSITION_INCONSISTENT,
+            f"entry {entry.index} names block {n} but a ledger position no node asked at that "
+            f"block evaluates: {'; '.join(problems)}",
+            {
+                "index": entry.index,
+                "requester": d.requester,
+                "patient": d.patient,
+                "record": d.record,
+                "block": n,
+                "events": count,
+                "chain_time": chain_time,
+                "events_through_block": at_least,
+                "events_through_next_block": at_most,
+                "block_timestamp": ts_n,
+                "next_block_timestamp": ts_next,
+            },
+        )
+    )
+    return False
 
 
 # ------------------------------------------------------------------------------ the whole audit

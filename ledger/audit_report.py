@@ -101,6 +101,8 @@ def _entry_json(v: EntryVerdict) -> dict[str, Any]:
         "decision": ("allowed" if d.allowed else "denied") if d else None,
         "reason": d.reason if d else None,
         "block": d.block if d else None,
+        "events": d.events if d else None,
+        "chain_time": d.chain_time if d else None,
         "time": d.time if d else None,
         "block_timestamp": v.block_timestamp,
         "chain_basis": v.basis.name if v.basis is not None else None,

@@ -22,6 +22,14 @@ same order and same comparisons (a grant is in force while ``timestamp < expires
 
 The timestamp is that of the block the question is asked at (``block.timestamp`` in an
 ``eth_call`` at that block): callers fetch it (``ledger.replay.BlockClock``).
+
+Questions can also be asked *after exactly C events* (:meth:`ConsentTimeline.access_after_events`):
+the registry counts every event it emits (the event digest's count, which ``accessDecision``
+returns with its answer), and events are totally ordered by ``(block, logIndex)``, so a count
+names one ledger state exactly — even when a node evaluated a later state than the block it was
+asked about. :meth:`ConsentTimeline.events_through_block` gives the count after a block (how
+many events precede the next one), :meth:`ConsentTimeline.event_position` the position of the
+C-th event.
 """
 
 from __future__ import annotations
@@ -87,7 +95,11 @@ class _History(Generic[V]):
         self.values.append(value)
 
     def at(self, block: int) -> V | None:
-        i = bisect.bisect_right(self.positions, (block, _AFTER_BLOCK))
+        return self.at_position((block, _AFTER_BLOCK))
+
+    def at_position(self, position: Position) -> V | None:
+        """The value after the event at ``position`` (inclusive)."""
+        i = bisect.bisect_right(self.positions, position)
         return self.values[i - 1] if i else None
 
     def last(self) -> V | None:
@@ -155,6 +167,9 @@ class ConsentTimeline:
     def __init__(self, events: Iterable[RegistryEvent] = ()) -> None:
         self._last: Position = (-1, -1)
         self.event_count = 0
+        self._event_blocks: list[int] = []  # block of the i-th event (0-based), in order
+        self._event_log_indices: list[int] = []
+        self._record_positions: dict[bytes, Position] = {}
         self._records: dict[bytes, RecordInfo] = {}
         self._grants: dict[_GrantKey, _History[GrantInForce]] = {}
         self._grant_keys_by_patient: dict[str, set[_GrantKey]] = defaultdict(set)
@@ -179,6 +194,8 @@ class ConsentTimeline:
             raise OutOfOrderEvent(f"event at {position} after {self._last}")
         self._last = position
         self.event_count += 1
+        self._event_blocks.append(position[0])
+        self._event_log_indices.append(position[1])
         if isinstance(event, ConsentGranted):
             key = (event.patient, event.grantee, event.scope_kind, event.scope_id)
             grant = GrantInForce(
@@ -209,6 +226,7 @@ class ConsentTimeline:
                 event.cid,
                 event.block_number,
             )
+            self._record_positions[event.record_id] = position
             self._by_patient[event.patient].append(event)
         elif isinstance(event, GuardianSet | GuardianRemoved):
             history = self._guardians.get(event.patient)
@@ -254,6 +272,19 @@ class ConsentTimeline:
     @property
     def last_position(self) -> Position:
         return self._last
+
+    def events_through_block(self, block: int) -> int:
+        """How many events were emitted in blocks ``<= block`` (the event count after it)."""
+        return bisect.bisect_right(self._event_blocks, block)
+
+    def event_position(self, count: int) -> Position:
+        """The ``(block, logIndex)`` of the ``count``-th event (1-based); ``(-1, -1)`` for 0.
+        Raises ``ValueError`` when fewer events were folded."""
+        if not 0 <= count <= self.event_count:
+            raise ValueError(f"event {count} is not among the {self.event_count} folded")
+        if count == 0:
+            return (-1, -1)
+        return (self._event_blocks[count - 1], self._event_log_indices[count - 1])
 
     def record(self, record_id: bytes) -> RecordInfo | None:
         """A registered record (whenever it was registered)."""
@@ -316,12 +347,63 @@ class ConsentTimeline:
         """``accessBasis(patient, grantee, recordId, purpose)`` as an ``eth_call`` at
         ``block_number`` (whose timestamp is ``block_timestamp``) answers it: ``(basis, until)``.
         Raises ``ValueError`` for a purpose above 31 (the contract reverts InvalidPurpose)."""
+        return self._access_basis(
+            patient, grantee, record_id, purpose, (block_number, _AFTER_BLOCK), block_timestamp
+        )
+
+    def access_basis_after_events(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        *,
+        events: int,
+        timestamp: int,
+    ) -> tuple[Basis, int]:
+        """``accessBasis`` on the state after exactly ``events`` events (the event digest's
+        count, as ``accessDecision`` returns it), at ``timestamp``. Raises ``ValueError`` for a
+        purpose above 31 or a count beyond the events folded."""
+        return self._access_basis(
+            patient, grantee, record_id, purpose, self.event_position(events), timestamp
+        )
+
+    def access_after_events(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        events: int,
+        timestamp: int,
+    ) -> tuple[bool, Basis]:
+        """``(hasConsent, basis)`` after exactly ``events`` events, at ``timestamp``."""
+        basis, _ = self.access_basis_after_events(
+            patient, grantee, record_id, purpose, events=events, timestamp=timestamp
+        )
+        return basis is not Basis.NONE, basis
+
+    def _access_basis(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        position: Position,
+        timestamp: int,
+    ) -> tuple[Basis, int]:
+        """``_accessBasis`` on the state after the event at ``position`` (inclusive)."""
         if not 0 <= purpose <= _MAX_PURPOSE:
             raise ValueError(f"InvalidPurpose({purpose})")
         if grantee == ZERO_ADDRESS:
             return Basis.NONE, 0
-        record = self.record_at(record_id, block_number)
-        if record is None or record.patient != patient or patient == ZERO_ADDRESS:
+        record = self._records.get(bytes(record_id))
+        if (
+            record is None
+            or self._record_positions[record.record_id] > position
+            or record.patient != patient
+            or patient == ZERO_ADDRESS
+        ):
             return Basis.NONE, 0
         if grantee == patient:
             return Basis.OWNER, 0
@@ -331,15 +413,18 @@ class ConsentTimeline:
             (ScopeKind.CATEGORY, record.category, Basis.CATEGORY),
             (ScopeKind.ALL, ALL_SCOPE_ID, Basis.ALL),
         ):
-            grant = self.grant_at(patient, grantee, kind, scope_id, block_number)
-            if grant is not None and grant.purposes & bit and block_timestamp < grant.expires_at:
+            history = self._grants.get((patient, grantee, kind, scope_id))
+            grant = history.at_position(position) if history is not None else None
+            if grant is not None and grant.purposes & bit and timestamp < grant.expires_at:
                 return basis, grant.expires_at
-        if self.guardian_at(patient, block_number) == grantee:
+        guardians = self._guardians.get(patient)
+        if guardians is not None and guardians.at_position(position) == grantee:
             return Basis.GUARDIAN, 0
         if bit & _BREAK_GLASS_BITS:
-            until = self.break_glass_until_at(patient, grantee, block_number)
-            if block_timestamp < until:
-                return Basis.EMERGENCY, until
+            windows = self._break_glass.get((patient, grantee))
+            window = windows.at_position(position) if windows is not None else None
+            if window is not None and timestamp < window.until:
+                return Basis.EMERGENCY, window.until
         return Basis.NONE, 0
 
     def access_at(

@@ -367,8 +367,9 @@ class _Demo:
             4,
             total,
             "The doctor reads the lab report; the insurer and the PDF stay closed",
-            "The gateway checks hasConsent at a block it names, seals the data key to the "
-            "doctor's public key; the doctor decrypts locally and checks the on-chain digest.",
+            "The gateway checks consent on-chain at a block it names (accessDecision), seals the "
+            "data key to the doctor's public key; the doctor decrypts locally and checks the "
+            "on-chain digest.",
         )
         doctor_session = gw.login(doctor)
         digest = registry.record_of(lab_id).content_digest
@@ -616,14 +617,20 @@ class _Demo:
                 if d.get("reason") not in ("consent", "owner", "no_consent"):
                     continue
                 block = int(d["block"])
-                basis, _ = report.timeline.access_basis_at(
+                who_args = (
                     registry.w3.to_checksum_address(str(d["patient"])),
                     registry.w3.to_checksum_address(str(d["requester"])),
                     bytes.fromhex(str(d["record"])[2:]),
                     int(d["purpose"]),
-                    block_number=block,
-                    block_timestamp=clock.timestamp(block),
                 )
+                if d.get("events") is not None:  # the exact state the node evaluated
+                    basis, _ = report.timeline.access_basis_after_events(
+                        *who_args, events=int(d["events"]), timestamp=int(d["chain_time"])
+                    )
+                else:
+                    basis, _ = report.timeline.access_basis_at(
+                        *who_args, block_number=block, block_timestamp=clock.timestamp(block)
+                    )
                 judged += 1
                 if (basis is not Basis.NONE) != (d.get("decision") == "allowed"):
                     wrong.append(f"entry {e.index}")

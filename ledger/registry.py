@@ -40,6 +40,7 @@ __all__ = [
     "GATEWAY_ROLE",
     "REGISTRY_CONTRACT",
     "AccessBasis",
+    "AccessDecision",
     "Checkpoint",
     "ConsentRegistry",
     "ConsentTerms",
@@ -103,6 +104,20 @@ class AccessBasis:
     @property
     def allowed(self) -> bool:
         return self.basis is not Basis.NONE
+
+
+@dataclass(frozen=True)
+class AccessDecision(AccessBasis):
+    """``accessDecision``: the access basis with the ledger position it was computed on.
+
+    ``event_count`` is the event digest's count in the state the node evaluated (it names that
+    state exactly, even when the node evaluated a later state than the block it was asked
+    about); ``block_number`` / ``timestamp`` are ``block.number`` / ``block.timestamp`` as the
+    call saw them."""
+
+    event_count: int
+    block_number: int
+    timestamp: int
 
 
 @dataclass(frozen=True)
@@ -216,6 +231,23 @@ class ConsentRegistry:
         args = (_addr(patient), _addr(grantee), bytes(record_id), int(purpose))
         basis, until = self._call("accessBasis", *args, block_identifier=block_identifier)
         return AccessBasis(Basis(basis), int(until))
+
+    def access_decision(
+        self,
+        patient: str,
+        grantee: str,
+        record_id: bytes,
+        purpose: int,
+        *,
+        block_identifier: BlockIdentifier = "latest",
+    ) -> AccessDecision:
+        """``accessDecision``: ``access_basis`` plus the event count, block number and timestamp
+        the node evaluated it on."""
+        args = (_addr(patient), _addr(grantee), bytes(record_id), int(purpose))
+        basis, until, count, number, timestamp = self._call(
+            "accessDecision", *args, block_identifier=block_identifier
+        )
+        return AccessDecision(Basis(basis), int(until), int(count), int(number), int(timestamp))
 
     def consent_of(
         self,

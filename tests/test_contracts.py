@@ -600,6 +600,41 @@ def test_an_expired_consent_can_still_be_revoked(reg: ConsentRegistry, a: Actors
         reg.revoke(a.patient, a.doctor.address, ScopeKind.CATEGORY, LAB)
 
 
+def test_access_decision_names_the_state_it_was_evaluated_on(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    p, d = a.patient.address, a.doctor.address
+    now = latest_timestamp(reg.w3)
+    receipt = reg.grant(a.patient, d, ScopeKind.RECORD, record, 1, now + 1000)
+    granted = receipt.block_number
+    revoked = reg.revoke(a.patient, d, ScopeKind.RECORD, record).block_number
+    for block in (granted - 1, granted, revoked):
+        header = reg.w3.eth.get_block(block)
+        for purpose in (0, 1):
+            got = reg.access_decision(p, d, record, purpose, block_identifier=block)
+            basis = reg.access_basis(p, d, record, purpose, block_identifier=block)
+            assert (got.basis, got.until) == (basis.basis, basis.until)
+            assert got.event_count == reg.event_digest(block_identifier=block).count
+            assert (got.block_number, got.timestamp) == (block, header["timestamp"])
+    before = reg.access_decision(p, d, record, 0, block_identifier=granted - 1)
+    during = reg.access_decision(p, d, record, 0, block_identifier=granted)
+    after = reg.access_decision(p, d, record, 0, block_identifier=revoked)
+    assert (before.basis, during.basis, after.basis) == (Basis.NONE, Basis.RECORD, Basis.NONE)
+    assert during.until == now + 1000
+    assert during.allowed
+    assert (during.event_count, after.event_count) == (
+        before.event_count + 1,
+        before.event_count + 2,
+    )
+    # the owner reads without expiry; expiry is judged at the call's timestamp
+    owner = reg.access_decision(p, p, record, 3)
+    assert (owner.basis, owner.until) == (Basis.OWNER, 0)
+    reg.grant(a.patient, d, ScopeKind.ALL, ALL_SCOPE_ID, 1, now + 2000)
+    mine_at(reg.w3, now + 2000)
+    lapsed = reg.access_decision(p, d, record, 0)
+    assert (lapsed.basis, lapsed.timestamp) == (Basis.NONE, now + 2000)
+
+
 @pytest.mark.parametrize("purpose", [32, 255])
 def test_views_refuse_a_purpose_out_of_range(
     reg: ConsentRegistry, a: Actors, record: bytes, purpose: int
@@ -608,6 +643,8 @@ def test_views_refuse_a_purpose_out_of_range(
         reg.has_consent(a.patient.address, a.doctor.address, record, purpose)
     with reverts(InvalidPurpose, purpose=purpose):
         reg.access_basis(a.patient.address, a.doctor.address, record, purpose)
+    with reverts(InvalidPurpose, purpose=purpose):
+        reg.access_decision(a.patient.address, a.doctor.address, record, purpose)
 
 
 def test_purpose_31_is_a_valid_bit(reg: ConsentRegistry, a: Actors, record: bytes) -> None:

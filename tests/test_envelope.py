@@ -241,6 +241,8 @@ def test_envelope_shape() -> None:
         "sealed_key",
         "content_digest",
         "block_number",
+        "event_count",  # the ledger position the consent check was answered on
+        "chain_time",
     }
     assert body["record_id"] == "0x" + "11" * 32
     assert body["patient"] == PATIENT
