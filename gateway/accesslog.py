@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Integer, bindparam, insert, select, update
 
 from gateway.db import is_postgres
 from gateway.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
@@ -58,6 +58,15 @@ LEAF_VERSION = 1
 _LOG = ACCESS_LOG
 _SEQ = LOG_SEQUENCER
 _CKPT = CHECKPOINT
+# Built once (the append path runs them per group commit): reserve ``n`` indices on SQLite (the
+# UPDATE takes the database write lock first), and the multi-row leaf insert.
+_SQLITE_RESERVE = (
+    update(_SEQ)
+    .where(_SEQ.c.id == 1)
+    .values(next_idx=_SEQ.c.next_idx + bindparam("n", type_=Integer))
+    .returning(_SEQ.c.next_idx)
+)
+_INSERT_LEAVES = insert(_LOG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,19 +197,9 @@ class AccessLog:
                     )
                     conn.execute(update(_SEQ).where(_SEQ.c.id == 1).values(next_idx=first + n))
                 else:
-                    first = (
-                        int(
-                            conn.execute(
-                                update(_SEQ)
-                                .where(_SEQ.c.id == 1)
-                                .values(next_idx=_SEQ.c.next_idx + n)
-                                .returning(_SEQ.c.next_idx)
-                            ).scalar_one()
-                        )
-                        - n
-                    )
+                    first = int(conn.execute(_SQLITE_RESERVE, {"n": n}).scalar_one()) - n
                 conn.execute(
-                    insert(_LOG),
+                    _INSERT_LEAVES,
                     [
                         {
                             "idx": first + i,

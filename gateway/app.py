@@ -23,16 +23,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.accesslog import AccessLog
 from gateway.anchor import Anchorer
 from gateway.api import GatewayState, router
-from gateway.db import init_db, make_engine
+from gateway.db import init_db, is_sqlite, make_engine
 from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.relay import ConsentDirectory, ConsentRelay
+from gateway.rpc import KeepAliveRpc
 from gateway.service import AuthService, ChainAccess, RecordService
 from gateway.settings import Settings, get_settings
 from ledger.build import compile_contracts
@@ -198,10 +201,9 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
         relayer=relayer,
         chain_id=settings.expected_chain_id(),
         max_in_flight=settings.max_in_flight_tx,
-        rpc=httpx.Client(
-            timeout=settings.chain_timeout_s,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        ),
+        # The fetch path's two calls: one kept-alive http.client connection per worker thread
+        # (a fifth of httpx's CPU per call; the pool lock was the hot spot under load).
+        rpc=KeepAliveRpc(settings.chain_url, timeout_s=settings.chain_timeout_s),
     )
     http = httpx.Client(
         base_url=settings.ipfs_url,
@@ -242,6 +244,8 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
         metrics=metrics,
         max_upload_bytes=settings.max_upload_bytes,
         blob_cache_bytes=settings.blob_cache_bytes,
+        pending_grace_s=settings.upload_grace_s,
+        tx_timeout_s=settings.tx_timeout_s,
     )
     return GatewayState(
         engine=engine,
@@ -260,6 +264,28 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
     )
 
 
+def _recover_uploads(state: GatewayState, settings: Settings) -> None:
+    """Resolve uploads a crash cut short, before serving (see ``RecordService``). A SQLite
+    database belongs to this one gateway process, so every pending row is abandoned; on
+    PostgreSQL other replicas may be mid-upload, so only rows older than the grace period."""
+    older_than_s = 0.0 if is_sqlite(state.engine) else settings.upload_grace_s
+    try:
+        state.records.recover_pending(older_than_s)
+    except Exception as exc:  # a database down at start: the next start or a retry resolves
+        log.error("upload recovery at start failed: %s", type(exc).__name__)
+
+
+def _fetch_route(app: FastAPI) -> BaseRoute | None:
+    """The ``GET /v1/records/{record_id}`` route (the fast path labels its metrics with it)."""
+    # included routers may be wrapped (FastAPI >= 0.16x): look in the API router itself too
+    for route in [*app.routes, *router.routes]:
+        if getattr(route, "path", None) == "/v1/records/{record_id}" and "GET" in (
+            getattr(route, "methods", None) or ()
+        ):
+            return route
+    return None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app. Refuses to start on a missing or placeholder KEK (``Settings``)."""
     settings = settings if settings is not None else get_settings()
@@ -273,6 +299,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _recover_uploads(state, settings)
         if settings.anchor_enabled:
             state.anchorer.start()
         try:
@@ -294,6 +321,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     _install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(
+        FetchFastPath,
+        auth=lambda: app.state.gateway.auth,
+        records=lambda: app.state.gateway.records,
+        route=_fetch_route(app),
+        error_response=_gateway_error_response,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     return app

@@ -304,6 +304,11 @@ class IpfsClient:
         self._timeout_s = timeout_s
         self._chunk_size = chunk_size
 
+    @property
+    def chunk_size(self) -> int:
+        """The chunker's block size: ``compute_cid(data, chunk_size=...)`` gives ``add``'s CID."""
+        return self._chunk_size
+
     # -- transport --
 
     def _post(

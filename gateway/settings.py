@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     ipfs_timeout_s: float = Field(default=30.0, gt=0)
     max_in_flight_tx: int = Field(default=64, gt=0)
     tx_timeout_s: float = Field(default=60.0, gt=0)
+    upload_grace_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A pending upload row older than this has no live uploader: the gateway "
+        "resolves it (on a retry of the same upload, and at start). Must exceed an upload's "
+        "longest run (IPFS add + tx_timeout_s); an upload refuses to send its transaction once "
+        "older than half of it.",
+    )
     blob_cache_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=0,

@@ -9,9 +9,10 @@ limits too.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,18 @@ class TxSender:
             nonce = self._nonce
             self._nonce += 1
             return nonce
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the ``max_in_flight`` slots (from signing until the receipt is in), for
+        callers that sign and send raw themselves (``next_nonce``)."""
+        with self._slots:
+            yield
+
+    def next_nonce(self) -> int:
+        """Take the next nonce. The caller must get a transaction with it to the node, or call
+        ``resync`` (else later transactions wait behind the gap)."""
+        return self._next_nonce()
 
     def resync(self) -> None:
         """Forget the local nonce; the next send asks the node (after a failed send)."""

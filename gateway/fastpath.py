@@ -1,0 +1,104 @@
+"""A plain-ASGI fast path for the hot route, ``GET /v1/records/{record_id}?purpose=...``.
+
+Under load most of a fetch's Python time went to the framework (routing, dependency solving,
+the exception middleware), not to the decision. This middleware answers the common, well-formed
+shape of that request itself, with exactly the service call the FastAPI route makes
+(:meth:`gateway.service.RecordService.fetch_json`), the same session lookup and the same error
+bodies; everything else (no or odd ``Authorization`` header, extra or repeated query parameters,
+another method or path) falls through to FastAPI unchanged, so validation errors and the
+OpenAPI contract stay FastAPI's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.errors import GatewayError
+from gateway.service import AuthService, RecordService, parse_purpose
+
+__all__ = ["FetchFastPath"]
+
+log = logging.getLogger("gateway")
+
+_PATH = re.compile(r"/v1/records/(0x[0-9a-fA-F]{64})")
+_QUERY = re.compile(rb"purpose=([A-Za-z0-9_]{1,32})")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class FetchFastPath:
+    """Serves well-formed record fetches without the framework; passes everything else on."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth: Callable[[], AuthService],
+        records: Callable[[], RecordService],
+        route: BaseRoute | None,
+        error_response: Callable[[GatewayError], Response],
+    ) -> None:
+        self.app = app
+        self._auth = auth
+        self._records = records
+        self._route = route
+        self._error_response = error_response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or self._route is None:
+            await self.app(scope, receive, send)
+            return
+        path = _PATH.fullmatch(scope["path"])
+        query = _QUERY.fullmatch(scope["query_string"]) if path is not None else None
+        token = _bearer(scope) if query is not None else None
+        if path is None or query is None or token is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self._route  # the metrics label, as the router would set it
+        auth = self._auth()
+        try:
+            principal = auth.cached(token)  # no I/O: stay on the event loop
+            if principal is None:
+                principal = await run_in_threadpool(auth.authenticate, token)
+            purpose = parse_purpose(query.group(1).decode("ascii"))
+            body = await run_in_threadpool(
+                self._records().fetch_json, principal, path.group(1), purpose
+            )
+        except GatewayError as exc:
+            if exc.http_status >= 500:
+                log.warning("GET %s -> %d %s", scope["path"], exc.http_status, exc.code)
+            await self._error_response(exc)(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode()), *_JSON_HEADERS],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _bearer(scope: Scope) -> str | None:
+    """The token of a single ``Authorization: Bearer <token>`` header, else None."""
+    found: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if found is not None:
+                return None
+            found = value
+    if found is None:
+        return None
+    scheme, _, token = found.partition(b" ")
+    if scheme.lower() != b"bearer" or not token or b" " in token:
+        return None
+    try:
+        return token.decode("ascii")
+    except UnicodeDecodeError:
+        return None
