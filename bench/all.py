@@ -31,6 +31,40 @@ BENCHES: list[tuple[str, bool, list[str]]] = [
     ("soak.py", True, ["--seconds", "20"]),
 ]
 
+#: The figures shown per benchmark in the table, with their goals.
+HEADLINES: dict[str, list[tuple[str, str]]] = {
+    "replay": [("events_per_second", ">= 20,000")],
+    "fetch": [
+        ("allowed_fetches_per_s", ">= 500"),
+        ("denied_decisions_per_s", ">= 2,000"),
+        ("allowed_p99_ms", "< 50"),
+    ],
+    "revoke": [("stale_allows", "0"), ("revoke_to_denied_p99_ms", "")],
+    "upload": [("uploads_per_s", ">= 100")],
+    "soak": [("errors", "0"), ("audit_exit_code", "0")],
+}
+
+
+_GAS_BUDGETS = {
+    "grant (new scope": 55_000,
+    "grant (overwrite)": 35_000,
+    "revoke": 32_000,
+    "grantBySig": 70_000,
+    "registerRecord": 150_000,
+    "anchorCheckpoint": 60_000,
+    "hasConsent": 15_000,
+}
+
+
+def _over_budget(operation: str, gas: int) -> bool:
+    for name, budget in _GAS_BUDGETS.items():
+        # "revoke" must not match "revokeBySig" / "revokeFor": a name, then nothing or " (...)"
+        if operation == name or operation.startswith((name + " (", name + ":")) or (
+            name.endswith("scope") and operation.startswith(name)
+        ):
+            return gas > budget
+    return False
+
 
 def _parse(stdout: str) -> dict[str, Any] | None:
     text = stdout.strip()
@@ -83,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
             **({"stderr_tail": err.strip().splitlines()[-5:]} if code != 0 else {}),
         }
         failed += code != 0
-        rows.append((name, "ok" if code == 0 else f"exit {code}", f"{seconds} s"))
+        rows.append((f"{name}: exit code ({seconds} s)", code, "0"))
+        for key, goal in HEADLINES.get(name, []):
+            if doc is not None and key in doc:
+                rows.append((f"{name}: {key}", doc[key], goal))
+        if name == "gas" and doc is not None:
+            over = [op for op, gas in doc.items() if isinstance(gas, int) and _over_budget(op, gas)]
+            rows.append(("gas: operations over budget", len(over), "see bench/gas.py"))
     if args.json:
         print(json.dumps({"benchmark": "all", "failed": failed, "results": results}))
     else:
         emit("all benchmarks", rows, as_json=False, extra={})
-        print(json.dumps(results, indent=2))
     return 0 if failed == 0 else 1
 
 
