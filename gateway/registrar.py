@@ -147,7 +147,7 @@ class Registrar:
         """``hasRole(role, account)`` at the latest block (raw ``eth_call``)."""
         args = abi_encode(["bytes32", "address"], [bytes(role), account])
         call = {"to": self._chain.address, "data": "0x" + (self._has_role_selector + args).hex()}
-        result = str(self._chain._raw("eth_call", [call, "latest"]))
+        result = str(self._chain.rpc("eth_call", [call, "latest"]))
         try:
             raw = bytes.fromhex(result[2:])
         except ValueError:
@@ -173,7 +173,7 @@ class Registrar:
             cached = self._fee
             if cached is not None and now - cached[0] < self._fee_ttl_s:
                 return cached[1]
-            block = self._chain._raw("eth_getBlockByNumber", ["latest", False])
+            block = self._chain.rpc("eth_getBlockByNumber", ["latest", False])
             fee = block.get("baseFeePerGas") if isinstance(block, Mapping) else None
             base = int(str(fee), 16) if fee is not None else 1_000_000_000
             self._fee = (now, base)
@@ -302,7 +302,7 @@ class Registrar:
         deadline = time.monotonic() + self._timeout_s
         delay = self._poll_s
         while True:
-            receipt = self._chain._raw("eth_getTransactionReceipt", [tx_hash])
+            receipt = self._chain.rpc("eth_getTransactionReceipt", [tx_hash])
             if isinstance(receipt, Mapping) and receipt.get("blockNumber") is not None:
                 return receipt
             if time.monotonic() > deadline:
@@ -319,21 +319,21 @@ class Registrar:
         """Raise the custom error of a reverted registration (replayed on its block; a reverted
         transaction changed nothing, so the state after it is the state it ran on)."""
         call = {"from": self._chain.relayer.address, "to": self._chain.address, "data": data}
-        self._chain._raw("eth_call", [call, hex(block)])  # raises ContractRejected on a revert
+        self._chain.rpc("eth_call", [call, hex(block)])  # raises ContractRejected on a revert
 
     # -- recovery lookups ---------------------------------------------------------------------
 
     def lookup(self, tx_hash: str, record_id: bytes) -> TxLookup:
         """The node's view of a stored registration hash (see :class:`TxLookup`)."""
         chain = self._chain
-        receipt = chain._raw("eth_getTransactionReceipt", [tx_hash])
+        receipt = chain.rpc("eth_getTransactionReceipt", [tx_hash])
         if isinstance(receipt, Mapping) and receipt.get("blockNumber") is not None:
             block = int(str(receipt["blockNumber"]), 16)
             if int(str(receipt.get("status", "0x0")), 16) != 1:
                 return TxLookup("reverted", block)
             cid = _registered_cid(receipt.get("logs", ()), chain.address, record_id)
             return TxLookup("mined", block, cid)
-        tx = chain._raw("eth_getTransactionByHash", [tx_hash])
+        tx = chain.rpc("eth_getTransactionByHash", [tx_hash])
         if isinstance(tx, Mapping):
             return TxLookup("pending")
         return TxLookup("unknown")
@@ -343,7 +343,7 @@ class Registrar:
         data = self._record_of_selector + bytes(record_id)
         call = {"to": self._chain.address, "data": "0x" + data.hex()}
         try:
-            self._chain._raw("eth_call", [call, "latest"])
+            self._chain.rpc("eth_call", [call, "latest"])
         except ContractRejected as exc:
             if exc.error == "UnknownRecord":
                 return False
@@ -352,7 +352,7 @@ class Registrar:
 
     def registration_of(self, record_id: bytes) -> tuple[str, str, int] | None:
         """``(cid, tx_hash, block)`` of the record's ``RecordRegistered`` event, or None."""
-        logs = self._chain._raw(
+        logs = self._chain.rpc(
             "eth_getLogs",
             [
                 {

@@ -278,7 +278,8 @@ class ChainAccess:
     def close(self) -> None:
         self._rpc.close()
 
-    def _raw(self, method: str, params: list[Any]) -> Any:
+    def rpc(self, method: str, params: list[Any]) -> Any:
+        """One JSON-RPC call on the keep-alive transport (also used by the record registrar)."""
         body = {"jsonrpc": "2.0", "id": next(self._rpc_id), "method": method, "params": params}
         try:
             raw = self._rpc.post(json.dumps(body, separators=(",", ":")).encode())
@@ -298,7 +299,7 @@ class ChainAccess:
 
     def block_number(self) -> int:
         """The latest block number (raw JSON-RPC)."""
-        return int(self._raw("eth_blockNumber", []), 16)
+        return int(self.rpc("eth_blockNumber", []), 16)
 
     def has_consent_at(
         self, patient: str, grantee: str, record_id: bytes, purpose: int, *, block: int
@@ -308,7 +309,7 @@ class ChainAccess:
             ["address", "address", "bytes32", "uint8"], [patient, grantee, record_id, purpose]
         )
         call = {"to": self.address, "data": "0x" + (self._has_consent_selector + args).hex()}
-        result = self._raw("eth_call", [call, hex(block)])
+        result = self.rpc("eth_call", [call, hex(block)])
         raw = bytes.fromhex(str(result)[2:])
         if len(raw) != 32 or raw[:31] != bytes(31) or raw[31] > 1:
             raise UpstreamFailed("hasConsent returned a malformed bool", result=str(result)[:80])
@@ -323,7 +324,7 @@ class ChainAccess:
             ["address", "address", "bytes32", "uint8"], [patient, grantee, record_id, purpose]
         )
         call = {"to": self.address, "data": "0x" + (self._access_decision_selector + args).hex()}
-        result = self._raw("eth_call", [call, hex(block)])
+        result = self.rpc("eth_call", [call, hex(block)])
         try:
             raw = bytes.fromhex(str(result)[2:])
         except ValueError:

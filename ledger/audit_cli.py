@@ -313,24 +313,16 @@ def _purpose_names(mask: int) -> list[str]:
 
 def _patient_address(text: str, *, home: Path | None, chain_id: int | None) -> str:
     """A 0x address, a keystore name, or (on the local chain) a dev account name."""
-    from eth_utils.address import to_checksum_address
-
     from ledger.chain import ANVIL_CHAIN_ID
-    from ledger.keys import DEV_NAMES, Keystore, dev_account
+    from ledger.keys import Keystore, KeystoreError, resolve_address
     from ledger.paths import state_paths
 
-    text = text.strip()
-    if text.startswith("0x"):
-        try:
-            return str(to_checksum_address(text))
-        except ValueError:
-            raise _fail(f"not an address: {text!r}") from None
-    if text in DEV_NAMES:
-        return dev_account(text, chain_id=chain_id or ANVIL_CHAIN_ID).address
-    for identity in Keystore(state_paths(home).keys).list():
-        if identity.name == text:
-            return str(to_checksum_address(identity.address))
-    raise _fail(f"{text!r} is neither a 0x address, a keystore name nor a dev name")
+    try:
+        return resolve_address(
+            text, keystore=Keystore(state_paths(home).keys), chain_id=chain_id or ANVIL_CHAIN_ID
+        )
+    except KeystoreError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("state")

@@ -347,22 +347,13 @@ class Ctx:
         """An address from a 0x address, a keystore name or a dev name (no unlocking)."""
         from eth_utils.address import to_checksum_address
 
-        from ledger.keys import DEV_NAMES, dev_account
+        from ledger.keys import KeystoreError, resolve_address
 
-        text = who.strip()
-        if re.fullmatch(r"0x[0-9a-fA-F]{40}", text):
-            return to_checksum_address(text)
-        if text in DEV_NAMES:
-            return dev_account(text, chain_id=self.chain_id()).address
-        keystore = self.keystore()
-        if _is_key_name(text) and keystore.has(text):
-            for identity in keystore.list():
-                if identity.name == text:
-                    return to_checksum_address(identity.address)
-        raise CliError(
-            f"{what} {who!r} is neither a 0x address, a keystore name nor a dev name; "
-            f"see `consent key list`"
-        )
+        try:
+            found = resolve_address(who, keystore=self.keystore(), chain_id=self.chain_id())
+        except KeystoreError as exc:
+            raise CliError(f"{what} {exc}") from None
+        return to_checksum_address(found)
 
     def session(self, account: LocalAccount) -> Session:
         if account.address not in self._sessions:

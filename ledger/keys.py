@@ -26,6 +26,7 @@ __all__ = [
     "KeystoreError",
     "WrongPassword",
     "dev_account",
+    "resolve_address",
 ]
 
 #: Names of anvil's development accounts, by index (local chain only).
@@ -121,3 +122,25 @@ def dev_account(name: str, *, chain_id: int) -> LocalAccount:
     if chain_id != ANVIL_CHAIN_ID:
         raise DevKeyOnPublicChain(account.address, chain_id)
     return account
+
+
+def resolve_address(text: str, *, keystore: Keystore, chain_id: int) -> str:
+    """An EIP-55 address from a 0x address, a keystore name or (local chain) a dev name.
+
+    Nothing is unlocked. Raises ``KeystoreError`` naming what was tried.
+    """
+    from eth_utils.address import to_checksum_address
+
+    text = text.strip()
+    if re.fullmatch(r"0x[0-9a-fA-F]{40}", text):
+        return str(to_checksum_address(text))
+    if text in DEV_NAMES:
+        return dev_account(text, chain_id=chain_id).address
+    if _NAME.match(text):
+        for identity in keystore.list():
+            if identity.name == text:
+                return str(to_checksum_address(identity.address))
+    raise KeystoreError(
+        f"{text!r} is neither a 0x address, a keystore name nor a dev name; "
+        "see `consent key list`"
+    )

@@ -23,16 +23,14 @@ from typing import Any
 import httpx
 from web3 import Web3
 
-from ledger.build import compile_contracts
+from ledger.build import Artifact, compile_contracts
 from ledger.chain import TxSender, connect, dev_accounts
 from ledger.deployment import REGISTRY_CONTRACT, Deployment, ensure_deployed
 from ledger.paths import StatePaths
+from ledger.registry import GATEWAY_ROLE, ConsentRegistry
 from ledger.services import AnvilNode, IpfsNode, ServiceError, ServiceProcess, port_in_use
 
 __all__ = ["StackConfig", "StackInfo", "ensure_kek", "run_stack", "start_stack"]
-
-GATEWAY_ROLE = Web3.keccak(text="GATEWAY_ROLE")
-
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -73,27 +71,11 @@ def ensure_kek(path: Path) -> Path:
     return path
 
 
-def _admit_gateway(w3: Web3, deployment: Deployment, admin: TxSender, gateway: str) -> None:
-    abi = [
-        {
-            "name": name,
-            "type": "function",
-            "stateMutability": mut,
-            "inputs": [
-                {"name": "role", "type": "bytes32"},
-                {"name": "account", "type": "address"},
-            ],
-            "outputs": [{"name": "", "type": "bool"}] if name == "hasRole" else [],
-        }
-        for name, mut in (("hasRole", "view"), ("grantRole", "nonpayable"))
-    ]
-    contract = w3.eth.contract(address=deployment.address, abi=abi)
-    if not contract.functions.hasRole(GATEWAY_ROLE, gateway).call():
-        admin.send(
-            contract.functions.grantRole(GATEWAY_ROLE, gateway).build_transaction(
-                {"from": admin.address}
-            )
-        )
+def _admit_gateway(w3: Web3, deployment: Deployment, artifact: Artifact, gateway: str) -> None:
+    """Give the gateway's relayer account GATEWAY_ROLE (once) as the local admin."""
+    registry = ConsentRegistry(w3, deployment.address, abi=artifact.abi)
+    if not registry.has_role(GATEWAY_ROLE, gateway):
+        registry.grant_role(dev_accounts()[0], GATEWAY_ROLE, gateway)
 
 
 def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> StackInfo:
@@ -135,7 +117,7 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
             ("deployed" if created else "reusing")
             + f" {REGISTRY_CONTRACT} at {deployment.address} (block {deployment.block})"
         )
-        _admit_gateway(w3, deployment, admin, relayer_account.address)
+        _admit_gateway(w3, deployment, artifact, relayer_account.address)
 
         kek = ensure_kek(paths.kek)
         env = {
