@@ -18,7 +18,20 @@ import {IConsentRegistry} from "./IConsentRegistry.sol";
 /// - Revoking a stored but expired grant is allowed: it is still stored, and revoke deletes it
 ///   (so `consentOf` returns zeroes afterwards). ConsentNotFound means "nothing stored".
 /// - `grantFor` / `revokeFor` and `closeBreakGlass` accept the patient as well as the guardian.
-/// - `setGuardian` replacing a guardian emits GuardianSet only (the new guardian is the state).
+/// - `setGuardian` replacing a guardian emits GuardianRemoved (old) then GuardianSet (new), and
+///   bumps the guardianship epoch once for each (see IConsentRegistry): one slot holds the
+///   guardian and its epoch, so a decision reads both with one SLOAD, and only for a guardian
+///   grant (a patient grant's stamp is zero and needs no look-up).
+/// - A stale guardian grant (stamp != the patient's epoch) stays in storage until overwritten; it
+///   is never in force, `consentOf` returns zeroes for it and revoking it is ConsentNotFound, so
+///   no event ever describes it as live. Ending every grant of a guardian costs O(1) at removal.
+/// - BREAK_GLASS_COOLDOWN is 7 days: closing is the patient's (or guardian's) explicit
+///   objection, and 7 days covers a typical acute episode, so the same institution cannot
+///   override it during that episode, while a new emergency a week later, or any other
+///   EMERGENCY_ROLE institution at any time, is still served. After a lapse there is no gap (an
+///   unconscious patient still in care must not be cut off), but the reason must change: the
+///   last reason's first 16 bytes are kept in the break-glass slot (until, cool-down end and
+///   reason share one slot); 128 bits suffice, the institution chooses its own reasons.
 /// - Read precedence (accessBasis): Owner, Record, Category, All, Guardian, Emergency — the first
 ///   that applies is returned. A record of another patient, or an unknown record, gives None.
 /// - A guardian may read every record of the patient for every purpose (it could grant itself
@@ -34,10 +47,28 @@ import {IConsentRegistry} from "./IConsentRegistry.sol";
 contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     // ---------------------------------------------------------------- types
 
-    /// @dev One consent, packed in one slot (12 bytes).
+    /// @dev One consent, packed in one slot (20 bytes). `guardianEpoch` is 0 for the patient's
+    /// own grant, else the guardianship epoch the granting guardian was appointed in (>= 1).
     struct Grant {
         uint32 purposes;
         uint64 expiresAt;
+        uint64 guardianEpoch;
+    }
+
+    /// @dev A patient's guardian and guardianship epoch, in one slot (28 bytes). The epoch counts
+    /// the patient's GuardianSet and GuardianRemoved events; it survives removal.
+    struct Guardianship {
+        address guardian;
+        uint64 epoch;
+    }
+
+    /// @dev One institution's break-glass for one patient, in one slot (32 bytes): the open
+    /// window's end (0 once closed), the end of the cool-down after a close, and the first 16
+    /// bytes of the last opening's reason hash.
+    struct BreakGlass {
+        uint64 until;
+        uint64 reopensAt;
+        bytes16 reason;
     }
 
     /// @dev A gateway's last anchored access-log checkpoint.
@@ -68,6 +99,12 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     /// @notice The longest break-glass access, in seconds.
     uint64 public constant MAX_BREAK_GLASS = 24 hours;
 
+    /// @notice How long, after the patient or guardian closes an institution's break-glass, that
+    /// institution cannot reopen it for that patient, in seconds. 7 days: a close is the
+    /// patient's explicit objection and outlasts a typical acute episode; other emergency
+    /// institutions are not affected.
+    uint64 public constant BREAK_GLASS_COOLDOWN = 7 days;
+
     /// @notice The highest purpose id a bit set of 32 bits can hold.
     uint8 private constant _MAX_PURPOSE = 31;
     /// @notice The longest CID accepted, in bytes.
@@ -88,8 +125,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     mapping(bytes32 recordId => Record) private _records;
     mapping(address patient => mapping(bytes32 scope => mapping(address grantee => Grant))) private _grants;
-    mapping(address patient => address guardian) private _guardians;
-    mapping(address patient => mapping(address institution => uint64 until)) private _breakGlass;
+    mapping(address patient => Guardianship) private _guardians;
+    mapping(address patient => mapping(address institution => BreakGlass)) private _breakGlass;
     mapping(address gateway => Checkpoint) private _checkpoints;
     EventDigest private _digest;
 
@@ -144,7 +181,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     function grant(address grantee, ScopeKind scopeKind, bytes32 scopeId, uint32 purposes, uint64 expiresAt)
         external
     {
-        _grant(msg.sender, grantee, scopeKind, scopeId, purposes, expiresAt, msg.sender);
+        _grant(msg.sender, grantee, scopeKind, scopeId, purposes, expiresAt, msg.sender, 0);
     }
 
     /// @inheritdoc IConsentRegistry
@@ -161,8 +198,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         uint32 purposes,
         uint64 expiresAt
     ) external {
-        _checkPatientOrGuardian(msg.sender, patient);
-        _grant(patient, grantee, scopeKind, scopeId, purposes, expiresAt, msg.sender);
+        uint64 epoch = _checkPatientOrGuardian(msg.sender, patient);
+        _grant(patient, grantee, scopeKind, scopeId, purposes, expiresAt, msg.sender, epoch);
     }
 
     /// @inheritdoc IConsentRegistry
@@ -173,7 +210,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     /// @inheritdoc IConsentRegistry
     function grantBySig(GrantRequest calldata request, bytes calldata signature) external {
-        _checkSignedRequest(
+        uint64 epoch = _checkSignedRequest(
             request.signer,
             request.patient,
             request.nonce,
@@ -188,7 +225,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
             request.scopeId,
             request.purposes,
             request.expiresAt,
-            request.signer
+            request.signer,
+            epoch
         );
     }
 
@@ -205,24 +243,45 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         _revoke(request.patient, request.grantee, request.scopeKind, request.scopeId, request.signer);
     }
 
+    /// @inheritdoc IConsentRegistry
+    function burnNonce(uint256 nonce) external {
+        _useCheckedNonce(msg.sender, nonce);
+        emit NonceBurned(msg.sender, nonce);
+        _fold(abi.encode(NonceBurned.selector, msg.sender, nonce));
+    }
+
     // ---------------------------------------------------------------- external: guardian
 
     /// @inheritdoc IConsentRegistry
     function setGuardian(address guardian) external {
         if (guardian == address(0) || guardian == msg.sender) revert InvalidGuardian(guardian);
-        if (_guardians[msg.sender] == guardian) revert GuardianUnchanged(msg.sender, guardian);
+        Guardianship memory current = _guardians[msg.sender];
+        address previous = current.guardian;
+        if (previous == guardian) revert GuardianUnchanged(msg.sender, guardian);
 
-        _guardians[msg.sender] = guardian;
+        // Cannot overflow: two bumps per transaction at most, 2^64 transactions are out of reach.
+        unchecked {
+            _guardians[msg.sender] =
+                Guardianship({guardian: guardian, epoch: current.epoch + (previous == address(0) ? 1 : 2)});
+        }
+        if (previous != address(0)) {
+            emit GuardianRemoved(msg.sender, previous);
+            _fold(abi.encode(GuardianRemoved.selector, msg.sender, previous));
+        }
         emit GuardianSet(msg.sender, guardian);
         _fold(abi.encode(GuardianSet.selector, msg.sender, guardian));
     }
 
     /// @inheritdoc IConsentRegistry
     function removeGuardian() external {
-        address guardian = _guardians[msg.sender];
+        Guardianship memory current = _guardians[msg.sender];
+        address guardian = current.guardian;
         if (guardian == address(0)) revert NoGuardian(msg.sender);
 
-        delete _guardians[msg.sender];
+        // Cannot overflow: see setGuardian. The epoch stays, so a re-appointment moves past it.
+        unchecked {
+            _guardians[msg.sender] = Guardianship({guardian: address(0), epoch: current.epoch + 1});
+        }
         emit GuardianRemoved(msg.sender, guardian);
         _fold(abi.encode(GuardianRemoved.selector, msg.sender, guardian));
     }
@@ -237,15 +296,20 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         if (patient == address(0)) revert ZeroPatient();
         if (duration == 0 || duration > MAX_BREAK_GLASS) revert InvalidBreakGlassDuration(duration, MAX_BREAK_GLASS);
         if (reasonHash == bytes32(0)) revert MissingReason();
-        uint64 current = _breakGlass[patient][msg.sender];
-        if (block.timestamp < current) revert BreakGlassAlreadyOpen(patient, msg.sender, current);
+        BreakGlass memory current = _breakGlass[patient][msg.sender];
+        if (block.timestamp < current.until) revert BreakGlassAlreadyOpen(patient, msg.sender, current.until);
+        if (block.timestamp < current.reopensAt) {
+            revert BreakGlassCoolingDown(patient, msg.sender, current.reopensAt);
+        }
+        if (bytes16(reasonHash) == current.reason) revert BreakGlassReasonReused(patient, msg.sender, reasonHash);
 
         uint64 until;
         // Cannot overflow: block.timestamp is far below 2^64 - MAX_BREAK_GLASS, and duration <= MAX_BREAK_GLASS.
         unchecked {
             until = uint64(block.timestamp) + duration;
         }
-        _breakGlass[patient][msg.sender] = until;
+        _breakGlass[patient][msg.sender] =
+            BreakGlass({until: until, reopensAt: current.reopensAt, reason: bytes16(reasonHash)});
         emit BreakGlassOpened(patient, msg.sender, until, reasonHash);
         _fold(abi.encode(BreakGlassOpened.selector, patient, msg.sender, until, reasonHash));
     }
@@ -253,11 +317,18 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     /// @inheritdoc IConsentRegistry
     function closeBreakGlass(address patient, address institution) external {
         _checkPatientOrGuardian(msg.sender, patient);
-        if (block.timestamp >= _breakGlass[patient][institution]) revert BreakGlassNotOpen(patient, institution);
+        BreakGlass storage stored = _breakGlass[patient][institution];
+        if (block.timestamp >= stored.until) revert BreakGlassNotOpen(patient, institution);
 
-        delete _breakGlass[patient][institution];
-        emit BreakGlassClosed(patient, institution, msg.sender);
-        _fold(abi.encode(BreakGlassClosed.selector, patient, institution, msg.sender));
+        uint64 reopensAt;
+        // Cannot overflow: block.timestamp is far below 2^64 - BREAK_GLASS_COOLDOWN.
+        unchecked {
+            reopensAt = uint64(block.timestamp) + BREAK_GLASS_COOLDOWN;
+        }
+        stored.until = 0;
+        stored.reopensAt = reopensAt;
+        emit BreakGlassClosed(patient, institution, msg.sender, reopensAt);
+        _fold(abi.encode(BreakGlassClosed.selector, patient, institution, msg.sender, reopensAt));
     }
 
     // ---------------------------------------------------------------- external: access log
@@ -314,7 +385,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         view
         returns (uint32 purposes, uint64 expiresAt)
     {
-        Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        Grant memory stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        if (!_guardianshipHolds(patient, stored.guardianEpoch)) return (0, 0);
         return (stored.purposes, stored.expiresAt);
     }
 
@@ -326,12 +398,18 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     /// @inheritdoc IConsentRegistry
     function guardianOf(address patient) external view returns (address) {
-        return _guardians[patient];
+        return _guardians[patient].guardian;
     }
 
     /// @inheritdoc IConsentRegistry
     function breakGlassUntil(address patient, address institution) external view returns (uint64) {
-        return _breakGlass[patient][institution];
+        return _breakGlass[patient][institution].until;
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function breakGlassReopensAt(address patient, address institution) external view returns (uint64) {
+        BreakGlass memory stored = _breakGlass[patient][institution];
+        return stored.until > stored.reopensAt ? stored.until : stored.reopensAt;
     }
 
     /// @inheritdoc IConsentRegistry
@@ -389,19 +467,27 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         bytes32 scopeId,
         uint32 purposes,
         uint64 expiresAt,
-        address actor
+        address actor,
+        uint64 guardianEpoch
     ) private {
         if (grantee == address(0) || grantee == patient) revert InvalidGrantee(grantee);
         _checkScope(patient, scopeKind, scopeId);
         if (purposes == 0) revert NoPurpose();
         if (expiresAt <= block.timestamp) revert ExpiryInPast(expiresAt, block.timestamp);
         Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
-        if (stored.purposes == purposes && stored.expiresAt == expiresAt) {
+        Grant memory current = stored;
+        // Same terms by the same owner (the patient, or the guardian of the same epoch): nothing
+        // changes. A stale guardian grant never matches, as its epoch is not the current one.
+        if (
+            current.purposes == purposes && current.expiresAt == expiresAt
+                && current.guardianEpoch == guardianEpoch
+        ) {
             revert ConsentUnchanged(patient, grantee, scopeKind, scopeId);
         }
 
         stored.purposes = purposes;
         stored.expiresAt = expiresAt;
+        stored.guardianEpoch = guardianEpoch;
         emit ConsentGranted(patient, grantee, scopeKind, scopeId, purposes, expiresAt, actor);
         _fold(
             abi.encode(ConsentGranted.selector, patient, grantee, scopeKind, scopeId, purposes, expiresAt, actor)
@@ -410,15 +496,20 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     function _revoke(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId, address actor) private {
         Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
-        if (stored.purposes == 0) revert ConsentNotFound(patient, grantee, scopeKind, scopeId);
+        Grant memory current = stored;
+        if (current.purposes == 0 || !_guardianshipHolds(patient, current.guardianEpoch)) {
+            revert ConsentNotFound(patient, grantee, scopeKind, scopeId);
+        }
 
         delete stored.purposes;
         delete stored.expiresAt;
+        delete stored.guardianEpoch;
         emit ConsentRevoked(patient, grantee, scopeKind, scopeId, actor);
         _fold(abi.encode(ConsentRevoked.selector, patient, grantee, scopeKind, scopeId, actor));
     }
 
-    /// @dev Checks a signed request's deadline, signer, nonce (consumed) and signature.
+    /// @dev Checks a signed request's deadline, signer, nonce (consumed) and signature; returns
+    /// the signer's guardianship epoch (0 when the signer is the patient).
     function _checkSignedRequest(
         address signer,
         address patient,
@@ -426,9 +517,9 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         uint256 deadline,
         bytes32 structHash,
         bytes calldata signature
-    ) private {
+    ) private returns (uint64 guardianEpoch) {
         if (block.timestamp > deadline) revert SignatureExpired(deadline, block.timestamp);
-        _checkPatientOrGuardian(signer, patient);
+        guardianEpoch = _checkPatientOrGuardian(signer, patient);
         _useCheckedNonce(signer, nonce);
         if (!_isValidSignature(signer, _hashTypedDataV4(structHash), signature)) revert InvalidSignature(signer);
     }
@@ -445,10 +536,19 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         return signer.code.length != 0 && SignatureChecker.isValidERC1271SignatureNow(signer, hash, signature);
     }
 
-    function _checkPatientOrGuardian(address account, address patient) private view {
-        if (account == patient && patient != address(0)) return;
-        address guardian = _guardians[patient];
-        if (account != guardian || guardian == address(0)) revert NotPatientOrGuardian(account, patient);
+    /// @dev Reverts unless `account` is the patient or the patient's guardian; returns 0 for the
+    /// patient, else the guardianship epoch (>= 1) the guardian acts in.
+    function _checkPatientOrGuardian(address account, address patient) private view returns (uint64) {
+        if (account == patient && patient != address(0)) return 0;
+        Guardianship memory guardianship = _guardians[patient];
+        if (account != guardianship.guardian || account == address(0)) revert NotPatientOrGuardian(account, patient);
+        return guardianship.epoch;
+    }
+
+    /// @dev Whether a grant stamped `guardianEpoch` may be in force: a patient grant (0) always,
+    /// a guardian grant only while the patient's guardianship epoch is still the one it was made in.
+    function _guardianshipHolds(address patient, uint64 guardianEpoch) private view returns (bool) {
+        return guardianEpoch == 0 || guardianEpoch == _guardians[patient].epoch;
     }
 
     function _checkScope(address patient, ScopeKind scopeKind, bytes32 scopeId) private view {
@@ -475,24 +575,26 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
         mapping(bytes32 scope => mapping(address grantee => Grant)) storage grants = _grants[patient];
         uint32 bit = uint32(1) << purpose;
-        uint64 until = _activeUntil(grants[_scopeKey(ScopeKind.Record, recordId)][grantee], bit);
+        uint64 until = _activeUntil(patient, grants[_scopeKey(ScopeKind.Record, recordId)][grantee], bit);
         if (until != 0) return (Basis.Record, until);
-        until = _activeUntil(grants[_scopeKey(ScopeKind.Category, record.category)][grantee], bit);
+        until = _activeUntil(patient, grants[_scopeKey(ScopeKind.Category, record.category)][grantee], bit);
         if (until != 0) return (Basis.Category, until);
-        until = _activeUntil(grants[_scopeKey(ScopeKind.All, bytes32(0))][grantee], bit);
+        until = _activeUntil(patient, grants[_scopeKey(ScopeKind.All, bytes32(0))][grantee], bit);
         if (until != 0) return (Basis.All, until);
-        if (_guardians[patient] == grantee) return (Basis.Guardian, 0);
+        if (_guardians[patient].guardian == grantee) return (Basis.Guardian, 0);
         if (bit & _BREAK_GLASS_PURPOSES != 0) {
-            until = _breakGlass[patient][grantee];
+            until = _breakGlass[patient][grantee].until;
             if (block.timestamp < until) return (Basis.Emergency, until);
         }
         return (Basis.None, 0);
     }
 
-    /// @dev The grant's expiry if it covers `bit` and is in force now, else 0.
-    function _activeUntil(Grant storage stored, uint32 bit) private view returns (uint64) {
+    /// @dev The grant's expiry if it covers `bit` and is in force now, else 0. The guardianship is
+    /// read only for a guardian grant.
+    function _activeUntil(address patient, Grant storage stored, uint32 bit) private view returns (uint64) {
         Grant memory loaded = stored;
         if (loaded.purposes & bit == 0 || block.timestamp >= loaded.expiresAt) return 0;
+        if (!_guardianshipHolds(patient, loaded.guardianEpoch)) return 0;
         return loaded.expiresAt;
     }
 

@@ -18,6 +18,28 @@ pragma solidity ^0.8.24;
 /// missing, extra or reordered log changes the result. The head is truncated to 24 bytes so that
 /// head and count share one storage slot (one SSTORE per event instead of two); 192 bits keep
 /// second-preimage resistance far beyond reach.
+///
+/// Guardianship epochs. Every GuardianSet and every GuardianRemoved bumps the patient's
+/// guardianship epoch by one (`setGuardian` replacing a guardian emits GuardianRemoved for the
+/// old one, then GuardianSet, so it bumps twice). A grant made by a guardian (`grantFor`, or
+/// `grantBySig` whose signer is the guardian) is stamped with the epoch of that appointment; it
+/// is in force only while the patient's epoch still equals its stamp. So removing or replacing
+/// a guardian ends, in the same transaction, every grant that guardian made (including one made
+/// in the block before the removal), and re-appointing the same guardian later does not revive
+/// them: the epoch has moved on. A grant's owner is whoever set its current terms: the
+/// patient's own re-grant over a guardian-made grant is a patient grant (it survives guardian
+/// changes), and a guardian's re-grant over a patient grant is a guardian grant. A replay
+/// recovers the epoch by counting the patient's guardian events, and a grant's stamp from its
+/// ConsentGranted's `actor` (the patient: none; anyone else: the guardian then appointed).
+///
+/// Break-glass limits. An opening lasts at most MAX_BREAK_GLASS. After the patient or guardian
+/// closes it, the same institution cannot reopen for that patient before BREAK_GLASS_COOLDOWN
+/// has passed (BreakGlassCoolingDown, and BreakGlassClosed names the time). A window that
+/// simply lapses may be followed by a new opening at once, but every opening needs a reason
+/// hash other than that of the institution's previous opening for the patient
+/// (BreakGlassReasonReused): each renewal is a separate, reasoned, on-chain decision that the
+/// patient is shown and an auditor can ask to see the reason for, and the patient (or guardian)
+/// can end the renewals at any time by closing, which starts the cool-down.
 interface IConsentRegistry {
     /// @notice What a consent covers.
     /// Record: `scopeId` is one record id. Category: `scopeId` is a category (bytes32, a short
@@ -115,17 +137,26 @@ interface IConsentRegistry {
         address indexed patient, address indexed grantee, ScopeKind scopeKind, bytes32 scopeId, address actor
     );
 
-    /// @notice The patient appointed a guardian.
+    /// @notice The patient appointed a guardian; the guardianship epoch moved on by one.
     event GuardianSet(address indexed patient, address indexed guardian);
 
-    /// @notice The patient removed their guardian.
+    /// @notice The patient removed their guardian, or replaced it (then GuardianSet follows in
+    /// the same transaction); the guardianship epoch moved on by one, and every grant this
+    /// guardian made for the patient ended (see the contract-level notes).
     event GuardianRemoved(address indexed patient, address indexed guardian);
 
     /// @notice An emergency institution opened break-glass access to a patient's records until `until`.
     event BreakGlassOpened(address indexed patient, address indexed institution, uint64 until, bytes32 reasonHash);
 
-    /// @notice Break-glass access was closed early by the patient or guardian.
-    event BreakGlassClosed(address indexed patient, address indexed institution, address closedBy);
+    /// @notice Break-glass access was closed early by the patient or guardian; the institution
+    /// may not reopen for this patient before `reopensAt` (now + BREAK_GLASS_COOLDOWN).
+    event BreakGlassClosed(
+        address indexed patient, address indexed institution, address closedBy, uint64 reopensAt
+    );
+
+    /// @notice `signer` gave up its signing nonce `nonce` without using it: a `grantBySig` /
+    /// `revokeBySig` signed with that nonce can no longer be submitted.
+    event NonceBurned(address indexed signer, uint256 nonce);
 
     /// @notice A gateway anchored an access-log checkpoint (RFC 9162 tree size and root hash).
     event CheckpointAnchored(address indexed gateway, uint64 treeSize, bytes32 rootHash);
@@ -174,6 +205,11 @@ interface IConsentRegistry {
     error BreakGlassAlreadyOpen(address patient, address institution, uint64 until);
     /// @notice No open break-glass to close.
     error BreakGlassNotOpen(address patient, address institution);
+    /// @notice The patient (or guardian) closed this institution's break-glass less than
+    /// BREAK_GLASS_COOLDOWN ago; it may reopen at `reopensAt`.
+    error BreakGlassCoolingDown(address patient, address institution, uint64 reopensAt);
+    /// @notice The reason hash is that of this institution's previous opening for the patient.
+    error BreakGlassReasonReused(address patient, address institution, bytes32 reasonHash);
     /// @notice The reason hash is zero.
     error MissingReason();
     /// @notice The purpose id is out of range (0..31).
@@ -191,13 +227,16 @@ interface IConsentRegistry {
 
     // ---------------------------------------------------------------- consent
 
-    /// @notice Grants (or changes) consent from msg.sender as patient.
+    /// @notice Grants (or changes) consent from msg.sender as patient. The grant is the
+    /// patient's own: guardian changes do not end it.
     function grant(address grantee, ScopeKind scopeKind, bytes32 scopeId, uint32 purposes, uint64 expiresAt) external;
 
     /// @notice Revokes consent from msg.sender as patient.
     function revoke(address grantee, ScopeKind scopeKind, bytes32 scopeId) external;
 
-    /// @notice Grants on behalf of `patient`; msg.sender must be the patient's guardian.
+    /// @notice Grants on behalf of `patient`; msg.sender must be the patient (a patient grant)
+    /// or the patient's guardian (a guardian grant: it ends when this guardian is removed or
+    /// replaced, see the contract-level notes).
     function grantFor(
         address patient,
         address grantee,
@@ -211,26 +250,37 @@ interface IConsentRegistry {
     function revokeFor(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId) external;
 
     /// @notice Grants with the patient's (or guardian's) EIP-712 signature; anyone may relay.
+    /// Signed by the guardian, it is a guardian grant (it ends with that guardianship).
     function grantBySig(GrantRequest calldata request, bytes calldata signature) external;
 
     /// @notice Revokes with the patient's (or guardian's) EIP-712 signature; anyone may relay.
     function revokeBySig(RevokeRequest calldata request, bytes calldata signature) external;
 
+    /// @notice msg.sender gives up its next signing nonce, which must be `nonce` (else
+    /// InvalidAccountNonce): a request signed with it, held back by a relayer, can then never be
+    /// submitted. Burn once per outstanding signed request (each used the next nonce in turn).
+    function burnNonce(uint256 nonce) external;
+
     // ---------------------------------------------------------------- guardian
 
-    /// @notice msg.sender (a patient) appoints `guardian`, replacing any previous one.
+    /// @notice msg.sender (a patient) appoints `guardian`, replacing any previous one; replacing
+    /// emits GuardianRemoved for the previous guardian (whose grants end), then GuardianSet.
     function setGuardian(address guardian) external;
 
-    /// @notice msg.sender (a patient) removes their guardian.
+    /// @notice msg.sender (a patient) removes their guardian; every grant it made ends.
     function removeGuardian() external;
 
     // ---------------------------------------------------------------- break-glass
 
     /// @notice Opens emergency access to `patient`'s records for `duration` seconds (<= MAX_BREAK_GLASS);
-    /// EMERGENCY_ROLE only. Covers purposes TREATMENT and EMERGENCY.
+    /// EMERGENCY_ROLE only. Covers purposes TREATMENT and EMERGENCY. Refused while open
+    /// (BreakGlassAlreadyOpen), within BREAK_GLASS_COOLDOWN of the patient or guardian closing it
+    /// (BreakGlassCoolingDown), and with the reason hash of the previous opening
+    /// (BreakGlassReasonReused).
     function openBreakGlass(address patient, uint64 duration, bytes32 reasonHash) external;
 
-    /// @notice The patient (or guardian) closes an institution's break-glass access early.
+    /// @notice The patient (or guardian) closes an institution's break-glass access early; that
+    /// institution may not reopen for the patient within BREAK_GLASS_COOLDOWN.
     function closeBreakGlass(address patient, address institution) external;
 
     // ---------------------------------------------------------------- access log
@@ -272,6 +322,8 @@ interface IConsentRegistry {
         returns (Basis basis, uint64 until, uint64 eventCount, uint64 blockNumber, uint64 timestamp);
 
     /// @notice The consent in force for one (patient, grantee, scope); zeroes when none (expired ones are returned as stored).
+    /// A guardian grant whose guardianship ended reads as zeroes (it is not in force, and
+    /// revoking it reverts ConsentNotFound).
     function consentOf(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId)
         external
         view
@@ -285,6 +337,14 @@ interface IConsentRegistry {
 
     /// @notice When break-glass by `institution` for `patient` ends (0 when never opened or closed).
     function breakGlassUntil(address patient, address institution) external view returns (uint64);
+
+    /// @notice The earliest time `institution` may open break-glass for `patient` again: the end
+    /// of the open window or of the cool-down after a close, whichever is later (a time at or
+    /// before now: it may open now, with a reason other than its previous one).
+    function breakGlassReopensAt(address patient, address institution)
+        external
+        view
+        returns (uint64);
 
     /// @notice The last checkpoint a gateway anchored.
     function checkpointOf(address gateway) external view returns (uint64 treeSize, bytes32 rootHash);

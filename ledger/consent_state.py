@@ -14,11 +14,19 @@ same order and same comparisons (a grant is in force while ``timestamp < expires
     grantee == 0                              -> None
     record unknown or of another patient      -> None
     grantee == patient                        -> Owner
-    Record grant, then Category, then All     -> Record / Category / All (until = expiresAt)
+    Record grant, then Category, then All     -> Record / Category / All (until = expiresAt),
+      a guardian's grant only while the patient's guardianship epoch is still the one it
+      was made in
     grantee is the patient's guardian         -> Guardian
     purpose in {TREATMENT, EMERGENCY} and
       timestamp < break-glass until           -> Emergency (until)
     otherwise                                 -> None
+
+Guardianship epochs follow the contract: every ``GuardianSet`` and ``GuardianRemoved`` of a
+patient moves its epoch on by one (a replacement emits both), and a ``ConsentGranted`` whose
+``actor`` is not the patient is a guardian grant stamped with the epoch then current. A stale
+guardian grant reads as absent (``consentOf`` returns zeroes for it), so removing a guardian
+ends every grant it made, and re-appointing it revives none.
 
 The timestamp is that of the block the question is asked at (``block.timestamp`` in an
 ``eth_call`` at that block): callers fetch it (``ledger.replay.BlockClock``).
@@ -51,6 +59,7 @@ from ledger.events import (
     ConsentRevoked,
     GuardianRemoved,
     GuardianSet,
+    NonceBurned,
     RecordRegistered,
     RegistryEvent,
     RoleAdminChanged,
@@ -120,7 +129,9 @@ class RecordInfo:
 
 @dataclass(frozen=True, slots=True)
 class GrantInForce:
-    """A stored grant (the event that set it); ``in_force`` once a timestamp is known."""
+    """A stored grant (the event that set it); ``in_force`` once a timestamp is known.
+    ``guardian_epoch`` is 0 for the patient's own grant, else the guardianship epoch of the
+    guardian who made it (the grant ends when that epoch does)."""
 
     patient: ChecksumAddress
     grantee: ChecksumAddress
@@ -131,6 +142,7 @@ class GrantInForce:
     actor: ChecksumAddress
     block_number: int
     log_index: int
+    guardian_epoch: int = 0
 
     def in_force(self, timestamp: int) -> bool:
         return timestamp < self.expires_at
@@ -156,6 +168,8 @@ class PatientState:
     guardian: ChecksumAddress | None
     break_glass: tuple[BreakGlassWindow, ...]  # open at the timestamp
     records: tuple[RecordInfo, ...]
+    # guardian grants still stored but ended with their guardianship (consentOf: zeroes)
+    guardian_ended: tuple[GrantInForce, ...] = ()
 
 
 _GrantKey = tuple[str, str, ScopeKind, bytes]  # patient, grantee, scope kind, scope id
@@ -174,6 +188,9 @@ class ConsentTimeline:
         self._grants: dict[_GrantKey, _History[GrantInForce]] = {}
         self._grant_keys_by_patient: dict[str, set[_GrantKey]] = defaultdict(set)
         self._guardians: dict[str, _History[ChecksumAddress]] = {}
+        # patient -> guardianship epoch history, with the position of each guardian event
+        self._epochs: dict[str, _History[int]] = {}
+        self._nonce_burns: dict[str, list[NonceBurned]] = defaultdict(list)
         self._break_glass: dict[tuple[str, str], _History[BreakGlassWindow]] = {}
         self._bg_keys_by_patient: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._roles: dict[tuple[bytes, str], _History[bool]] = {}
@@ -198,6 +215,7 @@ class ConsentTimeline:
         self._event_log_indices.append(position[1])
         if isinstance(event, ConsentGranted):
             key = (event.patient, event.grantee, event.scope_kind, event.scope_id)
+            epoch = 0 if event.actor == event.patient else self._epoch_now(event.patient)
             grant = GrantInForce(
                 event.patient,
                 event.grantee,
@@ -208,6 +226,7 @@ class ConsentTimeline:
                 event.actor,
                 event.block_number,
                 event.log_index,
+                epoch,
             )
             self._grant_history(key).set(position, grant)
             self._by_patient[event.patient].append(event)
@@ -233,6 +252,10 @@ class ConsentTimeline:
             if history is None:
                 history = self._guardians[event.patient] = _History()
             history.set(position, event.guardian if isinstance(event, GuardianSet) else None)
+            epochs = self._epochs.get(event.patient)
+            if epochs is None:
+                epochs = self._epochs[event.patient] = _History()
+            epochs.set(position, self._epoch_now(event.patient) + 1)
             self._by_patient[event.patient].append(event)
         elif isinstance(event, BreakGlassOpened | BreakGlassClosed):
             bg_key = (event.patient, event.institution)
@@ -249,6 +272,8 @@ class ConsentTimeline:
             self._by_patient[event.patient].append(event)
         elif isinstance(event, CheckpointAnchored):
             self._checkpoints[event.gateway].append(event)
+        elif isinstance(event, NonceBurned):
+            self._nonce_burns[event.signer].append(event)
         elif isinstance(event, RoleGranted | RoleRevoked):
             role_key = (event.role, event.account)
             role = self._roles.get(role_key)
@@ -259,6 +284,21 @@ class ConsentTimeline:
             pass  # role administration does not change who may read
         else:  # pragma: no cover - EventDecoder only produces the types above
             raise TypeError(f"unexpected event type {type(event).__name__}")
+
+    def _epoch_now(self, patient: str) -> int:
+        history = self._epochs.get(patient)
+        return (history.last() or 0) if history is not None else 0
+
+    def _epoch_at(self, patient: str, position: Position) -> int:
+        history = self._epochs.get(patient)
+        return (history.at_position(position) or 0) if history is not None else 0
+
+    def _holds(self, grant: GrantInForce, position: Position) -> bool:
+        """``_guardianshipHolds``: a patient grant always, a guardian grant while its epoch is
+        the patient's epoch at ``position``."""
+        return grant.guardian_epoch == 0 or grant.guardian_epoch == self._epoch_at(
+            grant.patient, position
+        )
 
     def _grant_history(self, key: _GrantKey) -> _History[GrantInForce]:
         history = self._grants.get(key)
@@ -297,9 +337,29 @@ class ConsentTimeline:
     def grant_at(
         self, patient: str, grantee: str, scope_kind: ScopeKind, scope_id: bytes, block: int
     ) -> GrantInForce | None:
-        """The stored grant after ``block`` (possibly lapsed; ``consentOf`` semantics)."""
+        """The stored grant after ``block`` (possibly lapsed; ``consentOf`` semantics: a guardian
+        grant whose guardianship ended is ``None``)."""
         history = self._grants.get((patient, grantee, ScopeKind(scope_kind), bytes(scope_id)))
-        return history.at(block) if history is not None else None
+        grant = history.at(block) if history is not None else None
+        if grant is None or not self._holds(grant, (block, _AFTER_BLOCK)):
+            return None
+        return grant
+
+    def guardian_epoch_at(self, patient: str, block: int) -> int:
+        """The patient's guardianship epoch after ``block`` (its guardian events so far)."""
+        return self._epoch_at(patient, (block, _AFTER_BLOCK))
+
+    def nonce_burns(self, signer: str) -> list[NonceBurned]:
+        """Every ``NonceBurned`` of ``signer``, in chain order."""
+        return list(self._nonce_burns.get(signer, []))
+
+    def break_glass_events(self, patient: str) -> list[BreakGlassOpened | BreakGlassClosed]:
+        """Every break-glass opening and close for ``patient``, in chain order."""
+        return [
+            e
+            for e in self._by_patient.get(patient, [])
+            if isinstance(e, BreakGlassOpened | BreakGlassClosed)
+        ]
 
     def guardian_at(self, patient: str, block: int) -> ChecksumAddress | None:
         history = self._guardians.get(patient)
@@ -415,7 +475,12 @@ class ConsentTimeline:
         ):
             history = self._grants.get((patient, grantee, kind, scope_id))
             grant = history.at_position(position) if history is not None else None
-            if grant is not None and grant.purposes & bit and timestamp < grant.expires_at:
+            if (
+                grant is not None
+                and grant.purposes & bit
+                and timestamp < grant.expires_at
+                and self._holds(grant, position)
+            ):
                 return basis, grant.expires_at
         guardians = self._guardians.get(patient)
         if guardians is not None and guardians.at_position(position) == grantee:
@@ -469,9 +534,13 @@ class ConsentTimeline:
         """The patient's consents, guardian, open break-glass windows and records then."""
         in_force: list[GrantInForce] = []
         lapsed: list[GrantInForce] = []
+        ended: list[GrantInForce] = []
         for key in self._grant_keys_by_patient.get(patient, ()):
             grant = self._grants[key].at(block_number)
             if grant is None:
+                continue
+            if not self._holds(grant, (block_number, _AFTER_BLOCK)):
+                ended.append(grant)
                 continue
             (in_force if grant.in_force(timestamp) else lapsed).append(grant)
         windows = []
@@ -494,23 +563,43 @@ class ConsentTimeline:
             guardian=self.guardian_at(patient, block_number),
             break_glass=tuple(sorted(windows, key=lambda w: w.institution.lower())),
             records=tuple(sorted(records, key=lambda r: (r.block_number, r.record_id))),
+            guardian_ended=tuple(sorted(ended, key=order)),
         )
 
     def all_grants(self) -> Iterator[tuple[GrantInForce, Position | None]]:
         """Every grant ever stored, with the position that ended it (a later grant or revoke
-        on the same key), or ``None`` while it is still stored."""
+        on the same key, or for a guardian grant the guardian event that ended its epoch,
+        whichever came first), or ``None`` while it is still in force."""
         for history in self._grants.values():
             for i, value in enumerate(history.values):
                 if value is None:
                     continue
                 ended = history.positions[i + 1] if i + 1 < len(history.positions) else None
+                epoch_end = self._epoch_end(value)
+                if epoch_end is not None and (ended is None or epoch_end < ended):
+                    ended = epoch_end
                 yield value, ended
 
+    def _epoch_end(self, grant: GrantInForce) -> Position | None:
+        """The position of the guardian event that ended a guardian grant's epoch, if any."""
+        if grant.guardian_epoch == 0:
+            return None
+        epochs = self._epochs.get(grant.patient)
+        if epochs is None:
+            return None
+        for position, epoch in zip(epochs.positions, epochs.values, strict=True):
+            if epoch is not None and epoch > grant.guardian_epoch:
+                return position
+        return None
+
     def ending_event(self, grant: GrantInForce) -> RegistryEvent | None:
-        """The event (a revoke or a replacing grant) that ended ``grant``, if any."""
+        """The event (a revoke, a replacing grant, or for a guardian grant the removal or
+        replacement of its guardian) that ended ``grant``, if any."""
         for event in self._by_patient.get(grant.patient, ()):
             if (event.block_number, event.log_index) <= (grant.block_number, grant.log_index):
                 continue
+            if grant.guardian_epoch and isinstance(event, GuardianRemoved):
+                return event
             if (
                 isinstance(event, ConsentGranted | ConsentRevoked)
                 and event.grantee == grant.grantee

@@ -13,6 +13,7 @@ from typing import NewType
 
 __all__ = [
     "ALL_SCOPE_ID",
+    "BREAK_GLASS_COOLDOWN_S",
     "BREAK_GLASS_PURPOSES",
     "MAX_BREAK_GLASS_S",
     "NO_EXPIRY",
@@ -37,6 +38,9 @@ NO_EXPIRY = 2**64 - 1
 
 MAX_BREAK_GLASS_S = 24 * 60 * 60
 """The longest break-glass access (``MAX_BREAK_GLASS``), in seconds."""
+
+BREAK_GLASS_COOLDOWN_S = 7 * 24 * 60 * 60
+"""How long after a close the same institution cannot reopen (``BREAK_GLASS_COOLDOWN``), in s."""
 
 
 class ScopeKind(IntEnum):

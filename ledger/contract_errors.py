@@ -44,7 +44,9 @@ __all__ = [
     "AccessControlBadConfirmation",
     "AccessControlUnauthorizedAccount",
     "BreakGlassAlreadyOpen",
+    "BreakGlassCoolingDown",
     "BreakGlassNotOpen",
+    "BreakGlassReasonReused",
     "CheckpointNotGrowing",
     "ConsentNotFound",
     "ConsentUnchanged",
@@ -271,6 +273,25 @@ class BreakGlassNotOpen(ContractError):
 
 
 @dataclass(eq=False)
+class BreakGlassCoolingDown(ContractError):
+    """The patient (or guardian) closed this institution's break-glass less than
+    ``BREAK_GLASS_COOLDOWN`` ago; it may reopen at ``reopens_at``."""
+
+    patient: ChecksumAddress
+    institution: ChecksumAddress
+    reopens_at: int
+
+
+@dataclass(eq=False)
+class BreakGlassReasonReused(ContractError):
+    """The reason hash is that of the institution's previous opening for this patient."""
+
+    patient: ChecksumAddress
+    institution: ChecksumAddress
+    reason_hash: bytes
+
+
+@dataclass(eq=False)
 class MissingReason(ContractError):
     """The break-glass reason hash is zero."""
 
@@ -400,6 +421,8 @@ ERROR_CLASSES: Mapping[str, type[ContractError]] = {
         InvalidBreakGlassDuration,
         BreakGlassAlreadyOpen,
         BreakGlassNotOpen,
+        BreakGlassCoolingDown,
+        BreakGlassReasonReused,
         MissingReason,
         InvalidPurpose,
         CheckpointNotGrowing,

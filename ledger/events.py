@@ -45,6 +45,7 @@ __all__ = [
     "GuardianRemoved",
     "GuardianSet",
     "MalformedLog",
+    "NonceBurned",
     "RawLog",
     "RecordRegistered",
     "RegistryEvent",
@@ -203,8 +204,17 @@ class BreakGlassClosed(RegistryEvent):
     patient: ChecksumAddress
     institution: ChecksumAddress
     closed_by: ChecksumAddress
+    reopens_at: int
 
     name: ClassVar[str] = "BreakGlassClosed"
+
+
+@dataclass(frozen=True, slots=True)
+class NonceBurned(RegistryEvent):
+    signer: ChecksumAddress
+    nonce: int
+
+    name: ClassVar[str] = "NonceBurned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +261,7 @@ EVENT_TYPES: tuple[type[RegistryEvent], ...] = (
     GuardianRemoved,
     BreakGlassOpened,
     BreakGlassClosed,
+    NonceBurned,
     CheckpointAnchored,
     RoleGranted,
     RoleRevoked,

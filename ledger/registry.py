@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
@@ -32,6 +32,13 @@ from ledger.chain import Sent, TransactionFailed, TxSender, deploy
 from ledger.consent_types import Basis, RecordId, ScopeKind
 from ledger.contract_errors import ContractError, ErrorDecoder
 from ledger.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest
+from ledger.events import (
+    BreakGlassClosed,
+    BreakGlassOpened,
+    EventDecoder,
+    RawLog,
+    registry_event_abi,
+)
 
 __all__ = [
     "CENTRE_ROLE",
@@ -41,6 +48,7 @@ __all__ = [
     "REGISTRY_CONTRACT",
     "AccessBasis",
     "AccessDecision",
+    "BreakGlassOpening",
     "Checkpoint",
     "ConsentRegistry",
     "ConsentTerms",
@@ -130,6 +138,28 @@ class Record:
     centre: ChecksumAddress
     category: bytes
     content_digest: bytes
+
+
+@dataclass(frozen=True)
+class BreakGlassOpening:
+    """One break-glass opening for a patient, from the registry's logs: who, why (the reason
+    hash), and the window: opened at ``opened_at`` (block ``block_number``), until ``until``,
+    or closed early at ``closed_at`` by ``closed_by`` (then no reopening before ``reopens_at``)."""
+
+    patient: ChecksumAddress
+    institution: ChecksumAddress
+    reason_hash: bytes
+    block_number: int
+    opened_at: int
+    until: int
+    closed_at: int | None = None
+    closed_by: ChecksumAddress | None = None
+    reopens_at: int | None = None
+
+    @property
+    def ends_at(self) -> int:
+        """When the access ended (or ends): the close, else ``until``."""
+        return self.closed_at if self.closed_at is not None else self.until
 
 
 @dataclass(frozen=True)
@@ -294,6 +324,69 @@ class ConsentRegistry:
         args = (_addr(patient), _addr(institution))
         return int(self._call("breakGlassUntil", *args, block_identifier=block_identifier))
 
+    def break_glass_reopens_at(
+        self, patient: str, institution: str, *, block_identifier: BlockIdentifier = "latest"
+    ) -> int:
+        """The earliest time the institution may open break-glass for the patient again (the end
+        of the open window or of the cool-down after a close; at or before now: it may)."""
+        args = (_addr(patient), _addr(institution))
+        return int(self._call("breakGlassReopensAt", *args, block_identifier=block_identifier))
+
+    def break_glass_openings(
+        self, patient: str, *, from_block: int = 0, to_block: BlockIdentifier = "latest"
+    ) -> list[BreakGlassOpening]:
+        """Every break-glass opening for ``patient`` in ``[from_block, to_block]``, oldest first,
+        each with its window and, if closed early, the close (from ``BreakGlassOpened`` /
+        ``BreakGlassClosed`` logs, which index the patient)."""
+        decoder = EventDecoder(registry_event_abi(self.contract.abi))
+        opened = decoder.topic0_of("BreakGlassOpened")
+        closed = decoder.topic0_of("BreakGlassClosed")
+        topic = "0x" + bytes(12).hex() + _addr(patient)[2:].lower()
+        params = {
+            "address": self.address,
+            "fromBlock": hex(from_block),
+            "toBlock": hex(to_block) if isinstance(to_block, int) else to_block,
+            "topics": [["0x" + opened.hex(), "0x" + closed.hex()], topic],
+        }
+        answer = self.w3.provider.make_request("eth_getLogs", [params])  # type: ignore[arg-type]
+        if answer.get("error"):
+            raise TransactionFailed("", f"eth_getLogs failed: {answer['error']}")
+        logs = sorted(
+            (RawLog.from_rpc(entry) for entry in answer["result"]), key=lambda log: log.position
+        )
+        times: dict[int, int] = {}
+
+        def time_of(block: int) -> int:
+            if block not in times:
+                times[block] = int(self.w3.eth.get_block(block)["timestamp"])
+            return times[block]
+
+        out: list[BreakGlassOpening] = []
+        open_at: dict[str, int] = {}  # institution -> index in out of its last opening
+        for log in logs:
+            event = decoder.decode(log)
+            if isinstance(event, BreakGlassOpened):
+                open_at[event.institution] = len(out)
+                out.append(
+                    BreakGlassOpening(
+                        patient=event.patient,
+                        institution=event.institution,
+                        reason_hash=event.reason_hash,
+                        block_number=event.block_number,
+                        opened_at=time_of(event.block_number),
+                        until=event.until,
+                    )
+                )
+            elif isinstance(event, BreakGlassClosed) and event.institution in open_at:
+                i = open_at.pop(event.institution)
+                out[i] = replace(
+                    out[i],
+                    closed_at=time_of(event.block_number),
+                    closed_by=event.closed_by,
+                    reopens_at=event.reopens_at,
+                )
+        return out
+
     def checkpoint_of(
         self, gateway: str, *, block_identifier: BlockIdentifier = "latest"
     ) -> Checkpoint:
@@ -407,12 +500,20 @@ class ConsentRegistry:
     ) -> Receipt:
         return Receipt.of(self._send(relayer, "revokeBySig", request.as_tuple(), bytes(signature)))
 
+    def burn_nonce(self, signer: LocalAccount, nonce: int | None = None) -> Receipt:
+        """``signer`` gives up its next signing nonce (default: the current one), so a signed
+        grant or revoke carrying it, held back by a relayer, can never be submitted."""
+        value = self.nonce_of(signer.address) if nonce is None else int(nonce)
+        return Receipt.of(self._send(signer, "burnNonce", value))
+
     # ---------------------------------------------------------------- writes: guardian
 
     def set_guardian(self, patient: LocalAccount, guardian: str) -> Receipt:
+        """Appoint (or replace) the guardian; a replaced guardian's grants end."""
         return Receipt.of(self._send(patient, "setGuardian", _addr(guardian)))
 
     def remove_guardian(self, patient: LocalAccount) -> Receipt:
+        """Remove the guardian; every grant it made for the patient ends."""
         return Receipt.of(self._send(patient, "removeGuardian"))
 
     # ---------------------------------------------------------------- writes: break-glass
