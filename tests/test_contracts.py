@@ -21,6 +21,7 @@ from ledger.build import compile_contracts
 from ledger.chain import TxSender, deploy
 from ledger.consent_types import (
     ALL_SCOPE_ID,
+    BREAK_GLASS_COOLDOWN_S,
     MAX_BREAK_GLASS_S,
     NO_EXPIRY,
     Basis,
@@ -34,7 +35,9 @@ from ledger.contract_errors import (
     AccessControlBadConfirmation,
     AccessControlUnauthorizedAccount,
     BreakGlassAlreadyOpen,
+    BreakGlassCoolingDown,
     BreakGlassNotOpen,
+    BreakGlassReasonReused,
     CheckpointNotGrowing,
     ConsentNotFound,
     ConsentUnchanged,
@@ -96,6 +99,7 @@ FAR = 2**40
 ZERO_ADDRESS = "0x" + "00" * 20
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 REASON = keccak(text="unconscious at the emergency ward")
+REASON_2 = keccak(text="still unconscious, second day")
 
 
 @pytest.fixture(scope="module")
@@ -756,6 +760,101 @@ def test_the_guardian_reads_the_patients_records(
     assert reg.access_basis(a.patient.address, a.guardian.address, record, 1).basis is Basis.ALL
 
 
+ALL_PURPOSES = 2**32 - 1
+
+
+def _denied_everything(reg: ConsentRegistry, patient: str, grantee: str, record: bytes) -> bool:
+    return not any(reg.has_consent(patient, grantee, record, int(p)) for p in Purpose)
+
+
+def test_removing_a_guardian_ends_every_grant_it_made(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    # The attack: a guardian about to be removed front-runs the removal with a grant to an
+    # accomplice of everything, every purpose, forever.
+    p = a.patient.address
+    reg.grant(a.patient, a.doctor.address, ScopeKind.RECORD, record, Purpose.TREATMENT.bit, FAR)
+    reg.set_guardian(a.patient, a.guardian.address)
+    reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, ALL_PURPOSES,
+                  NO_EXPIRY)  # fmt: skip
+    signed = grant_request(
+        reg, signer=a.guardian.address, patient=p, grantee=a.relayer.address,
+        purposes=ALL_PURPOSES, expires_at=NO_EXPIRY,
+    )  # fmt: skip
+    reg.grant_by_sig(a.relayer, signed, eip712.sign(a.guardian, reg.domain, signed))
+    assert reg.access_basis(p, a.stranger.address, record, Purpose.RESEARCH).basis is Basis.ALL
+    assert reg.has_consent(p, a.relayer.address, record, Purpose.TREATMENT)
+
+    reg.remove_guardian(a.patient)
+
+    assert _denied_everything(reg, p, a.stranger.address, record)
+    assert _denied_everything(reg, p, a.relayer.address, record)
+    assert reg.consent_of(p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID) == ConsentTerms(0, 0)
+    assert reg.consent_of(p, a.relayer.address, ScopeKind.CATEGORY, LAB) == ConsentTerms(0, 0)
+    with reverts(ConsentNotFound, patient=p, grantee=a.stranger.address):
+        reg.revoke(a.patient, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID)
+    # the patient's own grant is not the guardian's and stays
+    assert reg.access_basis(p, a.doctor.address, record, Purpose.TREATMENT).basis is Basis.RECORD
+
+
+def test_replacing_a_guardian_ends_its_grants_and_emits_its_removal(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    p = a.patient.address
+    reg.set_guardian(a.patient, a.guardian.address)
+    reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, FAR)
+    receipt = reg.set_guardian(a.patient, a.doctor.address)
+    assert events(reg, receipt, "GuardianRemoved") == [
+        {"patient": p, "guardian": a.guardian.address}
+    ]
+    assert events(reg, receipt, "GuardianSet") == [{"patient": p, "guardian": a.doctor.address}]
+    topics = [bytes(log["topics"][0]) for log in receipt.raw["logs"]]
+    # removal first, so a replay folding in order ends the old guardianship before the new one
+    assert topics == [
+        keccak(text="GuardianRemoved(address,address)"),
+        keccak(text="GuardianSet(address,address)"),
+    ]
+    assert _denied_everything(reg, p, a.stranger.address, record)
+    # the new guardian's own grants are in force
+    reg.grant_for(a.doctor, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, FAR)
+    assert reg.has_consent(p, a.stranger.address, record, Purpose.TREATMENT)
+
+
+def test_reappointing_the_same_guardian_does_not_revive_its_old_grants(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    p = a.patient.address
+    reg.set_guardian(a.patient, a.guardian.address)
+    reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, FAR)
+    reg.remove_guardian(a.patient)
+    reg.set_guardian(a.patient, a.guardian.address)
+    assert _denied_everything(reg, p, a.stranger.address, record)
+    assert reg.consent_of(p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID) == ConsentTerms(0, 0)
+    # the same terms again are a new grant of the new appointment, not ConsentUnchanged
+    reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, FAR)
+    assert reg.consent_of(p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID) == ConsentTerms(
+        1, FAR
+    )
+    with reverts(ConsentUnchanged):
+        reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, FAR)
+
+
+def test_a_grants_owner_is_whoever_set_its_terms_last(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    p = a.patient.address
+    reg.set_guardian(a.patient, a.guardian.address)
+    reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, FAR)
+    # the patient's re-grant of the same terms takes the grant over (it is not unchanged) ...
+    reg.grant(a.patient, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, FAR)
+    # ... and a guardian's re-grant over a patient grant makes it the guardian's
+    reg.grant(a.patient, a.doctor.address, ScopeKind.RECORD, record, 1, FAR)
+    reg.grant_for(a.guardian, p, a.doctor.address, ScopeKind.RECORD, record, 1, FAR)
+    reg.remove_guardian(a.patient)
+    assert reg.has_consent(p, a.stranger.address, record, Purpose.TREATMENT)
+    assert not reg.has_consent(p, a.doctor.address, record, Purpose.TREATMENT)
+
+
 # ---------------------------------------------------------------- break-glass
 
 
@@ -782,17 +881,88 @@ def test_break_glass_opens_emergency_access_for_treatment_and_emergency(
     assert not reg.has_consent(a.patient.address, a.doctor.address, record, Purpose.TREATMENT)
 
 
-def test_break_glass_lapses_and_may_then_be_reopened(
+def test_break_glass_lapses_and_may_then_be_reopened_with_a_fresh_reason(
     reg: ConsentRegistry, a: Actors, record: bytes
 ) -> None:
     receipt = reg.open_break_glass(a.emergency, a.patient.address, 600, REASON)
     until = reg.w3.eth.get_block(receipt.block_number)["timestamp"] + 600
+    assert reg.break_glass_reopens_at(a.patient.address, a.emergency.address) == until
     mine_at(reg.w3, until - 1)
     assert reg.has_consent(a.patient.address, a.emergency.address, record, Purpose.EMERGENCY)
     mine_at(reg.w3, until)
     assert not reg.has_consent(a.patient.address, a.emergency.address, record, Purpose.EMERGENCY)
-    reg.open_break_glass(a.emergency, a.patient.address, 600, REASON)
+    reg.open_break_glass(a.emergency, a.patient.address, 600, REASON_2)
     assert reg.has_consent(a.patient.address, a.emergency.address, record, Purpose.EMERGENCY)
+
+
+def test_a_lapsed_break_glass_is_not_renewed_on_the_same_reason(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    # The attack: let the 24 h window lapse and reopen at once on the same justification, again
+    # and again, so the cap caps nothing. Every renewal needs its own reason.
+    receipt = reg.open_break_glass(a.emergency, a.patient.address, MAX_BREAK_GLASS_S, REASON)
+    until = reg.w3.eth.get_block(receipt.block_number)["timestamp"] + MAX_BREAK_GLASS_S
+    mine_at(reg.w3, until)
+    with reverts(
+        BreakGlassReasonReused,
+        patient=a.patient.address,
+        institution=a.emergency.address,
+        reason_hash=REASON,
+    ):
+        reg.open_break_glass(a.emergency, a.patient.address, MAX_BREAK_GLASS_S, REASON)
+    assert not reg.has_consent(a.patient.address, a.emergency.address, record, Purpose.TREATMENT)
+    # another institution's reasons are its own
+    reg.grant_role(a.admin, EMERGENCY_ROLE, a.stranger.address)
+    reg.open_break_glass(a.stranger, a.patient.address, 600, REASON)
+
+
+def test_break_glass_closed_by_the_patient_cannot_be_reopened_at_once(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    reg.open_break_glass(a.emergency, a.patient.address, 3600, REASON)
+    closed = reg.close_break_glass(a.patient, a.patient.address, a.emergency.address)
+    reopens_at = reg.w3.eth.get_block(closed.block_number)["timestamp"] + BREAK_GLASS_COOLDOWN_S
+    assert reg.break_glass_reopens_at(a.patient.address, a.emergency.address) == reopens_at
+    # the very next block, with a fresh reason: refused, naming when it may reopen
+    with reverts(
+        BreakGlassCoolingDown,
+        patient=a.patient.address,
+        institution=a.emergency.address,
+        reopens_at=reopens_at,
+    ):
+        reg.open_break_glass(a.emergency, a.patient.address, 3600, REASON_2)
+    assert not reg.has_consent(a.patient.address, a.emergency.address, record, Purpose.TREATMENT)
+    # still refused a minute before the cool-down ends
+    mine_at(reg.w3, reopens_at - 60)
+    with reverts(BreakGlassCoolingDown, reopens_at=reopens_at):
+        reg.open_break_glass(a.emergency, a.patient.address, 3600, REASON_2)
+    # other emergency institutions are not held back by it
+    reg.grant_role(a.admin, EMERGENCY_ROLE, a.stranger.address)
+    reg.open_break_glass(a.stranger, a.patient.address, 600, REASON)
+    assert reg.has_consent(a.patient.address, a.stranger.address, record, Purpose.TREATMENT)
+
+
+def test_break_glass_reopens_once_the_cool_down_has_passed(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    reg.set_guardian(a.patient, a.guardian.address)
+    reg.open_break_glass(a.emergency, a.patient.address, 3600, REASON)
+    closed = reg.close_break_glass(a.guardian, a.patient.address, a.emergency.address)
+    reopens_at = reg.w3.eth.get_block(closed.block_number)["timestamp"] + BREAK_GLASS_COOLDOWN_S
+    mine_at(reg.w3, reopens_at)
+    reg.open_break_glass(a.emergency, a.patient.address, 3600, REASON_2)
+    assert reg.has_consent(a.patient.address, a.emergency.address, record, Purpose.TREATMENT)
+    # a reason is fresh against the previous opening only
+    reg.close_break_glass(a.patient, a.patient.address, a.emergency.address)
+    increase_time(reg.w3, BREAK_GLASS_COOLDOWN_S)
+    reg.open_break_glass(a.emergency, a.patient.address, 3600, REASON)
+
+
+def test_break_glass_cool_down_is_a_documented_public_constant(reg: ConsentRegistry) -> None:
+    assert reg.contract.functions.BREAK_GLASS_COOLDOWN().call() == BREAK_GLASS_COOLDOWN_S
+    assert BREAK_GLASS_COOLDOWN_S == 7 * 24 * 3600
+    source = (Path(__file__).parents[1] / "contracts" / "ConsentRegistry.sol").read_text()
+    assert re.search(r"/// @notice How long, after the patient or guardian closes", source)
 
 
 def test_break_glass_cannot_be_silently_extended(reg: ConsentRegistry, a: Actors) -> None:
@@ -839,11 +1009,13 @@ def test_patient_or_guardian_closes_break_glass(
     reg.open_break_glass(a.emergency, a.patient.address, 600, REASON)
     account = a.patient if closer == "patient" else a.guardian
     receipt = reg.close_break_glass(account, a.patient.address, a.emergency.address)
+    closed_at = reg.w3.eth.get_block(receipt.block_number)["timestamp"]
     assert events(reg, receipt, "BreakGlassClosed") == [
         {
             "patient": a.patient.address,
             "institution": a.emergency.address,
             "closedBy": account.address,
+            "reopensAt": closed_at + BREAK_GLASS_COOLDOWN_S,
         }
     ]
     assert reg.break_glass_until(a.patient.address, a.emergency.address) == 0
@@ -891,6 +1063,35 @@ def test_grant_by_sig_is_relayed_and_uses_the_nonce(
     assert event["actor"] == a.patient.address
     assert reg.nonce_of(a.patient.address) == 2
     assert not reg.has_consent(a.patient.address, a.doctor.address, record, Purpose.TREATMENT)
+
+
+def test_a_burned_nonce_voids_a_signed_grant_a_relayer_held_back(
+    reg: ConsentRegistry, a: Actors, record: bytes
+) -> None:
+    # The attack: a relayer holds a signed grant and submits it after the patient's next
+    # signed revoke was made, to use up the nonce that revoke carries. The patient burns it.
+    p = a.patient.address
+    held = grant_request(reg, signer=p, patient=p, grantee=a.doctor.address)
+    held_signature = eip712.sign(a.patient, reg.domain, held)
+    receipt = reg.burn_nonce(a.patient)
+    assert events(reg, receipt, "NonceBurned") == [{"signer": p, "nonce": held.nonce}]
+    assert reg.nonce_of(p) == held.nonce + 1
+    with reverts(InvalidAccountNonce, account=p, current_nonce=held.nonce + 1):
+        reg.grant_by_sig(a.relayer, held, held_signature)
+    assert not reg.has_consent(p, a.doctor.address, record, Purpose.TREATMENT)
+    # the next signature, on the next nonce, goes through
+    fresh = grant_request(reg, signer=p, patient=p, grantee=a.doctor.address)
+    reg.grant_by_sig(a.relayer, fresh, eip712.sign(a.patient, reg.domain, fresh))
+    assert reg.has_consent(p, a.doctor.address, record, Purpose.TREATMENT)
+
+
+def test_only_the_next_nonce_can_be_burned(reg: ConsentRegistry, a: Actors) -> None:
+    with reverts(InvalidAccountNonce, account=a.patient.address, current_nonce=0):
+        reg.burn_nonce(a.patient, 1)
+    assert reg.nonce_of(a.patient.address) == 0
+    # a burn is the signer's own: someone else burning uses up only their own nonce
+    reg.burn_nonce(a.stranger)
+    assert (reg.nonce_of(a.patient.address), reg.nonce_of(a.stranger.address)) == (0, 1)
 
 
 def test_a_replayed_signature_is_refused(reg: ConsentRegistry, a: Actors) -> None:
