@@ -1,12 +1,20 @@
-"""Hypothesis state machine: random grant / revoke (direct, by guardian, by signature) /
-guardian / break-glass / time travel sequences against the real registry; after every step the
-contract's ``hasConsent`` and ``accessBasis`` equal a pure Python model for every (patient,
-grantee, record, purpose) of a fixed sample.
+"""Hypothesis state machine: random grant / revoke (direct, by guardian, by the patient's or the
+guardian's signature) / guardian set, replace and remove / break-glass open and close (with the
+cool-down and the fresh-reason rule) / nonce burn / time travel sequences against the real
+registry; after every step the contract's ``hasConsent`` and ``accessBasis`` equal a pure Python
+model for every (patient, grantee, record, purpose) of a fixed sample, and so does the audit's
+replay (``ledger.replay.replay`` proven complete against the event digest, folded into a
+``ConsentTimeline``), whose ``grant_at`` also equals the contract's ``consentOf`` for every grant
+the model knows (guardian grants whose guardian was removed or replaced read as absent).
 
 Time is modelled in ticks of ``TICK`` seconds: expiries and break-glass durations are whole
 ticks and time travel moves whole ticks, so the few seconds of wall-clock time anvil adds during
 an example never move a comparison across a boundary (a grant made at tick t for k ticks is in
 force exactly at ticks t .. t+k-1, whatever the seconds within a tick).
+
+The break-glass cool-down (``BREAK_GLASS_COOLDOWN``, 604.8 ticks) ends between tick 604 and 605
+after the close, so "cooling" is ``tick < close tick + 605`` and the long wait moves 604 or 605
+ticks.
 
 Each example runs between its own ``evm_snapshot`` and ``evm_revert``.
 """
@@ -34,8 +42,10 @@ from hypothesis.stateful import (
 from web3 import Web3
 
 from ledger import eip712
+from ledger.consent_state import ConsentTimeline
 from ledger.consent_types import (
     ALL_SCOPE_ID,
+    BREAK_GLASS_COOLDOWN_S,
     BREAK_GLASS_PURPOSES,
     Basis,
     Purpose,
@@ -44,7 +54,9 @@ from ledger.consent_types import (
 )
 from ledger.contract_errors import (
     BreakGlassAlreadyOpen,
+    BreakGlassCoolingDown,
     BreakGlassNotOpen,
+    BreakGlassReasonReused,
     ConsentNotFound,
     ConsentUnchanged,
     ContractError,
@@ -53,7 +65,9 @@ from ledger.contract_errors import (
     NoGuardian,
     RecordNotOwned,
 )
+from ledger.events import EventDecoder, registry_event_abi
 from ledger.registry import ConsentRegistry, Receipt
+from ledger.replay import RpcClient, replay
 from tests._registry_helpers import (
     RegistryEnv,
     deploy_env,
@@ -65,7 +79,8 @@ from tests._registry_helpers import (
 TICK = 1_000
 CATEGORIES = ("laboratory", "imaging")
 PURPOSES = (Purpose.TREATMENT, Purpose.RESEARCH, Purpose.EMERGENCY)
-REASON = keccak(text="emergency")
+REASONS = (keccak(text="emergency"), keccak(text="emergency, next day"))
+COOLDOWN_TICKS = -(-BREAK_GLASS_COOLDOWN_S // TICK)  # 605
 
 _ACCESS_BASIS = keccak(text="accessBasis(address,address,bytes32,uint8)")[:4]
 _HAS_CONSENT = keccak(text="hasConsent(address,address,bytes32,uint8)")[:4]
@@ -116,13 +131,28 @@ class Model:
     """The consent state, as the contract should hold it."""
 
     tick: int = 0
-    # (patient, kind, scope id, grantee) -> (purposes, expires_at, expires_tick)
-    grants: dict[tuple[str, ScopeKind, bytes, str], tuple[int, int, int]] = field(
+    # (patient, kind, scope id, grantee) -> (purposes, expires_at, expires_tick, guardian epoch)
+    grants: dict[tuple[str, ScopeKind, bytes, str], tuple[int, int, int, int]] = field(
         default_factory=dict
     )
     guardians: dict[str, str] = field(default_factory=dict)
+    # patient -> guardianship epoch: +1 per GuardianSet and per GuardianRemoved
+    epochs: dict[str, int] = field(default_factory=dict)
     # (patient, institution) -> (until, until_tick)
     break_glass: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # (patient, institution) -> the tick from which it may reopen after a close
+    reopen_tick: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (patient, institution) -> the reason of the last opening
+    last_reason: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+    def holds(self, patient: str, epoch: int) -> bool:
+        """A patient grant (0) always; a guardian grant while its guardianship lasts."""
+        return epoch == 0 or epoch == self.epochs.get(patient, 0)
+
+    def live(self, key: tuple[str, ScopeKind, bytes, str]) -> bool:
+        """Stored and not ended with its guardian (``consentOf`` non-zero)."""
+        stored = self.grants.get(key)
+        return stored is not None and self.holds(key[0], stored[3])
 
     def basis(
         self, patient: str, grantee: str, record: RecordRef, purpose: int
@@ -137,7 +167,12 @@ class Model:
             (ScopeKind.ALL, ALL_SCOPE_ID, Basis.ALL),
         ):
             stored = self.grants.get((patient, kind, scope_id, grantee))
-            if stored and stored[0] >> purpose & 1 and self.tick < stored[2]:
+            if (
+                stored
+                and stored[0] >> purpose & 1
+                and self.tick < stored[2]
+                and self.holds(patient, stored[3])
+            ):
                 return basis, stored[1]
         if self.guardians.get(patient) == grantee:
             return Basis.GUARDIAN, 0
@@ -158,7 +193,7 @@ scopes = st.one_of(
     st.tuples(st.just(ScopeKind.CATEGORY), st.integers(0, 1)),
     st.tuples(st.just(ScopeKind.ALL), st.just(0)),
 )
-via = st.sampled_from(["patient", "guardian", "signature"])
+via = st.sampled_from(["patient", "guardian", "signature", "guardian signature"])
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -172,6 +207,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.snapshot = self._rpc("evm_snapshot", [])
         self.reg: ConsentRegistry = self.world.env.client(self.w3)
         self.model = Model()
+        self.decoder = EventDecoder(registry_event_abi(self.world.env.abi))
 
     def teardown(self) -> None:
         assert self._rpc("evm_revert", [self.snapshot]) is True
@@ -195,7 +231,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def _actor(self, patient: LocalAccount, how: str) -> LocalAccount:
         guardian = self.model.guardians.get(patient.address)
-        if how == "guardian" and guardian is not None:
+        if how in ("guardian", "guardian signature") and guardian is not None:
             return next(a for a in self.world.guardian_candidates if a.address == guardian)
         return patient
 
@@ -231,14 +267,15 @@ class RegistryMachine(RuleBasedStateMachine):
         expires_at = latest_timestamp(self.w3) + ticks * TICK
         key = (p.address, kind, scope_id, g.address)
         stored = self.model.grants.get(key)
+        actor = self._actor(p, how)
+        epoch = 0 if actor is p else self.model.epochs[p.address]
         error: type[ContractError] | None = None
         if kind is ScopeKind.RECORD and scope[1] == 2:
             error = RecordNotOwned
-        elif stored is not None and stored[:2] == (purposes, expires_at):
+        elif stored is not None and (stored[:2], stored[3]) == ((purposes, expires_at), epoch):
             error = ConsentUnchanged
 
-        actor = self._actor(p, how)
-        if how == "signature":
+        if how.endswith("signature"):
             request = eip712.GrantRequest(
                 patient=p.address,
                 grantee=g.address,
@@ -267,7 +304,7 @@ class RegistryMachine(RuleBasedStateMachine):
                 ),
             )
         if error is None:
-            self.model.grants[key] = (purposes, expires_at, self.model.tick + ticks)
+            self.model.grants[key] = (purposes, expires_at, self.model.tick + ticks, epoch)
 
     @precondition(lambda self: bool(self.model.grants))
     @rule(data=st.data(), how=via)
@@ -288,9 +325,9 @@ class RegistryMachine(RuleBasedStateMachine):
         p = self.world.patients[patient]
         g = self.world.grantees[grantee]
         key = (p.address, kind, scope_id, g.address)
-        error = None if key in self.model.grants else ConsentNotFound
+        error = None if self.model.live(key) else ConsentNotFound
         actor = self._actor(p, how)
-        if how == "signature":
+        if how.endswith("signature"):
             request = eip712.RevokeRequest(
                 patient=p.address,
                 grantee=g.address,
@@ -326,6 +363,8 @@ class RegistryMachine(RuleBasedStateMachine):
             error = GuardianUnchanged
         self._expect(error, lambda: self.reg.set_guardian(p, guardian.address))
         if error is None:
+            bumps = 2 if current is not None else 1  # a replacement emits Removed, then Set
+            self.model.epochs[p.address] = self.model.epochs.get(p.address, 0) + bumps
             self.model.guardians[p.address] = guardian.address
 
     @rule(patient=st.integers(0, 1))
@@ -335,22 +374,28 @@ class RegistryMachine(RuleBasedStateMachine):
         self._expect(None if has_guardian else NoGuardian, lambda: self.reg.remove_guardian(p))
         if has_guardian:
             del self.model.guardians[p.address]
+            self.model.epochs[p.address] += 1
 
-    @rule(patient=st.integers(0, 1), ticks=st.integers(1, 3))
-    def open_break_glass(self, patient: int, ticks: int) -> None:
+    @rule(patient=st.integers(0, 1), ticks=st.integers(1, 3), reason=st.sampled_from(REASONS))
+    def open_break_glass(self, patient: int, ticks: int, reason: bytes) -> None:
         p = self.world.patients[patient]
         institution = self.world.env.actors.emergency
-        is_open = self.model.break_glass_open(p.address, institution.address)
+        key = (p.address, institution.address)
+        error: type[ContractError] | None = None
+        if self.model.break_glass_open(*key):
+            error = BreakGlassAlreadyOpen
+        elif self.model.tick < self.model.reopen_tick.get(key, 0):
+            error = BreakGlassCoolingDown
+        elif self.model.last_reason.get(key) == reason:
+            error = BreakGlassReasonReused
         receipt = self._expect(
-            BreakGlassAlreadyOpen if is_open else None,
-            lambda: self.reg.open_break_glass(institution, p.address, ticks * TICK, REASON),
+            error,
+            lambda: self.reg.open_break_glass(institution, p.address, ticks * TICK, reason),
         )
         if receipt is not None:
             until = int(self.w3.eth.get_block(receipt.block_number)["timestamp"]) + ticks * TICK
-            self.model.break_glass[(p.address, institution.address)] = (
-                until,
-                self.model.tick + ticks,
-            )
+            self.model.break_glass[key] = (until, self.model.tick + ticks)
+            self.model.last_reason[key] = reason
 
     @rule(patient=st.integers(0, 1), how=st.sampled_from(["patient", "guardian"]))
     def close_break_glass(self, patient: int, how: str) -> None:
@@ -364,9 +409,25 @@ class RegistryMachine(RuleBasedStateMachine):
         )
         if is_open:
             del self.model.break_glass[(p.address, institution.address)]
+            self.model.reopen_tick[(p.address, institution.address)] = (
+                self.model.tick + COOLDOWN_TICKS
+            )
+
+    @rule(signer=st.integers(0, 1))
+    def burn_nonce(self, signer: int) -> None:
+        account = self.world.patients[signer]
+        before = self.reg.nonce_of(account.address)
+        self.reg.burn_nonce(account, before)
+        assert self.reg.nonce_of(account.address) == before + 1
 
     @rule(ticks=st.integers(1, 2))
     def time_travel(self, ticks: int) -> None:
+        increase_time(self.w3, ticks * TICK)
+        self.model.tick += ticks
+
+    @precondition(lambda self: bool(self.model.reopen_tick))
+    @rule(ticks=st.sampled_from([COOLDOWN_TICKS - 1, COOLDOWN_TICKS]))
+    def wait_out_a_cool_down(self, ticks: int) -> None:
         increase_time(self.w3, ticks * TICK)
         self.model.tick += ticks
 
@@ -399,6 +460,9 @@ class RegistryMachine(RuleBasedStateMachine):
             a["id"]: bytes.fromhex(a["result"][2:])
             for a in self.rpc.post(self.url, json=batch).json()
         }
+        number = int(block, 16)
+        timestamp = int(self.w3.eth.get_block(number)["timestamp"])
+        timeline = self._replayed(number)
         for i, (patient, grantee, record, purpose) in enumerate(cases):
             expected_basis, expected_until = self.model.basis(patient, grantee, record, purpose)
             (has,) = abi_decode(["bool"], answers[2 * i])
@@ -406,6 +470,31 @@ class RegistryMachine(RuleBasedStateMachine):
             where = f"{patient=} {grantee=} record={record.record_id.hex()[:8]} {purpose=!s}"
             assert has is (expected_basis is not Basis.NONE), where
             assert (Basis(basis), until) == (expected_basis, expected_until), where
+            replayed = timeline.access_basis_at(
+                patient, grantee, record.record_id, int(purpose),
+                block_number=number, block_timestamp=timestamp,
+            )  # fmt: skip
+            assert replayed == (expected_basis, expected_until), f"replay: {where}"
+        for key in self.model.grants:
+            patient, kind, scope_id, grantee = key
+            terms = self.reg.consent_of(patient, grantee, kind, scope_id, block_identifier=number)
+            stored = timeline.grant_at(patient, grantee, kind, scope_id, number)
+            expected = self.model.grants[key][:2] if self.model.live(key) else (0, 0)
+            assert (terms.purposes, terms.expires_at) == expected, key
+            replayed_terms = (stored.purposes, stored.expires_at) if stored else (0, 0)
+            assert replayed_terms == expected, f"replay: {key}"
+
+    def _replayed(self, block: int) -> ConsentTimeline:
+        """The audit's replay up to ``block``: complete against the event digest, folded."""
+        result = replay(
+            RpcClient(self.url, client=self.rpc),
+            address=self.reg.address,
+            from_block=self.world.env.deploy_block,
+            decoder=self.decoder,
+            target_block=block,
+        )
+        assert result.complete, result.problems
+        return ConsentTimeline(result.events)
 
 
 def test_has_consent_matches_the_python_model(chain: Web3, world: World, anvil: Any) -> None:
