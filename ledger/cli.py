@@ -1174,8 +1174,9 @@ def consents(
     ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain)
     account = ctx.account(who)
     answer = ctx.session(account).consents()
+    openings = _break_glass_openings(ctx, account.address)
     if as_json:
-        _echo_json(answer.model_dump())
+        _echo_json({**answer.model_dump(), "break_glass": openings})
         return
     names = ctx.names()
     for title, rows, other in (
@@ -1198,6 +1199,7 @@ def consents(
             console.print(table)
         else:
             console.print(f"{title}: none", highlight=False)
+    _print_break_glass(ctx, openings)
 
 
 @guardian_app.command("set")
@@ -1243,6 +1245,101 @@ def _print_receipt(ctx: Ctx, receipt: Receipt, text: str, as_json: bool) -> None
     console.print(f"{text}  tx {receipt.tx_hash}  block {receipt.block_number}", highlight=False)
 
 
+# ------------------------------------------------ signing nonces; break-glass seen by the patient
+
+nonce_app = typer.Typer(help="Signer: cancel a signed grant or revoke nobody has submitted yet.")
+app.add_typer(nonce_app, name="nonce", no_args_is_help=True)
+
+
+@nonce_app.command("burn")
+@handled
+def nonce_burn(
+    who: AsOpt = None,
+    chain: ChainOpt = DEFAULT_CHAIN,
+    gateway: GatewayOpt = DEFAULT_GATEWAY,
+    registry: RegistryOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give up my next signing nonce (a chain tx you pay for): a grant or revoke I signed with
+    it, held back by a relayer, can then never be submitted. Run once per such request."""
+    ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
+    signer = ctx.account(who)
+    contract = ctx.registry()
+    nonce = contract.nonce_of(signer.address)
+    receipt = contract.burn_nonce(signer, nonce)
+    if as_json:
+        _echo_json(
+            {
+                "signer": signer.address,
+                "burned_nonce": nonce,
+                "next_nonce": nonce + 1,
+                "tx_hash": receipt.tx_hash,
+                "block_number": receipt.block_number,
+            }
+        )
+        return
+    console.print(
+        f"burned nonce {nonce}: a request signed with it can no longer be submitted; the next "
+        f"signature uses nonce {nonce + 1}  tx {receipt.tx_hash}  block {receipt.block_number}",
+        highlight=False,
+    )
+
+
+def _break_glass_openings(ctx: Ctx, patient: str) -> list[dict[str, Any]]:
+    """Every break-glass opening for ``patient``, read from the registry's logs on the chain
+    (institution, reason hash, window, and the close if it was closed early)."""
+    from ledger.deployment import load_deployment
+
+    contract = ctx.registry()
+    deployment = load_deployment(ctx.paths.deployment)
+    from_block = (
+        deployment.block
+        if deployment is not None and deployment.address.lower() == contract.address.lower()
+        else 0
+    )
+    return [
+        {
+            "institution": o.institution,
+            "reason_hash": "0x" + o.reason_hash.hex(),
+            "opened_at": o.opened_at,
+            "until": o.until,
+            "closed_at": o.closed_at,
+            "closed_by": o.closed_by,
+            "reopens_at": o.reopens_at,
+            "block_number": o.block_number,
+        }
+        for o in contract.break_glass_openings(patient, from_block=from_block)
+    ]
+
+
+def _print_break_glass(ctx: Ctx, openings: list[dict[str, Any]]) -> None:
+    if not openings:
+        console.print("break-glass openings of my records: none", highlight=False)
+        return
+    names = ctx.names()
+    table = Table(title="break-glass openings of my records", title_justify="left")
+    for col in ("institution", "reason hash", "opened (UTC)", "until", "closed", "block"):
+        whole = col == "reason hash"  # a hash stays whole, so it can be searched for
+        table.add_column(col, overflow="fold", no_wrap=whole, min_width=66 if whole else None)
+    for o in openings:
+        closed = "-"
+        if o["closed_at"] is not None:
+            closed = (
+                f"{_when(o['closed_at'])} by {_who(names, o['closed_by'])}; "
+                f"no reopening before {_when(o['reopens_at'])}"
+            )
+        table.add_row(
+            _who(names, o["institution"]),
+            o["reason_hash"],
+            _when(o["opened_at"]),
+            _when(o["until"]),
+            closed,
+            str(o["block_number"]),
+        )
+    console.print(table)
+
+
 @app.command("who-read")
 @handled
 def who_read(
@@ -1274,9 +1371,11 @@ def who_read(
     pending = [e for e in result.entries if e.included is None]
     bad = [e for e in result.entries if e.included is not None and not e.verified]
     anchored_ok = result.anchored or result.checkpoint is None
+    openings = _break_glass_openings(ctx, account.address)
     if as_json:
         _echo_json(
             {
+                "break_glass": openings,
                 "checkpoint": result.checkpoint.model_dump() if result.checkpoint else None,
                 "anchored": result.anchored,
                 "anchor": result.anchor_reason,
@@ -1296,6 +1395,7 @@ def who_read(
         )
     else:
         print_who_read(ctx, result)
+        _print_break_glass(ctx, openings)
     if bad or not anchored_ok:
         raise typer.Exit(1)
     del pending

@@ -412,3 +412,75 @@ def test_demo_exits_0_on_a_fresh_stack() -> None:
     assert "all" in result.output
     assert "expectations held" in result.output
     assert re.search(r"tx 0x[0-9a-f]{64}", result.output)
+
+
+def test_the_patient_sees_every_break_glass_opening(stack: Stack, tmp_path: Path) -> None:
+    from ledger.chain import connect
+    from ledger.keys import DEV_NAMES
+    from ledger.registry import ConsentRegistry
+
+    content = diagnostic_report(patient=PATIENT.address, issued_at=1_770_000_002)
+    record_id, _ = _upload(stack, tmp_path, content, "laboratory")
+    denied = _run(stack, "fetch", record_id, "--purpose", "treatment", "-o",
+                  str(tmp_path / "x"), who="doctor")  # fmt: skip
+    assert denied.exit_code == 1  # a logged decision, so who-read has a checkpoint to show
+    for name in ("emergency", "researcher"):
+        admitted = _run(stack, "admin", "add-emergency", name)
+        assert admitted.exit_code == 0, admitted.output + admitted.stderr
+    accounts = dict(zip(DEV_NAMES, dev_accounts(), strict=True))
+    reg = ConsentRegistry(connect(stack.info.anvil.url), stack.info.deployment.address)
+    closed_reason = hashlib.sha256(b"found unconscious, ward 3").digest()
+    open_reason = hashlib.sha256(b"cardiac arrest in the street").digest()
+    first = reg.open_break_glass(accounts["emergency"], PATIENT.address, 3600, closed_reason)
+    reg.close_break_glass(PATIENT, PATIENT.address, accounts["emergency"].address)
+    second = reg.open_break_glass(accounts["researcher"], PATIENT.address, 600, open_reason)
+
+    def check(openings: list[dict]) -> None:
+        mine = {o["reason_hash"]: o for o in openings}
+        closed, still_open = mine["0x" + closed_reason.hex()], mine["0x" + open_reason.hex()]
+        assert closed["institution"] == accounts["emergency"].address
+        assert closed["block_number"] == first.block_number
+        assert closed["until"] == closed["opened_at"] + 3600
+        assert closed["closed_by"] == PATIENT.address
+        assert closed["reopens_at"] == closed["closed_at"] + 7 * 24 * 3600
+        assert still_open["institution"] == accounts["researcher"].address
+        assert still_open["block_number"] == second.block_number
+        assert still_open["until"] == still_open["opened_at"] + 600
+        assert still_open["closed_at"] is None
+
+    consents = _run(stack, "consents", "--json", who="patient")
+    assert consents.exit_code == 0, consents.output + consents.stderr
+    check(json.loads(consents.stdout)["break_glass"])
+    table = _run(stack, "consents", who="patient")
+    assert "break-glass openings of my records" in table.stdout
+    assert "0x" + open_reason.hex() in table.stdout
+    who_read = _run(stack, "who-read", "--json", "--wait", "60", who="patient")
+    assert who_read.exit_code == 0, who_read.output + who_read.stderr
+    check(json.loads(who_read.stdout)["break_glass"])
+    printed = _run(stack, "who-read", who="patient")
+    assert "0x" + closed_reason.hex() in printed.stdout
+
+
+def test_nonce_burn_voids_a_signed_request_held_back(stack: Stack) -> None:
+    from ledger import eip712
+    from ledger.chain import connect
+    from ledger.consent_types import ALL_SCOPE_ID, ScopeKind
+    from ledger.contract_errors import InvalidAccountNonce
+    from ledger.registry import ConsentRegistry
+
+    reg = ConsentRegistry(connect(stack.info.anvil.url), stack.info.deployment.address)
+    doctor, relayer = dev_accounts()[4], dev_accounts()[5]
+    held = eip712.GrantRequest(
+        patient=PATIENT.address, grantee=doctor.address, scope_kind=ScopeKind.ALL,
+        scope_id=ALL_SCOPE_ID, purposes=1, expires_at=NO_EXPIRY, signer=PATIENT.address,
+        nonce=reg.nonce_of(PATIENT.address), deadline=2**40,
+    )  # fmt: skip
+    signature = eip712.sign(PATIENT, reg.domain, held)
+    burned = _run(stack, "nonce", "burn", "--json", who="patient")
+    assert burned.exit_code == 0, burned.output + burned.stderr
+    body = json.loads(burned.stdout)
+    assert (body["burned_nonce"], body["next_nonce"]) == (held.nonce, held.nonce + 1)
+    with pytest.raises(InvalidAccountNonce):
+        reg.grant_by_sig(relayer, held, signature)
+    terms = reg.consent_of(PATIENT.address, doctor.address, ScopeKind.ALL, ALL_SCOPE_ID)
+    assert terms.purposes == 0
