@@ -271,8 +271,25 @@ def measure(url: str) -> list[Row]:
         CHANGED_SLOT + DIGEST + revoke_log + COLD_SLOAD - CLEAR_REFUND,
         "+ guardian read",
     )
+    r = registry.set_guardian(patient, insurer.address)
+    tx_row(
+        "setGuardian (replace)",
+        r,
+        None,
+        CHANGED_SLOT + DIGEST + 2 * log_cost(3, 0) + 100,
+        "GuardianRemoved + GuardianSet (the digest's 2nd write is warm)",
+    )
     r = registry.remove_guardian(patient)
-    tx_row("removeGuardian", r, None, CHANGED_SLOT + DIGEST + log_cost(3, 0) - CLEAR_REFUND, "")
+    tx_row(
+        "removeGuardian",
+        r,
+        None,
+        CHANGED_SLOT + DIGEST + log_cost(3, 0),
+        "the slot keeps the epoch (no refund)",
+    )
+    r = registry.burn_nonce(patient)
+    floor = CHANGED_SLOT + DIGEST + log_cost(2, 32)
+    tx_row("burnNonce", r, None, floor, "nonce bump + NonceBurned")
 
     # -- break-glass
     r = registry.open_break_glass(emergency, patient.address, 3600, os.urandom(32))
@@ -284,7 +301,13 @@ def measure(url: str) -> list[Row]:
         "+ role read",
     )
     r = registry.close_break_glass(patient, patient.address, emergency.address)
-    tx_row("closeBreakGlass", r, None, CHANGED_SLOT + DIGEST + log_cost(3, 32) - CLEAR_REFUND, "")
+    tx_row(
+        "closeBreakGlass",
+        r,
+        None,
+        CHANGED_SLOT + DIGEST + log_cost(3, 64),
+        "the slot keeps the cool-down's end (no refund)",
+    )
 
     # -- access log
     r = registry.anchor_checkpoint(gateway, 1_000, os.urandom(32))
