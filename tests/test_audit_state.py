@@ -138,3 +138,71 @@ def test_events_out_of_order_are_refused(world) -> None:
     timeline = ConsentTimeline(result.events[:5])
     with pytest.raises(OutOfOrderEvent):
         timeline.apply(result.events[2])
+
+
+def test_the_replay_ends_a_guardians_grants_with_the_guardian(anvil, chain, request) -> None:
+    """The audit's replay of a guardian's front-run grant, its removal, a re-appointment, a
+    replacement, a nonce burn and a break-glass close agrees with the contract at every block."""
+    from eth_utils.crypto import keccak
+
+    from ledger.consent_types import ALL_SCOPE_ID
+    from ledger.events import EventDecoder, GuardianRemoved, NonceBurned, registry_event_abi
+    from ledger.replay import RpcClient
+    from tests._registry_helpers import deploy_env, register
+
+    env = deploy_env(chain, anvil.accounts)
+    reg = env.client(chain)
+    a = env.actors
+    p = a.patient.address
+    record = register(reg, env, p)
+    reg.grant(a.patient, a.doctor.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, 2**40)
+    reg.set_guardian(a.patient, a.guardian.address)
+    made = reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID,
+                         2**32 - 1, 2**64 - 1)  # fmt: skip
+    removed = reg.remove_guardian(a.patient)
+    reg.set_guardian(a.patient, a.guardian.address)  # re-appointed: the old grant stays ended
+    reg.grant_for(a.guardian, p, a.relayer.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, 2**40)
+    reg.set_guardian(a.patient, a.stranger.address)  # replaced: that grant ends too
+    reg.burn_nonce(a.patient)
+    reg.open_break_glass(a.emergency, p, 600, keccak(text="ward 3"))
+    reg.close_break_glass(a.patient, p, a.emergency.address)
+    end = chain.eth.block_number
+
+    rpc = RpcClient(anvil.url)
+    request.addfinalizer(rpc.close)
+    decoder = EventDecoder(registry_event_abi(env.abi))
+    result = replay(
+        rpc, address=env.address, from_block=env.deploy_block, decoder=decoder, target_block=end
+    )
+    assert result.complete
+    timeline = ConsentTimeline(result.events)
+    clock = BlockClock(rpc)
+    for block in range(made.block_number - 1, end + 1):
+        ts = clock.timestamp(block)
+        for grantee in (a.doctor, a.stranger, a.relayer, a.guardian):
+            for purpose in (Purpose.TREATMENT, Purpose.RESEARCH):
+                chain_answer = reg.access_basis(p, grantee.address, record, int(purpose),
+                                                block_identifier=block)  # fmt: skip
+                ours = timeline.access_basis_at(p, grantee.address, record, int(purpose),
+                                                block_number=block, block_timestamp=ts)  # fmt: skip
+                assert ours == (chain_answer.basis, chain_answer.until), (block, grantee.address)
+            terms = reg.consent_of(p, grantee.address, ScopeKind.ALL, ALL_SCOPE_ID,
+                                   block_identifier=block)  # fmt: skip
+            stored = timeline.grant_at(p, grantee.address, ScopeKind.ALL, ALL_SCOPE_ID, block)
+            replayed = (stored.purposes, stored.expires_at) if stored else (0, 0)
+            assert replayed == (terms.purposes, terms.expires_at), (block, grantee.address)
+    state = timeline.state_at(p, block_number=end, timestamp=clock.timestamp(end))
+    assert {g.grantee for g in state.grants} == {a.doctor.address}
+    assert {g.grantee for g in state.guardian_ended} == {a.stranger.address, a.relayer.address}
+    (front_run,) = [g for g in state.guardian_ended if g.grantee == a.stranger.address]
+    ending = timeline.ending_event(front_run)
+    assert isinstance(ending, GuardianRemoved)
+    assert ending.block_number == removed.block_number
+    ended = {g.grantee: at for g, at in timeline.all_grants()}
+    assert ended[a.stranger.address] == (removed.block_number, ending.log_index)
+    assert [b.nonce for b in timeline.nonce_burns(p)] == [0]
+    assert isinstance(timeline.nonce_burns(p)[0], NonceBurned)
+    assert [type(e).__name__ for e in timeline.break_glass_events(p)] == [
+        "BreakGlassOpened",
+        "BreakGlassClosed",
+    ]
