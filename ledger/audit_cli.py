@@ -458,6 +458,9 @@ def state(
         out.print("no consent in force")
     if snapshot.expired:
         out.print(f"{len(snapshot.expired)} lapsed grant(s) still stored (not in force)")
+    if snapshot.guardian_ended:
+        n = len(snapshot.guardian_ended)
+        out.print(f"{n} guardian grant(s) ended with their guardian's removal (not in force)")
     out.print(f"{len(snapshot.records)} record(s) registered")
 
 

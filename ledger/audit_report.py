@@ -408,6 +408,11 @@ def _patient_svg(
             if guardian_since is not None:
                 bars.append(_guardian_bar(guardian_since, t, scale))
             guardian_since = None
+            # every grant this guardian made ends with its guardianship (IConsentRegistry)
+            for open_key, g in list(open_grants.items()):
+                if g.actor == event.guardian:
+                    how = f"ended with its guardian at block {event.block_number}"
+                    close_grant(open_grants.pop(open_key), t, how)
         elif isinstance(event, BreakGlassOpened):
             lane(event.institution, f"{_short(event.institution)} (emergency)")
             open_bg[event.institution] = event
