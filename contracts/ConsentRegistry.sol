@@ -16,7 +16,8 @@ import {IConsentRegistry} from "./IConsentRegistry.sol";
 /// - A grant is in force while `block.timestamp < expiresAt`; a new grant needs
 ///   `expiresAt > block.timestamp` (else ExpiryInPast). `type(uint64).max` means "no expiry".
 /// - Revoking a stored but expired grant is allowed: it is still stored, and revoke deletes it
-///   (so `consentOf` returns zeroes afterwards). ConsentNotFound means "nothing stored".
+///   (so `consentOf` returns zeroes afterwards). ConsentNotFound means "nothing stored", or a
+///   guardian grant whose guardianship ended (see below).
 /// - `grantFor` / `revokeFor` and `closeBreakGlass` accept the patient as well as the guardian.
 /// - `setGuardian` replacing a guardian emits GuardianRemoved (old) then GuardianSet (new), and
 ///   bumps the guardianship epoch once for each (see IConsentRegistry): one slot holds the
@@ -305,7 +306,11 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         if (block.timestamp < current.reopensAt) {
             revert BreakGlassCoolingDown(patient, msg.sender, current.reopensAt);
         }
-        if (bytes16(reasonHash) == current.reason) revert BreakGlassReasonReused(patient, msg.sender, reasonHash);
+        // A previous opening left `until` (or, once closed, `reopensAt`) non-zero.
+        bool openedBefore = current.until != 0 || current.reopensAt != 0;
+        if (openedBefore && bytes16(reasonHash) == current.reason) {
+            revert BreakGlassReasonReused(patient, msg.sender, reasonHash);
+        }
 
         uint64 until;
         // Cannot overflow: block.timestamp is far below 2^64 - MAX_BREAK_GLASS, and duration <= MAX_BREAK_GLASS.

@@ -916,6 +916,15 @@ def test_a_lapsed_break_glass_is_not_renewed_on_the_same_reason(
     reg.open_break_glass(a.stranger, a.patient.address, 600, REASON)
 
 
+def test_a_first_opening_is_never_a_reused_reason(reg: ConsentRegistry, a: Actors) -> None:
+    # only the reason's first 16 bytes are kept: zeroes there must not read as "the last reason"
+    reason = bytes(16) + keccak(text="x")[:16]
+    reg.open_break_glass(a.emergency, a.patient.address, 600, reason)
+    increase_time(reg.w3, 600)
+    with reverts(BreakGlassReasonReused, reason_hash=reason):
+        reg.open_break_glass(a.emergency, a.patient.address, 600, reason)
+
+
 def test_break_glass_closed_by_the_patient_cannot_be_reopened_at_once(
     reg: ConsentRegistry, a: Actors, record: bytes
 ) -> None:
