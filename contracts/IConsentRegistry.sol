@@ -24,9 +24,9 @@ pragma solidity ^0.8.24;
 /// old one, then GuardianSet, so it bumps twice). A grant made by a guardian (`grantFor`, or
 /// `grantBySig` whose signer is the guardian) is stamped with the epoch of that appointment; it
 /// is in force only while the patient's epoch still equals its stamp. So removing or replacing
-/// a guardian ends, in the same transaction, every grant that guardian made (including one made
-/// in the block before the removal), and re-appointing the same guardian later does not revive
-/// them: the epoch has moved on. A grant's owner is whoever set its current terms: the
+/// a guardian ends, in the same transaction, every grant that guardian made (including one mined
+/// just before the removal, in the same block or earlier), and re-appointing the same guardian
+/// later does not revive them: the epoch has moved on. A grant's owner is whoever set its current terms: the
 /// patient's own re-grant over a guardian-made grant is a patient grant (it survives guardian
 /// changes), and a guardian's re-grant over a patient grant is a guardian grant. A replay
 /// recovers the epoch by counting the patient's guardian events, and a grant's stamp from its

@@ -28,7 +28,7 @@ from web3.exceptions import ContractLogicError
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from ledger.build import Artifact, compile_contracts
-from ledger.chain import Sent, TransactionFailed, TxSender, deploy
+from ledger.chain import ChainError, Sent, TransactionFailed, TxSender, deploy
 from ledger.consent_types import Basis, RecordId, ScopeKind
 from ledger.contract_errors import ContractError, ErrorDecoder
 from ledger.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest
@@ -350,7 +350,7 @@ class ConsentRegistry:
         }
         answer = self.w3.provider.make_request("eth_getLogs", [params])  # type: ignore[arg-type]
         if answer.get("error"):
-            raise TransactionFailed("", f"eth_getLogs failed: {answer['error']}")
+            raise ChainError(f"eth_getLogs failed: {answer['error']}")
         logs = sorted(
             (RawLog.from_rpc(entry) for entry in answer["result"]), key=lambda log: log.position
         )
