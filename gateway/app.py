@@ -157,25 +157,33 @@ class BodyLimitMiddleware:
             return
         upload = scope["method"] == "POST" and scope["path"] == "/v1/records"
         limit = self.upload_limit if upload else self.limit
-        exc = PayloadTooLarge(limit=limit) if upload else BodyTooLarge(limit=limit)
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _send_413(send, exc)
+                await _send_413(send, _too_large(upload, limit))
                 return
         received = 0
-        started = False
+        started = exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded and not started:
+                # The framework caught the overflow while parsing and answers with its own
+                # error (a 400): answer 413 instead, once.
+                started = True
+                await _send_413(send, _too_large(upload, limit))
+                return
+            if exceeded:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -184,7 +192,12 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _send_413(send, exc)
+                started = True
+                await _send_413(send, _too_large(upload, limit))
+
+
+def _too_large(upload: bool, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(limit=limit) if upload else BodyTooLarge(limit=limit)
 
 
 async def _send_413(send: Send, exc: PayloadTooLarge) -> None:

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.errors import ChainUnavailable, GatewayError
 from gateway.service import AuthService, RecordService, parse_purpose
 
 __all__ = ["FetchFastPath", "bearer_token"]
@@ -73,6 +73,8 @@ class FetchFastPath:
         except GatewayError as exc:
             if exc.http_status >= 500:
                 log.warning("GET %s -> %d %s", scope["path"], exc.http_status, exc.code)
+            if isinstance(exc, ChainUnavailable):  # the URL (maybe with an API key): log only
+                log.warning("chain node %s: %s", exc.url, exc.reason)
             await self._error_response(exc)(scope, receive, send)
             return
         await send(
