@@ -11,7 +11,10 @@ Fail-closed rules (see DESIGN.md, threat model):
   the node actually evaluated (the event digest's count and ``block.timestamp``, returned by the
   same ``eth_call``): a node may answer "at block N" from a state that already holds block
   N+1's transactions, and the event count is what lets an auditor re-evaluate exactly the state
-  the decision was taken on. A chain error is a 503 and nothing is served.
+  the decision was taken on. A chain error is a 503 and nothing is served. With
+  ``max_head_age_s`` set, a decision whose evaluated chain time is older than that by the
+  gateway's clock is a 503 ``chain_stale`` (logged as such): a node that lost its peers
+  answers from old state, so revokes mined elsewhere would stay invisible.
 - The ciphertext must match its CID (recomputed locally) and the sha256 kept at upload, must
   decrypt under the record's data key with the record id and patient as associated data, and the
   plaintext must hash to the registered ``contentDigest``; otherwise 502. The plaintext never

@@ -7,7 +7,8 @@
 
 Secrets are checked when the settings are built, so a gateway with a missing or placeholder
 key-encryption key (all zeros, ``changeme``, a repeated pattern ...) or without a relayer key
-refuses to start with a message that says what to fix. ``get_settings()`` is cached; tests
+refuses to start with a message that says what to fix; so does a KEK file that group or others
+may read or write (the message names the ``chmod 600`` to run). ``get_settings()`` is cached; tests
 build a :class:`Settings` themselves and hand it to ``create_app(settings)``.
 """
 
