@@ -12,7 +12,8 @@ ASCII only::
 - ``decision``: ``allowed`` or ``denied``. ``reason`` for ``allowed``: ``owner`` (the patient
   reads their own record) or ``consent``; for ``denied``: ``no_consent`` (the chain said no at
   ``block``) or an operational refusal that is not a consent decision: ``blob_tampered``,
-  ``blob_missing``, ``ipfs_unavailable``, ``chain_unavailable`` (then ``block`` is null). An
+  ``blob_missing``, ``ipfs_unavailable``, ``chain_stale`` (the evaluated chain time was older
+  than ``max_head_age_s``), ``chain_unavailable`` (then ``block`` is null). An
   auditor checks that every ``allowed`` leaf was covered by consent at ``block`` and every
   ``no_consent`` leaf was not.
 - ``block``: the block number the gateway read (``eth_blockNumber``) and asked the registry's

@@ -8,6 +8,7 @@ Every error is ``{"error": {"code", "message", "details"}}`` (see ``gateway.app`
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -23,7 +24,14 @@ from gateway import db
 from gateway.accesslog import AccessLog
 from gateway.anchor import Anchorer
 from gateway.envelope import Envelope
-from gateway.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge
+from gateway.errors import (
+    ChainIdMismatch,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+)
 from gateway.ipfs import IpfsClient
 from gateway.merkle import MerkleError
 from gateway.metrics import Metrics
@@ -100,6 +108,25 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _error_example("record_not_found", "no record 0x1f...", record_id="0x" + "1f" * 32),
     409: _error_example("conflict", "an upload of this attestation is in progress; retry shortly"),
     413: _error_example("payload_too_large", "the upload exceeds 52428800 bytes", limit=52428800),
+    "413_json": _error_example(
+        "body_too_large", "the request body exceeds 65536 bytes", limit=65536
+    ),
+    429: {
+        **_error_example(
+            "rate_limited",
+            "too many requests: /v1/auth/nonce: 60 at once, then 120 per minute, per client "
+            "address; retry after 1 s",
+            limit="/v1/auth/nonce: 60 at once, then 120 per minute, per client address",
+            retry_after_s=1,
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "seconds until the next request is accepted",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    },
     422: _error_example("invalid_request", "request validation failed", errors=[]),
     502: _error_example(
         "blob_tampered",
@@ -116,6 +143,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _pick(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: ERROR_RESPONSES[c] for c in codes}
+
+
+#: a JSON body over ``max_json_body_bytes``
+_JSON_413: dict[int | str, dict[str, Any]] = {413: ERROR_RESPONSES["413_json"]}
 
 
 router = APIRouter()
@@ -151,7 +182,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
     "/v1/auth/nonce",
     tags=["auth"],
     summary="Get a single-use SIWE nonce",
-    responses=_pick(503),
+    responses={**_pick(429, 503), **_JSON_413},
 )
 def new_nonce(state: StateDep) -> NoncePublic:
     """A fresh nonce to put in an EIP-4361 message (with the domain, URI and chain id given)."""
@@ -162,7 +193,7 @@ def new_nonce(state: StateDep) -> NoncePublic:
     "/v1/auth/login",
     tags=["auth"],
     summary="Sign in with Ethereum",
-    responses=_pick(400, 401, 422, 503),
+    responses={**_pick(400, 401, 422, 429, 503), **_JSON_413},
 )
 def login(state: StateDep, body: LoginRequest) -> SessionPublic:
     """Verify a signed EIP-4361 message (domain, URI, chain id, nonce, times, signature); the
@@ -292,7 +323,7 @@ def list_consents(state: StateDep, principal: PrincipalDep) -> ConsentsPublic:
     "/v1/consents",
     tags=["consents"],
     summary="Relay a signed grant or revoke (gasless)",
-    responses=_pick(400, 401, 403, 404, 409, 422, 503),
+    responses={**_pick(400, 401, 403, 404, 409, 422, 503), **_JSON_413},
 )
 def relay_consent(state: StateDep, principal: PrincipalDep, body: RelayRequest) -> RelayResult:
     """Sends ``grantBySig`` / ``revokeBySig`` with the patient's EIP-712 signature and answers
@@ -486,11 +517,23 @@ def healthz(state: StateDep) -> JSONResponse:
     try:
         latest = state.chain.block_number()
         chain_id = state.chain.chain_id
+        try:
+            state.chain.check_chain_id()
+        except ChainIdMismatch as exc:
+            details["chain_id"] = exc.message
+        limit = state.records.max_head_age_s
+        if limit is not None:
+            number, timestamp = state.chain.head_timestamp()
+            age = time.time() - timestamp
+            if age > limit:
+                details["chain_stale"] = (
+                    f"head block {number} is {age:.0f} s old (max_head_age_s {limit:g})"
+                )
         with state.chain.guard():
             if not state.chain.w3.eth.get_code(state.chain.address):
                 details["contract"] = f"no code at {state.chain.address}"
-    except Exception as exc:
-        details["chain"] = getattr(exc, "message", None) or type(exc).__name__
+    except Exception as exc:  # never the node's URL: it may carry an API key
+        details["chain"] = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
     try:
         ipfs_id = state.ipfs.id().id
     except Exception as exc:

@@ -30,9 +30,16 @@ from gateway.accesslog import AccessLog
 from gateway.anchor import Anchorer
 from gateway.api import GatewayState, router
 from gateway.db import init_db, is_sqlite, make_engine
-from gateway.errors import GatewayError, PayloadTooLarge
+from gateway.errors import (
+    BodyTooLarge,
+    ChainIdMismatch,
+    ChainUnavailable,
+    GatewayError,
+    PayloadTooLarge,
+)
 from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
+from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.relay import ConsentDirectory, ConsentRelay
 from gateway.rpc import KeepAliveRpc
@@ -42,7 +49,7 @@ from ledger.build import compile_contracts
 from ledger.chain import connect
 from ledger.registry import REGISTRY_CONTRACT
 
-__all__ = ["create_app", "error_body"]
+__all__ = ["BodyLimitMiddleware", "ChainIdRefused", "create_app", "error_body"]
 
 log = logging.getLogger("gateway")
 
@@ -69,6 +76,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 
@@ -90,6 +98,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.warning(
                 "%s %s -> %d %s", request.method, request.url.path, exc.http_status, exc.code
             )
+        if isinstance(exc, ChainUnavailable):  # the URL (maybe with an API key): log only
+            log.warning("chain node %s: %s", exc.url, exc.reason)
         return _gateway_error_response(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -132,34 +142,48 @@ class _BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies above ``limit`` with 413 before reading them whole."""
+    """Refuses request bodies above their limit with 413 before reading them whole: an upload
+    (``POST /v1/records``) up to ``upload_limit`` (``payload_too_large``), every other body up
+    to ``limit`` (``body_too_large``)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit if upload_limit is not None else limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope["method"] == "POST" and scope["path"] == "/v1/records"
+        limit = self.upload_limit if upload else self.limit
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_413(send, self.limit)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _send_413(send, _too_large(upload, limit))
                 return
         received = 0
-        started = False
+        started = exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded and not started:
+                # The framework caught the overflow while parsing and answers with its own
+                # error (a 400): answer 413 instead, once.
+                started = True
+                await _send_413(send, _too_large(upload, limit))
+                return
+            if exceeded:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -168,11 +192,15 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _send_413(send, self.limit)
+                started = True
+                await _send_413(send, _too_large(upload, limit))
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    exc = PayloadTooLarge(limit=limit)
+def _too_large(upload: bool, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(limit=limit) if upload else BodyTooLarge(limit=limit)
+
+
+async def _send_413(send: Send, exc: PayloadTooLarge) -> None:
     response = _gateway_error_response(exc)
     await send(
         {
@@ -246,6 +274,7 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
         blob_cache_bytes=settings.blob_cache_bytes,
         pending_grace_s=settings.upload_grace_s,
         tx_timeout_s=settings.tx_timeout_s,
+        max_head_age_s=settings.max_head_age_s,
     )
     return GatewayState(
         engine=engine,
@@ -275,6 +304,25 @@ def _recover_uploads(state: GatewayState, settings: Settings) -> None:
         log.error("upload recovery at start failed: %s", type(exc).__name__)
 
 
+class ChainIdRefused(RuntimeError):
+    """The gateway refuses to start: its chain node is on another chain than the deployment."""
+
+
+def _check_chain_id(state: GatewayState) -> None:
+    """Compare the node's chain id with the deployment's; a node that does not answer is
+    reported by ``/healthz`` (and compared again there) instead."""
+    try:
+        state.chain.check_chain_id()
+    except ChainIdMismatch as exc:
+        raise ChainIdRefused(
+            f"refusing to start: {exc.message}. Point CONSENT_CHAIN_URL at the network the "
+            f"registry was deployed on, or use that network's deployment file "
+            f"(CONSENT_DEPLOYMENT_FILE / CONSENT_CHAIN_ID)"
+        ) from None
+    except ChainUnavailable as exc:
+        log.warning("chain node unreachable at start (%s): chain id not checked yet", exc.reason)
+
+
 def _fetch_route(app: FastAPI) -> BaseRoute | None:
     """The ``GET /v1/records/{record_id}`` route (the fast path labels its metrics with it)."""
     # included routers may be wrapped (FastAPI >= 0.16x): look in the API router itself too
@@ -291,6 +339,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else get_settings()
     metrics = Metrics()
     state = _build_state(settings, metrics)
+    try:
+        _check_chain_id(state)
+    except ChainIdRefused:
+        state.chain.close()
+        state.ipfs_http.close()
+        state.engine.dispose()
+        raise
     # Uploaded files stay in memory up to the upload limit: a spooled temp file on disk would
     # be plaintext at rest.
     MultiPartParser.spool_max_size = max(
@@ -328,6 +383,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route=_fetch_route(app),
         error_response=_gateway_error_response,
     )
+    # Before any body is read: per-address limits on nonces and logins, and the session of
+    # an upload or relay checked (an unauthenticated 45 MB upload is never parsed).
+    app.add_middleware(
+        RequestGuard,
+        auth=lambda: app.state.gateway.auth,
+        limiter=RateLimiter(
+            per_minute=settings.auth_rate_per_minute, burst=settings.auth_rate_burst
+        ),
+        error_response=_gateway_error_response,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_json_body_bytes,
+        upload_limit=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
+    )
     return app

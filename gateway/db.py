@@ -2,17 +2,19 @@
 
 ``make_engine`` configures the dialect (SQLite: WAL, ``synchronous=NORMAL``, a busy timeout, one
 connection per thread; PostgreSQL: a bounded pool with pre-ping), ``init_db`` creates the tables
-and the access-log sequencer row, ``ping`` answers ``/healthz``.
+(and indexes missing from an older database) and the access-log sequencer row, ``ping``
+answers ``/healthz``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import SQLModel
 
 from gateway import models
@@ -62,6 +64,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def init_db(engine: Engine) -> None:
     """Create the tables (idempotent) and the sequencer row."""
     SQLModel.metadata.create_all(engine, tables=list(models.TABLES))
+    # create_all skips indexes of tables that already exist (a database made by an older
+    # version): add any that are missing.
+    for table in models.TABLES:
+        for index in table.indexes:
+            # another replica may create it meanwhile
+            with contextlib.suppress(IntegrityError, ProgrammingError, OperationalError):
+                index.create(engine, checkfirst=True)
     seq, log = models.LOG_SEQUENCER, models.ACCESS_LOG
     try:
         with engine.begin() as conn:

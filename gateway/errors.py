@@ -80,7 +80,9 @@ class GatewayError(Exception):
 #    ├── NotFound                  [not_found 404]             unknown route or resource
 #    │   └── RecordNotFound        [record_not_found 404]
 #    ├── Conflict                  [conflict 409]              e.g. same upload in progress
-#    ├── PayloadTooLarge           [payload_too_large 413]
+#    ├── PayloadTooLarge           [payload_too_large 413]     upload over max_upload_bytes
+#    │   └── BodyTooLarge          [body_too_large 413]        JSON body over max_json_body_bytes
+#    ├── RateLimited               [rate_limited 429]          per-IP limit on nonces / logins
 #    ├── InvalidRequest            [invalid_request 422]       request fails validation
 #    │   └── AttestationInvalid    [attestation_invalid 422]   bad signature / wrong signer
 #    ├── ContractRejected          [contract_<error> 4xx/5xx]  registry reverted (custom error)
@@ -88,6 +90,8 @@ class GatewayError(Exception):
 #    ├── UpstreamFailed            [upstream_failed 502]       a transaction failed
 #    └── ServiceUnavailable        [service_unavailable 503]
 #        ├── ChainUnavailable      [chain_unavailable 503]     chain unreachable: fail closed
+#        ├── ChainStale            [chain_stale 503]           evaluated chain time too old
+#        ├── ChainIdMismatch       [chain_id_mismatch 503]     node is on another chain
 #        └── DatabaseUnavailable   [database_unavailable 503]
 
 
@@ -201,6 +205,32 @@ class PayloadTooLarge(GatewayError):
         self.limit = limit
 
 
+class BodyTooLarge(PayloadTooLarge):
+    """A request body other than an upload exceeds the (small) JSON body limit."""
+
+    code: ClassVar[str] = "body_too_large"
+
+    def __init__(self, *, limit: int) -> None:
+        GatewayError.__init__(self, f"the request body exceeds {limit} bytes", limit=limit)
+        self.limit = limit
+
+
+class RateLimited(GatewayError):
+    """Too many requests of one kind from one client address; ``limit`` names the limit."""
+
+    code: ClassVar[str] = "rate_limited"
+    http_status: ClassVar[int] = 429
+
+    def __init__(self, *, limit: str, retry_after_s: int) -> None:
+        super().__init__(
+            f"too many requests: {limit}; retry after {retry_after_s} s",
+            limit=limit,
+            retry_after_s=retry_after_s,
+        )
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class InvalidRequest(GatewayError):
     code: ClassVar[str] = "invalid_request"
     http_status: ClassVar[int] = 422
@@ -270,14 +300,53 @@ class ServiceUnavailable(GatewayError):
 
 
 class ChainUnavailable(ServiceUnavailable):
-    """The chain node did not answer: nothing is served (fail closed)."""
+    """The chain node did not answer: nothing is served (fail closed).
+
+    ``url`` is kept for the server's own log only: an RPC URL often carries a provider's API
+    key, so it is not one of the error's fields and never reaches a caller."""
 
     code: ClassVar[str] = "chain_unavailable"
 
     def __init__(self, *, url: str, reason: str) -> None:
-        super().__init__(f"the chain node is unreachable: {reason}", url=url, reason=reason)
+        super().__init__(f"the chain node is unreachable: {reason}", reason=reason)
         self.url = url
         self.reason = reason
+
+
+class ChainStale(ServiceUnavailable):
+    """The chain time a decision was evaluated at is older than ``max_head_age_s``: the node
+    may have lost its peers and answer from old state, so the decision fails closed."""
+
+    code: ClassVar[str] = "chain_stale"
+
+    def __init__(self, *, block: int, chain_time: int, age_s: float, max_head_age_s: float) -> None:
+        super().__init__(
+            f"the chain node's view is stale: block {block} has chain time {chain_time}, "
+            f"{age_s:.0f} s old (max_head_age_s {max_head_age_s:g})",
+            block_number=block,
+            chain_time=chain_time,
+            age_s=round(age_s, 3),
+            max_head_age_s=max_head_age_s,
+        )
+        self.block = block
+        self.chain_time = chain_time
+        self.age_s = age_s
+        self.max_head_age_s = max_head_age_s
+
+
+class ChainIdMismatch(ServiceUnavailable):
+    """The chain node reports another chain id than the deployment names."""
+
+    code: ClassVar[str] = "chain_id_mismatch"
+
+    def __init__(self, *, node: int, expected: int) -> None:
+        super().__init__(
+            f"the chain node reports chain id {node}, but the deployment names {expected}",
+            node_chain_id=node,
+            expected_chain_id=expected,
+        )
+        self.node = node
+        self.expected = expected
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -291,6 +360,9 @@ class DatabaseUnavailable(ServiceUnavailable):
 __all__ += [
     "AttestationInvalid",
     "BlobTampered",
+    "BodyTooLarge",
+    "ChainIdMismatch",
+    "ChainStale",
     "ChainUnavailable",
     "Conflict",
     "ConsentDenied",
@@ -300,6 +372,7 @@ __all__ += [
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
     "RecordNotFound",
     "ServiceUnavailable",
     "SiweNonceInvalid",

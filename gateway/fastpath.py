@@ -20,10 +20,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.errors import ChainUnavailable, GatewayError
 from gateway.service import AuthService, RecordService, parse_purpose
 
-__all__ = ["FetchFastPath"]
+__all__ = ["FetchFastPath", "bearer_token"]
 
 log = logging.getLogger("gateway")
 
@@ -56,7 +56,7 @@ class FetchFastPath:
             return
         path = _PATH.fullmatch(scope["path"])
         query = _QUERY.fullmatch(scope["query_string"]) if path is not None else None
-        token = _bearer(scope) if query is not None else None
+        token = bearer_token(scope) if query is not None else None
         if path is None or query is None or token is None:
             await self.app(scope, receive, send)
             return
@@ -73,6 +73,8 @@ class FetchFastPath:
         except GatewayError as exc:
             if exc.http_status >= 500:
                 log.warning("GET %s -> %d %s", scope["path"], exc.http_status, exc.code)
+            if isinstance(exc, ChainUnavailable):  # the URL (maybe with an API key): log only
+                log.warning("chain node %s: %s", exc.url, exc.reason)
             await self._error_response(exc)(scope, receive, send)
             return
         await send(
@@ -85,7 +87,7 @@ class FetchFastPath:
         await send({"type": "http.response.body", "body": body})
 
 
-def _bearer(scope: Scope) -> str | None:
+def bearer_token(scope: Scope) -> str | None:
     """The token of a single ``Authorization: Bearer <token>`` header, else None."""
     found: bytes | None = None
     for name, value in scope["headers"]:

@@ -57,7 +57,7 @@ class AuthNonce(SQLModel, table=True):
     __tablename__ = "auth_nonce"
 
     nonce: str = DbField(primary_key=True, max_length=64)
-    expires_at: float
+    expires_at: float = DbField(index=True)  # bounded purges scan the index, not the table
 
 
 class AuthSession(SQLModel, table=True):
@@ -68,7 +68,7 @@ class AuthSession(SQLModel, table=True):
     token_hash: str = DbField(primary_key=True, max_length=66)
     address: str = DbField(index=True, max_length=42)
     public_key: str = DbField(max_length=132, description="uncompressed secp256k1, 0x04...")
-    expires_at: float
+    expires_at: float = DbField(index=True)
     created_at: float
 
 

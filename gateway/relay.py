@@ -12,6 +12,7 @@ receipt, so a fetch made after it sees the new consent state.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -66,8 +67,17 @@ def _normalise(raw: Mapping[str, int | str], fields: tuple[str, ...]) -> dict[st
     return values
 
 
+_UINT_TEXT = re.compile(r"[0-9]{1,78}|0[xX][0-9a-fA-F]{1,64}")  # ASCII only, no whitespace
+_HEX32 = re.compile(r"0x[0-9a-fA-F]{64}")
+_HEX20 = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
 def _int(values: Mapping[str, int | str], name: str, bits: int) -> int:
     value = values[name]
+    # int() alone would take " 5", "1_0" and Unicode digits ("٣"); str.isdigit() takes "²",
+    # which int() then refuses. Decimal or 0x hex in ASCII, nothing else.
+    if isinstance(value, str) and not _UINT_TEXT.fullmatch(value):
+        raise InvalidRequest(f"{name} is not an integer (decimal or 0x hex)", field=name)
     try:
         number = int(value, 0) if isinstance(value, str) else int(value)
     except ValueError:
@@ -80,7 +90,7 @@ def _int(values: Mapping[str, int | str], name: str, bits: int) -> int:
 def _bytes32(values: Mapping[str, int | str], name: str) -> bytes:
     value = values[name]
     text = str(value)
-    if not text.startswith("0x") or len(text) != 66:
+    if not _HEX32.fullmatch(text):  # bytes.fromhex would skip whitespace inside
         raise InvalidRequest(f"{name} must be 0x + 64 hex digits", field=name)
     try:
         return bytes.fromhex(text[2:])
@@ -90,7 +100,7 @@ def _bytes32(values: Mapping[str, int | str], name: str) -> bytes:
 
 def _address(values: Mapping[str, int | str], name: str) -> str:
     text = str(values[name])
-    if not text.startswith("0x") or len(text) != 42:
+    if not _HEX20.fullmatch(text):
         raise InvalidRequest(f"{name} is not a 0x address", field=name)
     try:
         bytes.fromhex(text[2:])
@@ -101,7 +111,7 @@ def _address(values: Mapping[str, int | str], name: str) -> str:
 
 def _scope_kind(values: Mapping[str, int | str]) -> ScopeKind:
     value = values["scopeKind"]
-    if isinstance(value, str) and not value.isdigit():
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         try:
             return ScopeKind[value.upper()]
         except KeyError:

@@ -11,7 +11,10 @@ Fail-closed rules (see DESIGN.md, threat model):
   the node actually evaluated (the event digest's count and ``block.timestamp``, returned by the
   same ``eth_call``): a node may answer "at block N" from a state that already holds block
   N+1's transactions, and the event count is what lets an auditor re-evaluate exactly the state
-  the decision was taken on. A chain error is a 503 and nothing is served.
+  the decision was taken on. A chain error is a 503 and nothing is served. With
+  ``max_head_age_s`` set, a decision whose evaluated chain time is older than that by the
+  gateway's clock is a 503 ``chain_stale`` (logged as such): a node that lost its peers
+  answers from old state, so revokes mined elsewhere would stay invisible.
 - The ciphertext must match its CID (recomputed locally) and the sha256 kept at upload, must
   decrypt under the record's data key with the record id and patient as associated data, and the
   plaintext must hash to the registered ``contentDigest``; otherwise 502. The plaintext never
@@ -52,7 +55,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from sqlalchemy import Engine, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from web3 import Web3
 
@@ -62,6 +65,8 @@ from gateway.accesslog import AccessLog, Decision
 from gateway.errors import (
     AttestationInvalid,
     BlobTampered,
+    ChainIdMismatch,
+    ChainStale,
     ChainUnavailable,
     Conflict,
     ConsentDenied,
@@ -112,6 +117,13 @@ T = TypeVar("T")
 
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_QUANTITY_RE = re.compile(r"0x[0-9a-fA-F]{1,64}")
+_PURPOSE_ID_RE = re.compile(r"[0-9]{1,10}")  # ASCII digits only: "²".isdigit() is True
+#: secp256k1's group order; OpenZeppelin's ECDSA refuses s above half of it (malleability).
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+#: Expired nonce / session rows deleted per issued nonce / login: more than each call adds,
+#: so the tables stay bounded, and an index range scan, never a full one.
+PURGE_BATCH = 32
 
 
 # ----------------------------------------------------------------------------- chain access
@@ -180,6 +192,13 @@ _UINT64 = 1 << 64
 _BASIS_MAX = max(Basis)
 
 
+def _hex_quantity(value: object, *, what: str) -> int:
+    """A JSON-RPC quantity (``0x`` hex) from the node; a malformed one is the node's fault."""
+    if not isinstance(value, str) or not _QUANTITY_RE.fullmatch(value):
+        raise UpstreamFailed(f"the node returned a malformed {what}", value=str(value)[:80])
+    return int(value, 16)
+
+
 class ChainAccess:
     """The registry client, created on first use (the gateway starts even if the chain is
     down, and says so on ``/healthz``), with transport errors mapped to ``ChainUnavailable``
@@ -215,6 +234,7 @@ class ChainAccess:
         self.relayer = relayer
         self._abi = list(abi)
         self._chain_id = chain_id
+        self.expected_chain_id = chain_id  # the deployment's; the node's is compared with it
         self._max_in_flight = max_in_flight
         self._registry: ConsentRegistry | None = None
         self._lock = threading.Lock()
@@ -300,6 +320,27 @@ class ChainAccess:
     def block_number(self) -> int:
         """The latest block number (raw JSON-RPC)."""
         return int(self.rpc("eth_blockNumber", []), 16)
+
+    def node_chain_id(self) -> int:
+        """The chain id the node reports (``eth_chainId``, asked every time)."""
+        return _hex_quantity(self.rpc("eth_chainId", []), what="eth_chainId")
+
+    def check_chain_id(self) -> int:
+        """The node's chain id; ``ChainIdMismatch`` if it is not the deployment's."""
+        node = self.node_chain_id()
+        if self.expected_chain_id is not None and node != self.expected_chain_id:
+            raise ChainIdMismatch(node=node, expected=self.expected_chain_id)
+        return node
+
+    def head_timestamp(self) -> tuple[int, int]:
+        """``(number, timestamp)`` of the node's latest block."""
+        block = self.rpc("eth_getBlockByNumber", ["latest", False])
+        if not isinstance(block, dict):
+            raise UpstreamFailed("eth_getBlockByNumber returned no block")
+        return (
+            _hex_quantity(block.get("number"), what="block number"),
+            _hex_quantity(block.get("timestamp"), what="block timestamp"),
+        )
 
     def has_consent_at(
         self, patient: str, grantee: str, record_id: bytes, purpose: int, *, block: int
@@ -387,6 +428,13 @@ def _db_guard() -> Iterator[None]:
         raise DatabaseUnavailable(reason=type(exc.orig).__name__ if exc.orig else "error") from exc
 
 
+def _purge_expired(conn: Connection, table: Table, key: Any, now: float) -> int:
+    """Delete at most ``PURGE_BATCH`` rows of ``table`` expired before ``now`` (through the
+    ``expires_at`` index); the number deleted."""
+    oldest = select(key).where(table.c.expires_at < now).limit(PURGE_BATCH)
+    return int(conn.execute(delete(table).where(key.in_(oldest.scalar_subquery()))).rowcount)
+
+
 class AuthService:
     """SIWE nonces, logins and bearer sessions (single-use nonces and sessions in the DB)."""
 
@@ -421,7 +469,7 @@ class AuthService:
         expires = now + self._nonce_ttl_s
         with _db_guard(), self._engine.begin() as conn:
             conn.execute(insert(AUTH_NONCE).values(nonce=nonce, expires_at=expires))
-            conn.execute(delete(AUTH_NONCE).where(AUTH_NONCE.c.expires_at < now))
+            _purge_expired(conn, AUTH_NONCE, AUTH_NONCE.c.nonce, now)
         try:
             chain_id: int | None = self._chain_id()
         except GatewayError:
@@ -464,6 +512,7 @@ class AuthService:
                     created_at=now,
                 )
             )
+            _purge_expired(conn, AUTH_SESSION, AUTH_SESSION.c.token_hash, now)
         log.info("login address=%s expires_at=%.0f", address, expires)
         return SessionPublic(token=token, address=address, expires_at=expires)
 
@@ -515,14 +564,14 @@ class AuthService:
 
 def parse_purpose(value: str | int) -> int:
     """A purpose id from its number (0..31) or name (``treatment``, ``research`` ...)."""
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+    if isinstance(value, int) or (isinstance(value, str) and _PURPOSE_ID_RE.fullmatch(value)):
         number = int(value)
         if not 0 <= number <= 31:
             raise InvalidRequest("purpose id out of range 0..31", purpose=value)
         return number
     try:
         return int(Purpose[str(value).strip().upper().replace("-", "_")])
-    except KeyError:
+    except (KeyError, UnicodeError):
         names = ", ".join(p.name.lower() for p in Purpose)
         raise InvalidRequest(
             f"unknown purpose {value!r}; use one of {names} or an id 0..31", purpose=value
@@ -646,8 +695,11 @@ class RecordService:
         clock: Callable[[], float] = time.time,
         pending_grace_s: float = 300.0,
         tx_timeout_s: float = 60.0,
+        max_head_age_s: float | None = None,
     ) -> None:
         self._engine = engine
+        # A decision evaluated at a chain time older than this (by our clock) fails closed.
+        self.max_head_age_s = max_head_age_s
         self.chain = chain
         self.blobs = blobs
         # Longer than any upload may take (IPFS add + the registration's receipt wait): a
@@ -690,6 +742,16 @@ class RecordService:
         if not 0 <= issued_at < 2**64:
             raise InvalidRequest("issued_at must be a uint64 (UNIX seconds)", field="issued_at")
         sig = _signature(signature)
+        if int.from_bytes(sig[32:64], "big") > _SECP256K1_N // 2:
+            # eth-account recovers a high-s signature, the registry's ECDSA reverts on it: the
+            # relayer would pay for the revert. Refused before anything is sent.
+            self.metrics.uploads.labels("refused").inc()
+            raise AttestationInvalid(
+                expected=principal.address,
+                recovered=None,
+                reason="high-s signature (s > secp256k1n/2), which the registry refuses; "
+                "sign again with a signer that normalises s (EIP-2)",
+            )
         digest = hashlib.sha256(data).digest()
         if content_digest is not None and content_digest.lower() != "0x" + digest.hex():
             raise InvalidRequest(
@@ -1133,6 +1195,24 @@ class RecordService:
             self.metrics.chain_errors.inc()
             decide(False, "chain_unavailable", None)
             raise
+        limit = self.max_head_age_s
+        if limit is not None:
+            age = self._clock() - answer.timestamp
+            if age > limit:
+                # A node that lost its peers answers from old state (a revoke mined elsewhere is
+                # invisible, expiries are judged at an old time): no decision, allowed or not.
+                self.metrics.chain_errors.inc()
+                decide(False, "chain_stale", block, answer)
+                log.warning(
+                    "stale chain view: block %d chain time %d is %.0f s old (limit %g s)",
+                    block,
+                    answer.timestamp,
+                    age,
+                    limit,
+                )
+                raise ChainStale(
+                    block=block, chain_time=answer.timestamp, age_s=age, max_head_age_s=limit
+                )
         if not answer.allowed:
             decide(False, "no_consent", block, answer)
             raise ConsentDenied(

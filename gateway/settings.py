@@ -7,13 +7,16 @@
 
 Secrets are checked when the settings are built, so a gateway with a missing or placeholder
 key-encryption key (all zeros, ``changeme``, a repeated pattern ...) or without a relayer key
-refuses to start with a message that says what to fix. ``get_settings()`` is cached; tests
+refuses to start with a message that says what to fix; so does a KEK file that group or others
+may read or write (the message names the ``chmod 600`` to run). ``get_settings()`` is cached; tests
 build a :class:`Settings` themselves and hand it to ``create_app(settings)``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,18 @@ def parse_secret_hex(text: str, *, what: str) -> bytes:
     return raw
 
 
+def _check_owner_only(path: Path) -> None:
+    """Refuse a secret file that anyone but its owner may read or write (POSIX modes)."""
+    if os.name != "posix":
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PlaceholderSecret(
+            f"the key-encryption key file {path} is open to group or others (mode {mode:04o}); "
+            f"the gateway refuses to start: run `chmod 600 {path}`"
+        )
+
+
 class Settings(BaseSettings):
     """Everything the gateway reads from its environment."""
 
@@ -128,6 +143,29 @@ class Settings(BaseSettings):
     )
     anchor_enabled: bool = True
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    max_json_body_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest accepted body of every request but an upload (413 body_too_large).",
+    )
+    max_head_age_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Per network: a decision whose evaluated chain time (block.timestamp in "
+        "accessDecision) is older than this, by the gateway's clock, fails closed (503 "
+        "chain_stale). Off (unset) for an automining local chain, whose head only moves "
+        "when a transaction arrives; for a chain with a fixed block time, a few block times "
+        "plus propagation (e.g. 12 s blocks: 60).",
+    )
+    auth_rate_per_minute: float = Field(
+        default=120.0,
+        gt=0,
+        description="Per client IP: POST /v1/auth/nonce and /v1/auth/login together refill "
+        "at this rate (429 rate_limited beyond it).",
+    )
+    auth_rate_burst: int = Field(
+        default=60, gt=0, description="Per client IP: nonce + login requests allowed at once."
+    )
     chain_timeout_s: float = Field(default=10.0, gt=0)
     ipfs_timeout_s: float = Field(default=30.0, gt=0)
     max_in_flight_tx: int = Field(default=64, gt=0)
@@ -194,7 +232,9 @@ class Settings(BaseSettings):
                 f"to start without one (CONSENT_KEK_FILE; `consent up` creates it)"
             )
         text = self.kek_file.read_text(encoding="utf-8", errors="replace")
-        return parse_secret_hex(text, what=f"the key-encryption key in {self.kek_file}")
+        kek = parse_secret_hex(text, what=f"the key-encryption key in {self.kek_file}")
+        _check_owner_only(self.kek_file)
+        return kek
 
     def _load_relayer_key(self) -> bytes:
         if self.relayer_key is not None:

@@ -66,7 +66,8 @@ file)::
 - Leaf fields (version 1): ``requester``, ``patient`` (lowercase 0x addresses), ``record``
   (lowercase 0x bytes32), ``purpose`` (int 0..31), ``decision`` (``allowed`` | ``denied``),
   ``reason`` (``owner`` | ``consent`` for allowed; ``no_consent`` or an operational refusal —
-  ``blob_tampered``, ``blob_missing``, ``ipfs_unavailable``, ``chain_unavailable`` — for denied),
+  ``blob_tampered``, ``blob_missing``, ``ipfs_unavailable``, ``chain_unavailable``,
+  ``chain_stale`` — for denied),
   ``block`` (the block the gateway asked ``accessDecision`` at; null only for
   ``chain_unavailable``), ``time`` (RFC 3339 UTC), ``v`` (1); and, together or not at all,
   ``events`` (the registry's event count in the state the node evaluated, returned by
@@ -140,7 +141,7 @@ __all__ = [
 ACCESS_LOG_FORMAT = "consent-ledger/access-log"
 ACCESS_LOG_VERSION = 1
 _OPERATIONAL_DENIALS = frozenset(
-    {"blob_tampered", "blob_missing", "ipfs_unavailable", "chain_unavailable"}
+    {"blob_tampered", "blob_missing", "ipfs_unavailable", "chain_unavailable", "chain_stale"}
 )
 _MAX_SWAP_TRIALS = 256
 _GATEWAY_ROLE = keccak(text="GATEWAY_ROLE")

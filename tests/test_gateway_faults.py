@@ -297,6 +297,7 @@ def test_placeholder_or_missing_kek_refuses_to_start(tmp_path: Path) -> None:
         Settings(home=tmp_path, kek_file=tmp_path / "missing", relayer_key=key)
     kek = tmp_path / "good"
     kek.write_text(os.urandom(32).hex())
+    kek.chmod(0o600)
     with pytest.raises(ValidationError, match="no relayer key"):
         Settings(home=tmp_path, kek_file=kek)
     assert len(Settings(home=tmp_path, kek_file=kek, relayer_key=key).kek_bytes) == 32
