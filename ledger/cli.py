@@ -580,11 +580,43 @@ def status(
 def down(
     home: HomeOpt = None,
     reset: Annotated[
-        bool, typer.Option("--reset", help="Also delete all local state (chain, IPFS, database).")
+        bool,
+        typer.Option(
+            "--reset",
+            help="Also delete the local ledger (chain, IPFS, database, deployment); the "
+            "keystore (keys/) is kept.",
+        ),
+    ] = False,
+    delete_keys: Annotated[
+        bool,
+        typer.Option(
+            "--delete-keys",
+            help="With --reset: delete the keystore too (asks on a terminal; --yes otherwise). "
+            "A patient whose key is gone can never revoke again.",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask before deleting the keystore.")
     ] = False,
 ) -> None:
-    """Stop a running `consent up` (by the PID it recorded); with --reset, delete local state."""
+    """Stop a running `consent up` (by the PID it recorded); with --reset, delete local state
+    but keep the keystore (keys/) unless --delete-keys is given."""
     paths = state_paths(home)
+    if delete_keys and not reset:
+        raise _fail("--delete-keys only goes with --reset; nothing was stopped or deleted")
+    if delete_keys and not yes and paths.keys.is_dir() and any(paths.keys.iterdir()):
+        if not sys.stdin.isatty():
+            raise _fail(
+                f"refusing to delete the keystore {paths.keys} without a terminal to confirm "
+                f"on; pass --yes to delete it, or drop --delete-keys to keep it"
+            )
+        count = sum(1 for _ in paths.keys.iterdir())
+        if not typer.confirm(
+            f"Delete the keystore {paths.keys} ({count} files)? Whoever loses a key can never "
+            f"revoke with it again",
+            default=False,
+        ):
+            raise _fail("kept everything; nothing was stopped or deleted", code=1)
     pid_file = paths.home / "stack.pid"
     if pid_file.is_file():
         pid = int(pid_file.read_text().strip())
@@ -600,9 +632,28 @@ def down(
     else:
         console.print("no running stack recorded.")
     if reset:
-        if paths.home.is_dir():
-            shutil.rmtree(paths.home)
-        console.print(f"deleted {paths.home}")
+        kept = _reset_home(paths, keep_keys=not delete_keys)
+        if kept:
+            console.print(f"deleted {paths.home} except the keystore {kept}", highlight=False)
+        else:
+            console.print(f"deleted {paths.home}", highlight=False)
+
+
+def _reset_home(paths: StatePaths, *, keep_keys: bool) -> Path | None:
+    """Delete ``paths.home``; with ``keep_keys`` everything but ``keys/``. The kept dir or None."""
+    if not paths.home.is_dir():
+        return None
+    if not keep_keys or not paths.keys.is_dir():
+        shutil.rmtree(paths.home)
+        return None
+    for entry in paths.home.iterdir():
+        if entry == paths.keys:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return paths.keys
 
 
 # -------------------------------------------------------------------------------------- keys

@@ -194,6 +194,49 @@ def test_gateway_down_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "consent up" in lines[0]
 
 
+# ------------------------------------------------------------------------------ down --reset
+
+
+def _local_state(tmp_path: Path) -> Path:
+    env = {"CONSENT_PASSWORD": "pw"}
+    assert invoke("key", "new", "alice", "--home", str(tmp_path), env=env).exit_code == 0
+    paths = state_paths(tmp_path)
+    (paths.home / "chain").mkdir(exist_ok=True)
+    (paths.home / "chain" / "state.json").write_text("{}")
+    paths.deployment.write_text("{}")
+    paths.database.write_bytes(b"")
+    return paths.keys / "alice.json"
+
+
+def test_down_reset_without_a_terminal_keeps_the_keystore(tmp_path: Path) -> None:
+    key = _local_state(tmp_path)
+    before = key.read_bytes()
+    result = invoke("down", "--reset", "--home", str(tmp_path))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert key.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
+    assert "except the keystore" in result.stdout
+
+
+def test_down_reset_delete_keys_without_a_terminal_needs_yes(tmp_path: Path) -> None:
+    key = _local_state(tmp_path)
+    refused = invoke("down", "--reset", "--delete-keys", "--home", str(tmp_path))
+    assert refused.exit_code == 2
+    assert "--yes" in refused.stderr
+    assert key.is_file()
+    assert state_paths(tmp_path).deployment.is_file()  # nothing at all was deleted
+    deleted = invoke("down", "--reset", "--delete-keys", "--yes", "--home", str(tmp_path))
+    assert deleted.exit_code == 0, deleted.output + deleted.stderr
+    assert not tmp_path.exists()
+
+
+def test_delete_keys_without_reset_is_refused(tmp_path: Path) -> None:
+    key = _local_state(tmp_path)
+    result = invoke("down", "--delete-keys", "--yes", "--home", str(tmp_path))
+    assert result.exit_code == 2
+    assert key.is_file()
+
+
 # ----------------------------------------------------------------------------- the real stack
 
 
