@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import httpx
@@ -942,35 +942,35 @@ def upload_dir(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Centre: upload every file a manifest lists, with one progress bar and a summary."""
-    from ledger.client import ClientError, read_file
+    """Centre: upload every file a manifest lists, with one progress bar and a summary.
 
-    ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
+    Every path must name a regular file inside DIR once symlinks are resolved: an absolute
+    path, a `..` part or a symlink leading out of DIR is refused, and when any row is refused
+    nothing is uploaded."""
+    from ledger.client import ClientError
+
     rows = _read_manifest(manifest)
+    jobs = _confine_manifest(directory, manifest, rows)  # every row, before anything is sent
+    ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
     centre = ctx.account(who)
     session = ctx.session(centre)
     domain = ctx.domain()
-    jobs: list[tuple[dict[str, str], Path, int]] = []
-    for row in rows:
-        path = directory / row["file"]
-        if not path.is_file():
-            raise CliError(f"{manifest}: {row['file']} is not a file in {directory}")
-        jobs.append((row, path, path.stat().st_size))
     results: list[dict[str, Any]] = []
-    total = sum(size for _, _, size in jobs)
+    total = sum(job.size for job in jobs)
     with _progress() as progress:
         task = progress.add_task(f"uploading {len(jobs)} files", total=total, visible=not as_json)
         base = 0
-        for row, path, size in jobs:
+        for job in jobs:
+            row, size = job.row, job.size
             entry: dict[str, Any] = {"file": row["file"]}
             try:
                 issued = row.get("issued_at") or None
                 result = session.upload(
-                    read_file(path),
+                    job.read(),
                     domain=domain,
                     patient=ctx.address(row["patient"], what="patient"),
                     category=_category(row["category"]),
-                    filename=path.name,
+                    filename=PurePath(row["file"]).name,
                     issued_at=int(issued) if issued else None,
                     progress=_offset_progress(progress, task, base),
                 )
@@ -1022,7 +1022,9 @@ def _offset_progress(progress: Any, task: Any, base: int) -> Callable[[int, int]
     return update
 
 
-def _read_manifest(path: Path) -> list[dict[str, str]]:
+def _read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` for every data row of the manifest."""
+    rows: list[tuple[int, dict[str, str]]] = []
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -1032,12 +1034,87 @@ def _read_manifest(path: Path) -> list[dict[str, str]]:
                     f"{path}: the header must name file, patient, category "
                     f"(missing {', '.join(sorted(missing))})"
                 )
-            rows = [{k: (v or "").strip() for k, v in r.items() if k} for r in reader]
+            for r in reader:
+                rows.append((reader.line_num, {k: (v or "").strip() for k, v in r.items() if k}))
     except OSError as exc:
         raise CliError(f"cannot read the manifest {path}: {exc.strerror}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the manifest {path}: {exc}") from None
     if not rows:
         raise CliError(f"{path} lists no files")
     return rows
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A manifest row whose file was found inside DIR (``path`` has no symlink left)."""
+
+    line: int
+    row: dict[str, str]
+    path: Path
+    size: int
+    identity: tuple[int, int]  # (st_dev, st_ino) when checked
+
+    def read(self) -> bytes:
+        """The file's bytes, refusing it if it was swapped since it was checked."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise CliError(f"cannot read {self.row['file']}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) != self.identity:
+                raise CliError(f"{self.row['file']} changed since it was checked; not uploaded")
+            return f.read()
+
+
+def _confine_manifest(
+    directory: Path, manifest: Path, rows: list[tuple[int, dict[str, str]]]
+) -> list[_Job]:
+    """Every row's file, confined to ``directory``; one error naming every refused row."""
+    try:
+        root = directory.resolve(strict=True)
+    except OSError:
+        raise CliError(f"{directory} is not a directory; nothing was uploaded") from None
+    if not root.is_dir():
+        raise CliError(f"{directory} is not a directory; nothing was uploaded")
+    jobs: list[_Job] = []
+    refused: list[str] = []
+    for line, row in rows:
+        name = row["file"]
+        reason = _outside(root, name)
+        if reason is None:
+            path = (root / name).resolve()
+            st = path.stat()
+            jobs.append(_Job(line, row, path, st.st_size, (st.st_dev, st.st_ino)))
+        else:
+            refused.append(f"line {line} {name!r} {reason}")
+    if refused:
+        raise CliError(
+            f"{manifest}: refused {len(refused)} of {len(rows)} rows, nothing was uploaded: "
+            + "; ".join(refused)
+        )
+    return jobs
+
+
+def _outside(root: Path, name: str) -> str | None:
+    """Why ``name`` does not name a regular file inside ``root`` (None: it does)."""
+    if not name:
+        return "names no file"
+    relative = PurePath(name)
+    if relative.is_absolute() or name.startswith(("/", "\\")):
+        return "is an absolute path (paths are relative to DIR)"
+    if ".." in relative.parts:
+        return "has a '..' part (paths stay inside DIR)"
+    try:
+        resolved = (root / relative).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return f"is not a file in {root}"
+    if not resolved.is_relative_to(root):
+        return f"leads out of {root} through a symlink"
+    if not resolved.is_file():
+        return f"is not a regular file in {root}"
+    return None
 
 
 # ----------------------------------------------------------------------------------- patient

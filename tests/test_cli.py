@@ -371,6 +371,67 @@ def test_upload_dir_uploads_a_manifest_and_reports_failures(stack: Stack, tmp_pa
     assert [r["status"] for r in body["results"]][2] == "failed"
 
 
+def _records_registered_since(stack: Stack, block: int) -> list[object]:
+    from ledger.chain import connect
+    from ledger.registry import ConsentRegistry
+
+    w3 = connect(stack.info.anvil.url)
+    registry = ConsentRegistry(w3, stack.info.deployment.address)
+    logs = registry.contract.events.RecordRegistered().get_logs(from_block=block)
+    return [log for log in logs if log["blockNumber"] > block]
+
+
+@pytest.mark.parametrize("hostile", ["../outside.key", "/etc/hostname", "link.json"])
+def test_upload_dir_refuses_a_path_outside_dir_and_uploads_nothing(
+    stack: Stack, tmp_path: Path, hostile: str
+) -> None:
+    from ledger.chain import connect
+
+    assert _run(stack, "admin", "add-centre", "centre").exit_code == 0
+    secret = tmp_path / "outside.key"
+    secret.write_text("0x" + "11" * 32)
+    files = tmp_path / "batch"
+    files.mkdir()
+    (files / "a.json").write_text(f'{{"batch": "{hostile}"}}')
+    (files / "link.json").symlink_to(secret)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        f"file,patient,category\na.json,patient,laboratory\n{hostile},patient,laboratory\n"
+    )
+    before = _run(stack, "records", "--json", who="centre")
+    assert before.exit_code == 0, before.output + before.stderr
+    head = connect(stack.info.anvil.url).eth.block_number
+    result = _run(
+        stack, "upload-dir", str(files), "--manifest", str(manifest), "--json", who="centre"
+    )
+    assert result.exit_code == 2, result.output + result.stderr
+    assert f"line 3 {hostile!r}" in result.stderr
+    assert "nothing was uploaded" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _records_registered_since(stack, head) == []
+    after = _run(stack, "records", "--json", who="centre")
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+
+
+def test_upload_dir_names_every_refused_row(stack: Stack, tmp_path: Path) -> None:
+    files = tmp_path / "batch"
+    files.mkdir()
+    (files / "inside").mkdir()
+    (files / "inside" / "ok.json").write_text("{}")
+    (files / "up").symlink_to(tmp_path)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "file,patient,category\ninside/ok.json,patient,x\n../m.csv,patient,x\n"
+        "/etc/hostname,patient,x\nup/m.csv,patient,x\ninside,patient,x\n"
+    )
+    result = _run(stack, "upload-dir", str(files), "--manifest", str(manifest), who="centre")
+    assert result.exit_code == 2, result.output + result.stderr
+    for line, name in ((3, "../m.csv"), (4, "/etc/hostname"), (5, "up/m.csv"), (6, "inside")):
+        assert f"line {line} {name!r}" in result.stderr
+    assert "'inside/ok.json'" not in result.stderr
+    assert "refused 4 of 5 rows" in result.stderr
+
+
 # ----------------------------------------------------------------------- a tampering gateway
 
 
