@@ -1015,6 +1015,7 @@ def upload(
             filename=file.name,
             issued_at=issued_at,
         )
+    _confirm_record(ctx, result.record.record_id, data, patient=target, centre=centre.address)
     rec = result.record
     if as_json:
         _echo_json({**rec.model_dump(), "created": result.created})
@@ -1070,14 +1071,19 @@ def upload_dir(
             entry: dict[str, Any] = {"file": row["file"]}
             try:
                 issued = row.get("issued_at") or None
+                data = job.read()
+                target = ctx.address(row["patient"], what="patient")
                 result = session.upload(
-                    job.read(),
+                    data,
                     domain=domain,
-                    patient=ctx.address(row["patient"], what="patient"),
+                    patient=target,
                     category=_category(row["category"]),
                     filename=PurePath(row["file"]).name,
                     issued_at=int(issued) if issued else None,
                     progress=_offset_progress(progress, task, base),
+                )
+                _confirm_record(
+                    ctx, result.record.record_id, data, patient=target, centre=centre.address
                 )
                 entry |= {
                     "status": "uploaded" if result.created else "existing",
@@ -1109,6 +1115,30 @@ def upload_dir(
         )
     if failed:
         raise typer.Exit(1)
+
+
+def _confirm_record(ctx: Ctx, record_id: str, data: bytes, *, patient: str, centre: str) -> None:
+    """The chain (pinned registry) holds ``record_id`` for this patient, centre and content."""
+    import hashlib
+
+    from ledger.contract_errors import UnknownRecord
+
+    try:
+        onchain = ctx.registry().record_of(bytes.fromhex(_record_id(record_id)[2:]))
+    except UnknownRecord:
+        onchain = None
+    if (
+        onchain is None
+        or onchain.content_digest != hashlib.sha256(data).digest()
+        or onchain.patient.lower() != patient.lower()
+        or onchain.centre.lower() != centre.lower()
+    ):
+        raise CliError(
+            f"the gateway's answer does not hold up: the registry holds no record {record_id} "
+            f"of this file for this patient from this centre; upload it again, through another "
+            f"gateway if this one keeps answering so",
+            code=1,
+        )
 
 
 def _upload_progress(progress: Any, task: Any, name: str) -> Callable[[int, int], None]:

@@ -487,3 +487,38 @@ def test_who_read_through_a_front_naming_a_decoy_registry_is_refused(
     result = _run(stack, "who-read", who="patient")
     assert result.exit_code == 1, result.output + result.stderr
     assert "names the registry" in result.stderr
+
+
+# ------------------------------------------------------------------------------------ upload
+
+
+@pytest.mark.parametrize("answer", ["made up", "another record"])
+def test_an_upload_the_chain_does_not_hold_is_an_error(
+    stack: Fronted, tmp_path: Path, answer: str
+) -> None:
+    other = _upload(stack, tmp_path, f"real-{answer}")
+    record_id = "0x" + secrets.token_hex(32) if answer == "made up" else other
+    source = tmp_path / "new.json"
+    source.write_text(json.dumps({"new": secrets.token_hex(8)}))
+    digest = "0x" + hashlib.sha256(source.read_bytes()).hexdigest()
+    stack.front.forge[("POST", "/v1/records")] = lambda: {
+        "record_id": record_id,
+        "patient": DEV["patient"].address,
+        "centre": DEV["centre"].address,
+        "category": "laboratory",
+        "category_id": "0x" + b"laboratory".ljust(32, b"\0").hex(),
+        "content_digest": digest,
+        "issued_at": 1_770_000_000,
+        "cid": "bafkreiforgedforgedforgedforgedforgedforgedforgedforgedfo",
+        "size": source.stat().st_size,
+        "tx_hash": "0x" + secrets.token_hex(32),
+        "block_number": stack.w3.eth.block_number,
+    }
+    result = _run(
+        stack, "upload", str(source), "--patient", "patient", "--category", "laboratory",
+        who="centre",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output + result.stderr
+    assert len(stack.front.swallowed) == 1
+    assert f"holds no record {record_id}" in result.stderr
+    assert "uploaded" not in result.stdout
