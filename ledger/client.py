@@ -7,6 +7,9 @@ relays signed consent changes and reads the access log with its proofs.
 
 Nothing returned by the gateway is trusted where it can be checked locally:
 
+- the sign-in message is signed only for this connection's scheme and authority and the
+  caller's pinned chain id (EIP-4361's wallet rule), whatever the nonce answer names;
+
 - a fetched record is opened with the reader's key and its sha256 compared with the
   ``contentDigest`` the *chain* holds for the record (:meth:`Session.open_record`);
 - each access-log entry's leaf hash is recomputed, its RFC 9162 inclusion proof verified against

@@ -522,3 +522,73 @@ def test_an_upload_the_chain_does_not_hold_is_an_error(
     assert len(stack.front.swallowed) == 1
     assert f"holds no record {record_id}" in result.stderr
     assert "uploaded" not in result.stdout
+
+
+# ---------------------------------------------------------------------------- the anchors
+
+
+def _bare_home(tmp_path: Path) -> Path:
+    home = tmp_path / "elsewhere"
+    home.mkdir()
+    return home
+
+
+def test_without_a_pinned_registry_nothing_is_asked_of_the_gateway(
+    stack: Fronted, tmp_path: Path
+) -> None:
+    home = _bare_home(tmp_path)
+    args = ["--gateway", stack.front.url, "--chain", stack.info.anvil.url, "--home", str(home)]
+    result = runner.invoke(app, ["records", "--as", "patient", *args])
+    assert result.exit_code == 2, result.output + result.stderr
+    assert "cannot tell which registry to trust" in result.stderr
+    assert "--registry" in result.stderr
+
+
+def test_registry_flag_and_env_pin_without_a_deployment_file(
+    stack: Fronted, tmp_path: Path
+) -> None:
+    record_id = _upload(stack, tmp_path, "registry-flag")
+    home = _bare_home(tmp_path)
+    args = ["--gateway", stack.front.url, "--chain", stack.info.anvil.url, "--home", str(home)]
+    address = stack.info.deployment.address
+    granted = runner.invoke(
+        app,
+        [
+            "grant", "--to", "doctor", "--record", record_id, "--purpose", "treatment",
+            "--as", "patient", "--registry", address, *args,
+        ],
+    )  # fmt: skip
+    assert granted.exit_code == 0, granted.output + granted.stderr
+    assert _consent(stack, record_id)[0] == 1
+    listed = runner.invoke(
+        app, ["records", "--as", "patient", "--json", *args], env={"CONSENT_REGISTRY": address}
+    )
+    assert listed.exit_code == 0, listed.output + listed.stderr
+    assert record_id in {r["record_id"] for r in json.loads(listed.stdout)}
+    decoy = Account.create().address
+    refused = runner.invoke(
+        app, ["records", "--as", "patient", *args], env={"CONSENT_REGISTRY": decoy}
+    )
+    assert refused.exit_code == 1, refused.output + refused.stderr
+    assert f"this client trusts {decoy}" in refused.stderr
+
+
+def test_a_deployment_file_of_another_chain_is_refused(stack: Fronted, tmp_path: Path) -> None:
+    home = _bare_home(tmp_path)
+    recorded = json.loads(state_paths(stack.home).deployment.read_text())
+    state_paths(home).deployment.write_text(json.dumps({**recorded, "chain_id": 5}))
+    env = {"CONSENT_PASSWORD": "pw"}
+    assert runner.invoke(app, ["key", "new", "k", "--home", str(home)], env=env).exit_code == 0
+    args = ["--gateway", stack.front.url, "--chain", stack.info.anvil.url, "--home", str(home)]
+    result = runner.invoke(app, ["records", "--as", "k", *args], env=env)
+    assert result.exit_code != 0, result.output + result.stderr
+    assert "names chain 31337" in result.stderr
+    out = tmp_path / "x"
+    fetched = runner.invoke(
+        app,
+        ["fetch", "0x" + "ab" * 32, "--purpose", "treatment", "-o", str(out), "--as", "k", *args],
+        env=env,
+    )
+    assert fetched.exit_code == 2, fetched.output + fetched.stderr
+    assert "pinned to chain 5" in fetched.stderr
+    assert not out.exists()
