@@ -160,7 +160,12 @@ class _Bar:
 
 
 def _load_logs(
-    sources: list[str], *, as_name: str | None, rpc: str, home: Path | None
+    sources: list[str],
+    *,
+    as_name: str | None,
+    rpc: str,
+    home: Path | None,
+    registry: str | None = None,
 ) -> list[AccessLogExport]:
     """Each source: a file, or an http(s) URL read with a SIWE session as ``as_name`` if given."""
     from urllib.parse import urlsplit
@@ -174,7 +179,9 @@ def _load_logs(
                 parts = urlsplit(source)
                 origin = f"{parts.scheme}://{parts.netloc}"
                 if origin not in sessions:
-                    sessions[origin] = _login(origin, as_name, rpc=rpc, home=home)
+                    sessions[origin] = _login(
+                        origin, as_name, rpc=rpc, home=home, registry=registry
+                    )
                 http = httpx.Client(
                     timeout=120.0, headers={"Authorization": f"Bearer {sessions[origin]}"}
                 )
@@ -190,15 +197,20 @@ def _load_logs(
     return exports
 
 
-def _login(origin: str, as_name: str, *, rpc: str, home: Path | None) -> str:
-    from ledger.cli import Ctx
+def _login(
+    origin: str, as_name: str, *, rpc: str, home: Path | None, registry: str | None = None
+) -> str:
+    """A session token; the gateway must name the audited registry (the CLI's pinning rule)."""
+    from ledger.cli import CliError, Ctx
     from ledger.client import ClientError
 
-    ctx = Ctx(home=home, gateway_url=origin, chain_url=rpc)
+    ctx = Ctx(home=home, gateway_url=origin, chain_url=rpc, registry_address=registry)
     try:
         return ctx.session(ctx.account(as_name)).token
     except ClientError as exc:
         raise _fail(f"cannot sign in to {origin} as {as_name}: {exc.line()}") from None
+    except CliError as exc:
+        raise _fail(f"cannot sign in to {origin} as {as_name}: {exc.message}", exc.code) from None
     finally:
         ctx.close()
 
@@ -219,7 +231,7 @@ def _audit(
 ) -> tuple[AuditReport, RpcClient]:
     address, deploy_block, recorded_chain = _target(rpc, deployment, registry, from_block, home)
     decoder = _decoder(home)
-    exports = _load_logs(access_log, as_name=as_name, rpc=rpc, home=home)
+    exports = _load_logs(access_log, as_name=as_name, rpc=rpc, home=home, registry=address)
     client = RpcClient(rpc, client=httpx.Client(timeout=120.0))
     _check_chain(client, recorded_chain)
     with _Bar(show_progress) as progress:

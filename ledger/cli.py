@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import httpx
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from eth_typing import ChecksumAddress
     from web3 import Web3
 
-    from gateway.models import HealthPublic
+    from gateway.models import HealthPublic, RelayResult
     from ledger.client import Gateway, Session
     from ledger.eip712 import Domain
     from ledger.registry import ConsentRegistry, Receipt
@@ -93,7 +93,8 @@ RegistryOpt = Annotated[
     typer.Option(
         "--registry",
         envvar="CONSENT_REGISTRY",
-        help="Registry address (default: the gateway's, else $CONSENT_HOME/deployment.json).",
+        help="Registry address to trust (default: $CONSENT_HOME/deployment.json; never the "
+        "gateway's).",
     ),
 ]
 AsOpt = Annotated[
@@ -105,6 +106,13 @@ AsOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DirectOpt = Annotated[
+    bool,
+    typer.Option(
+        "--direct",
+        help="Send the transaction yourself (you pay gas) instead of having the gateway relay it.",
+    ),
+]
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 DEFAULT_CHAIN = "http://127.0.0.1:8545"
@@ -158,7 +166,11 @@ def _describe(exc: BaseException, ctx: Ctx | None) -> tuple[str, int] | None:
     if isinstance(exc, DevKeyOnPublicChain):
         return f"{exc}; create a key with `consent key new NAME`", 2
     if isinstance(exc, ChainUnavailable):
-        return f"{exc}; start it with `consent up` or pass --chain / CONSENT_CHAIN_URL", 2
+        return (
+            f"the chain node at {exc.url} is not answering ({exc.reason}); start it with "
+            f"`consent up` or pass --chain / CONSENT_CHAIN_URL",
+            2,
+        )
     if isinstance(exc, ChainError):
         return f"{exc}", 2
     if isinstance(exc, ServiceError):
@@ -216,11 +228,24 @@ _CURRENT: dict[str, Ctx] = {}
 # ------------------------------------------------------------------------------ the context
 
 
+@dataclass(frozen=True)
+class Anchors:
+    """What a client trusts about the ledger, from its own configuration, never a gateway's."""
+
+    registry: ChecksumAddress
+    chain_id: int | None  # None: the client's own chain node (--chain) says
+    deploy_block: int | None
+    source: str  # where the anchors came from, to name in errors
+
+
 @dataclass
 class Ctx:
     """What a command talks to: the state dir, the gateway, the chain, the registry, keys.
 
-    Everything is made on first use, so a command touches only what it needs.
+    Everything is made on first use, so a command touches only what it needs. Trust anchors
+    (registry address, chain id, deploy block) come from ``--registry`` / ``$CONSENT_REGISTRY``
+    (with ``$CONSENT_CHAIN_ID`` / ``$CONSENT_DEPLOY_BLOCK``) or ``$CONSENT_HOME/deployment.json``;
+    a gateway whose ``/healthz`` names another registry or chain is refused.
     """
 
     home: Path | None = None
@@ -231,6 +256,7 @@ class Ctx:
     registry_address: str | None = None
     _gateway: Gateway | None = None
     _health: HealthPublic | None = None
+    _anchors: Anchors | None = None
     _w3: Web3 | None = None
     _registry: ConsentRegistry | None = None
     _sessions: dict[str, Session] = field(default_factory=dict)
@@ -247,14 +273,88 @@ class Ctx:
     def paths(self) -> StatePaths:
         return state_paths(self.home)
 
+    # -- trust anchors -----------------------------------------------------------------------
+
+    def anchors(self) -> Anchors:
+        """The pinned registry, chain id and deploy block (see the class docstring)."""
+        if self._anchors is None:
+            self._anchors = self._load_anchors()
+        return self._anchors
+
+    def _load_anchors(self) -> Anchors:
+        from eth_utils.address import to_checksum_address
+
+        from ledger.deployment import load_deployment
+
+        path = self.paths.deployment
+        try:
+            deployment = load_deployment(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CliError(
+                f"cannot read the deployment file {path} ({type(exc).__name__}); fix or remove "
+                f"it, or pass --registry / CONSENT_REGISTRY"
+            ) from None
+        explicit = (self.registry_address or os.environ.get("CONSENT_REGISTRY") or "").strip()
+        if explicit:
+            if not re.fullmatch(r"0x[0-9a-fA-F]{40}", explicit):
+                raise CliError(f"--registry {explicit!r} is not an address (0x + 40 hex digits)")
+            address = to_checksum_address(explicit)
+            if deployment is not None and deployment.address == address:
+                return Anchors(address, deployment.chain_id, deployment.block, str(path))
+            return Anchors(
+                address,
+                _env_int("CONSENT_CHAIN_ID"),
+                _env_int("CONSENT_DEPLOY_BLOCK"),
+                "--registry / CONSENT_REGISTRY",
+            )
+        if deployment is not None:
+            return Anchors(deployment.address, deployment.chain_id, deployment.block, str(path))
+        raise CliError(
+            f"cannot tell which registry to trust: pass --registry ADDRESS (or set "
+            f"CONSENT_REGISTRY), or keep the deployment file at {path}; a gateway's word is "
+            f"not taken for it"
+        )
+
+    def _pinned_chain_id(self) -> int | None:
+        try:
+            return self.anchors().chain_id
+        except CliError:
+            return _env_int("CONSENT_CHAIN_ID")
+
     # -- services ----------------------------------------------------------------------------
 
     def gateway(self) -> Gateway:
+        """The gateway, once its ``/healthz`` agrees with the pinned registry and chain id."""
         from ledger.client import Gateway
 
         if self._gateway is None:
-            self._gateway = Gateway(self.gateway_url)
+            gateway = Gateway(self.gateway_url)
+            try:
+                self._check_gateway(gateway)
+            except BaseException:
+                gateway.close()
+                raise
+            self._gateway = gateway
         return self._gateway
+
+    def _check_gateway(self, gateway: Gateway) -> None:
+        health = gateway.health()
+        anchors = self.anchors()
+        if health.contract is not None and health.contract.lower() != anchors.registry.lower():
+            raise CliError(
+                f"the gateway at {self.gateway_url} names the registry {health.contract}, but "
+                f"this client trusts {anchors.registry} (from {anchors.source}); refusing to use "
+                f"that gateway, nothing was signed or written",
+                code=1,
+            )
+        if health.chain_id is not None and int(health.chain_id) != self.chain_id():
+            raise CliError(
+                f"the gateway at {self.gateway_url} names chain {health.chain_id}, but this "
+                f"client's chain is {self.chain_id()}; refusing to use that gateway, nothing was "
+                f"signed or written",
+                code=1,
+            )
+        self._health = health
 
     def health(self) -> HealthPublic:
         if self._health is None:
@@ -262,54 +362,48 @@ class Ctx:
         return self._health
 
     def w3(self) -> Web3:
+        """The client's own chain node (``--chain``), checked against the pinned chain id."""
         from ledger.chain import ChainUnavailable, connect
 
         if self._w3 is None:
             w3 = connect(self.chain_url)
             try:
-                w3.eth.chain_id  # noqa: B018 - probe the node once, with a clear error
+                node_chain = int(w3.eth.chain_id)
             except Exception as exc:
                 raise ChainUnavailable(self.chain_url, type(exc).__name__) from None
+            pinned = self._pinned_chain_id()
+            if pinned is not None and node_chain != pinned:
+                raise CliError(
+                    f"the chain node at {self.chain_url} is chain {node_chain}, but this client "
+                    f"is pinned to chain {pinned}; pass the --chain / CONSENT_CHAIN_URL of "
+                    f"chain {pinned}"
+                )
             self._w3 = w3
         return self._w3
 
     def chain_id(self) -> int:
-        """The chain id: the gateway's when it answers, else the node's."""
-        from ledger.client import ClientError
-
-        if self._w3 is not None:
-            return int(self._w3.eth.chain_id)
-        try:
-            cid = self.health().chain_id
-        except ClientError as exc:
-            try:  # the gateway is down; the chain node may still say
-                return int(self.w3().eth.chain_id)
-            except Exception:
-                raise exc from None
-        return int(cid) if cid is not None else int(self.w3().eth.chain_id)
+        """The pinned chain id, else the client's own chain node's (never the gateway's)."""
+        pinned = self._pinned_chain_id()
+        if pinned is not None:
+            return pinned
+        return int(self.w3().eth.chain_id)
 
     def registry(self) -> ConsentRegistry:
+        """The pinned registry on the client's own chain node."""
         from ledger.build import compile_contracts
-        from ledger.deployment import load_deployment
         from ledger.registry import REGISTRY_CONTRACT, ConsentRegistry
 
         if self._registry is None:
-            address = self.registry_address
-            if address is None:
-                try:
-                    address = self.health().contract
-                except Exception:
-                    address = None
-            if address is None:
-                deployment = load_deployment(self.paths.deployment)
-                address = deployment.address if deployment is not None else None
-            if address is None:
+            anchors = self.anchors()
+            w3 = self.w3()
+            if not bytes(w3.eth.get_code(anchors.registry)):
                 raise CliError(
-                    "cannot tell which registry to use: the gateway is not answering and there "
-                    f"is no {self.paths.deployment}; pass --registry or --gateway"
+                    f"there is no contract at {anchors.registry} (the registry from "
+                    f"{anchors.source}) on the chain at {self.chain_url}; check --chain and "
+                    f"--registry"
                 )
             abi = compile_contracts(cache_dir=self.paths.build_cache)[REGISTRY_CONTRACT].abi
-            self._registry = ConsentRegistry(self.w3(), address, abi=abi)
+            self._registry = ConsentRegistry(w3, anchors.registry, abi=abi)
         return self._registry
 
     def domain(self) -> Domain:
@@ -357,7 +451,9 @@ class Ctx:
 
     def session(self, account: LocalAccount) -> Session:
         if account.address not in self._sessions:
-            self._sessions[account.address] = self.gateway().login(account)
+            self._sessions[account.address] = self.gateway().login(
+                account, chain_id=self.chain_id()
+            )
         return self._sessions[account.address]
 
     def names(self) -> dict[str, str]:
@@ -372,6 +468,15 @@ class Ctx:
         except (OSError, ValueError, KeyError):
             pass
         return out
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise CliError(f"${name} must be a whole number, not {value!r}")
+    return int(value)
 
 
 def _is_key_name(text: str) -> bool:
@@ -580,11 +685,43 @@ def status(
 def down(
     home: HomeOpt = None,
     reset: Annotated[
-        bool, typer.Option("--reset", help="Also delete all local state (chain, IPFS, database).")
+        bool,
+        typer.Option(
+            "--reset",
+            help="Also delete the local ledger (chain, IPFS, database, deployment); the "
+            "keystore (keys/) is kept.",
+        ),
+    ] = False,
+    delete_keys: Annotated[
+        bool,
+        typer.Option(
+            "--delete-keys",
+            help="With --reset: delete the keystore too (asks on a terminal; --yes otherwise). "
+            "A patient whose key is gone can never revoke again.",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask before deleting the keystore.")
     ] = False,
 ) -> None:
-    """Stop a running `consent up` (by the PID it recorded); with --reset, delete local state."""
+    """Stop a running `consent up` (by the PID it recorded); with --reset, delete local state
+    but keep the keystore (keys/) unless --delete-keys is given."""
     paths = state_paths(home)
+    if delete_keys and not reset:
+        raise _fail("--delete-keys only goes with --reset; nothing was stopped or deleted")
+    if delete_keys and not yes and paths.keys.is_dir() and any(paths.keys.iterdir()):
+        if not sys.stdin.isatty():
+            raise _fail(
+                f"refusing to delete the keystore {paths.keys} without a terminal to confirm "
+                f"on; pass --yes to delete it, or drop --delete-keys to keep it"
+            )
+        count = sum(1 for _ in paths.keys.iterdir())
+        if not typer.confirm(
+            f"Delete the keystore {paths.keys} ({count} files)? Whoever loses a key can never "
+            f"revoke with it again",
+            default=False,
+        ):
+            raise _fail("kept everything; nothing was stopped or deleted", code=1)
     pid_file = paths.home / "stack.pid"
     if pid_file.is_file():
         pid = int(pid_file.read_text().strip())
@@ -600,9 +737,28 @@ def down(
     else:
         console.print("no running stack recorded.")
     if reset:
-        if paths.home.is_dir():
-            shutil.rmtree(paths.home)
-        console.print(f"deleted {paths.home}")
+        kept = _reset_home(paths, keep_keys=not delete_keys)
+        if kept:
+            console.print(f"deleted {paths.home} except the keystore {kept}", highlight=False)
+        else:
+            console.print(f"deleted {paths.home}", highlight=False)
+
+
+def _reset_home(paths: StatePaths, *, keep_keys: bool) -> Path | None:
+    """Delete ``paths.home``; with ``keep_keys`` everything but ``keys/``. The kept dir or None."""
+    if not paths.home.is_dir():
+        return None
+    if not keep_keys or not paths.keys.is_dir():
+        shutil.rmtree(paths.home)
+        return None
+    for entry in paths.home.iterdir():
+        if entry == paths.keys:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return paths.keys
 
 
 # -------------------------------------------------------------------------------------- keys
@@ -859,6 +1015,7 @@ def upload(
             filename=file.name,
             issued_at=issued_at,
         )
+    _confirm_record(ctx, result.record.record_id, data, patient=target, centre=centre.address)
     rec = result.record
     if as_json:
         _echo_json({**rec.model_dump(), "created": result.created})
@@ -891,37 +1048,42 @@ def upload_dir(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Centre: upload every file a manifest lists, with one progress bar and a summary."""
-    from ledger.client import ClientError, read_file
+    """Centre: upload every file a manifest lists, with one progress bar and a summary.
 
-    ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
+    Every path must name a regular file inside DIR once symlinks are resolved: an absolute
+    path, a `..` part or a symlink leading out of DIR is refused, and when any row is refused
+    nothing is uploaded."""
+    from ledger.client import ClientError
+
     rows = _read_manifest(manifest)
+    jobs = _confine_manifest(directory, manifest, rows)  # every row, before anything is sent
+    ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
     centre = ctx.account(who)
     session = ctx.session(centre)
     domain = ctx.domain()
-    jobs: list[tuple[dict[str, str], Path, int]] = []
-    for row in rows:
-        path = directory / row["file"]
-        if not path.is_file():
-            raise CliError(f"{manifest}: {row['file']} is not a file in {directory}")
-        jobs.append((row, path, path.stat().st_size))
     results: list[dict[str, Any]] = []
-    total = sum(size for _, _, size in jobs)
+    total = sum(job.size for job in jobs)
     with _progress() as progress:
         task = progress.add_task(f"uploading {len(jobs)} files", total=total, visible=not as_json)
         base = 0
-        for row, path, size in jobs:
+        for job in jobs:
+            row, size = job.row, job.size
             entry: dict[str, Any] = {"file": row["file"]}
             try:
                 issued = row.get("issued_at") or None
+                data = job.read()
+                target = ctx.address(row["patient"], what="patient")
                 result = session.upload(
-                    read_file(path),
+                    data,
                     domain=domain,
-                    patient=ctx.address(row["patient"], what="patient"),
+                    patient=target,
                     category=_category(row["category"]),
-                    filename=path.name,
+                    filename=PurePath(row["file"]).name,
                     issued_at=int(issued) if issued else None,
                     progress=_offset_progress(progress, task, base),
+                )
+                _confirm_record(
+                    ctx, result.record.record_id, data, patient=target, centre=centre.address
                 )
                 entry |= {
                     "status": "uploaded" if result.created else "existing",
@@ -955,6 +1117,30 @@ def upload_dir(
         raise typer.Exit(1)
 
 
+def _confirm_record(ctx: Ctx, record_id: str, data: bytes, *, patient: str, centre: str) -> None:
+    """The chain (pinned registry) holds ``record_id`` for this patient, centre and content."""
+    import hashlib
+
+    from ledger.contract_errors import UnknownRecord
+
+    try:
+        onchain = ctx.registry().record_of(bytes.fromhex(_record_id(record_id)[2:]))
+    except UnknownRecord:
+        onchain = None
+    if (
+        onchain is None
+        or onchain.content_digest != hashlib.sha256(data).digest()
+        or onchain.patient.lower() != patient.lower()
+        or onchain.centre.lower() != centre.lower()
+    ):
+        raise CliError(
+            f"the gateway's answer does not hold up: the registry holds no record {record_id} "
+            f"of this file for this patient from this centre; upload it again, through another "
+            f"gateway if this one keeps answering so",
+            code=1,
+        )
+
+
 def _upload_progress(progress: Any, task: Any, name: str) -> Callable[[int, int], None]:
     def update(done: int, total: int) -> None:
         progress.update(task, completed=done)
@@ -971,7 +1157,9 @@ def _offset_progress(progress: Any, task: Any, base: int) -> Callable[[int, int]
     return update
 
 
-def _read_manifest(path: Path) -> list[dict[str, str]]:
+def _read_manifest(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` for every data row of the manifest."""
+    rows: list[tuple[int, dict[str, str]]] = []
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -981,12 +1169,87 @@ def _read_manifest(path: Path) -> list[dict[str, str]]:
                     f"{path}: the header must name file, patient, category "
                     f"(missing {', '.join(sorted(missing))})"
                 )
-            rows = [{k: (v or "").strip() for k, v in r.items() if k} for r in reader]
+            for r in reader:
+                rows.append((reader.line_num, {k: (v or "").strip() for k, v in r.items() if k}))
     except OSError as exc:
         raise CliError(f"cannot read the manifest {path}: {exc.strerror}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the manifest {path}: {exc}") from None
     if not rows:
         raise CliError(f"{path} lists no files")
     return rows
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A manifest row whose file was found inside DIR (``path`` has no symlink left)."""
+
+    line: int
+    row: dict[str, str]
+    path: Path
+    size: int
+    identity: tuple[int, int]  # (st_dev, st_ino) when checked
+
+    def read(self) -> bytes:
+        """The file's bytes, refusing it if it was swapped since it was checked."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise CliError(f"cannot read {self.row['file']}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) != self.identity:
+                raise CliError(f"{self.row['file']} changed since it was checked; not uploaded")
+            return f.read()
+
+
+def _confine_manifest(
+    directory: Path, manifest: Path, rows: list[tuple[int, dict[str, str]]]
+) -> list[_Job]:
+    """Every row's file, confined to ``directory``; one error naming every refused row."""
+    try:
+        root = directory.resolve(strict=True)
+    except OSError:
+        raise CliError(f"{directory} is not a directory; nothing was uploaded") from None
+    if not root.is_dir():
+        raise CliError(f"{directory} is not a directory; nothing was uploaded")
+    jobs: list[_Job] = []
+    refused: list[str] = []
+    for line, row in rows:
+        name = row["file"]
+        reason = _outside(root, name)
+        if reason is None:
+            path = (root / name).resolve()
+            st = path.stat()
+            jobs.append(_Job(line, row, path, st.st_size, (st.st_dev, st.st_ino)))
+        else:
+            refused.append(f"line {line} {name!r} {reason}")
+    if refused:
+        raise CliError(
+            f"{manifest}: refused {len(refused)} of {len(rows)} rows, nothing was uploaded: "
+            + "; ".join(refused)
+        )
+    return jobs
+
+
+def _outside(root: Path, name: str) -> str | None:
+    """Why ``name`` does not name a regular file inside ``root`` (None: it does)."""
+    if not name:
+        return "names no file"
+    relative = PurePath(name)
+    if relative.is_absolute() or name.startswith(("/", "\\")):
+        return "is an absolute path (paths are relative to DIR)"
+    if ".." in relative.parts:
+        return "has a '..' part (paths stay inside DIR)"
+    try:
+        resolved = (root / relative).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return f"is not a file in {root}"
+    if not resolved.is_relative_to(root):
+        return f"leads out of {root} through a symlink"
+    if not resolved.is_file():
+        return f"is not a regular file in {root}"
+    return None
 
 
 # ----------------------------------------------------------------------------------- patient
@@ -1057,13 +1320,15 @@ def grant(
         str | None,
         typer.Option("--patient", help="As guardian: the patient you act for (default: you)."),
     ] = None,
+    direct: DirectOpt = False,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     chain: ChainOpt = DEFAULT_CHAIN,
     registry: RegistryOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Patient: grant consent (EIP-712 signed, relayed by the gateway: you pay no gas)."""
+    """Patient: grant consent (EIP-712 signed, relayed by the gateway: you pay no gas; with
+    --direct you send it yourself). Exit 0 only once the chain shows the grant."""
     from ledger.consent_types import purposes_mask
     from ledger.eip712 import GrantRequest
 
@@ -1074,18 +1339,44 @@ def grant(
     signer, target = _signer_and_patient(ctx, who, patient)
     grantee = ctx.address(to, what="grantee")
     contract = ctx.registry()
-    request = GrantRequest(
-        patient=target,
-        grantee=grantee,
-        scope_kind=kind,
-        scope_id=scope_id,
-        purposes=purposes_mask(ids),
-        expires_at=expires_at,
-        signer=signer.address,
-        nonce=contract.nonce_of(signer.address),
-        deadline=int(time.time()) + 3600,
-    )
-    result = ctx.session(signer).relay(request, domain=contract.domain, signer=signer)
+    mask = purposes_mask(ids)
+    if direct:
+        if target == signer.address:
+            receipt = contract.grant(signer, grantee, kind, scope_id, mask, expires_at)
+        else:
+            receipt = contract.grant_for(signer, target, grantee, kind, scope_id, mask, expires_at)
+        result = _direct_result("grant", receipt)
+    else:
+        deadline = int(time.time()) + 3600
+        request = GrantRequest(
+            patient=target,
+            grantee=grantee,
+            scope_kind=kind,
+            scope_id=scope_id,
+            purposes=mask,
+            expires_at=expires_at,
+            signer=signer.address,
+            nonce=contract.nonce_of(signer.address),
+            deadline=deadline,
+        )
+        result = ctx.session(signer).relay(request, domain=contract.domain, signer=signer)
+        receipt_problem = _receipt_problem(ctx, result, "grant")
+        terms = contract.consent_of(target, grantee, kind, scope_id)
+        shown = terms.purposes == mask and terms.expires_at == expires_at
+        if receipt_problem or not shown:
+            state = (
+                "the chain shows the grant in force"
+                if shown
+                else "the chain does not show the grant, so the grantee holds no new consent"
+            )
+            problem = receipt_problem or "its receipt is on the chain"
+            raise CliError(
+                f"the gateway's answer does not hold up: {problem}, and {state}; the gateway "
+                f"may still hold your signed grant and send it until {_when(deadline)}: check "
+                f"`consent consents`, or grant directly, paying gas, "
+                f"with `consent grant --direct`",
+                code=1,
+            )
     purposes_text = ", ".join(_purpose_name(i) for i in ids)
     if as_json:
         _echo_json(
@@ -1096,6 +1387,7 @@ def grant(
                 "scope": scope_text,
                 "purposes": ids,
                 "expires_at": expires_at,
+                "confirmed_on_chain": True,
             }
         )
         return
@@ -1105,9 +1397,10 @@ def grant(
         f"until {_when(expires_at)}",
         highlight=False,
     )
+    how = "sent by you (you paid the gas)" if direct else "relayed by the gateway (gasless)"
     console.print(
-        f"  signed by {_who(names, signer.address)}, relayed by the gateway (gasless)  "
-        f"tx {result.tx_hash}  block {result.block_number}",
+        f"  signed by {_who(names, signer.address)}, {how}  "
+        f"tx {result.tx_hash}  block {result.block_number}; confirmed on-chain",
         highlight=False,
     )
 
@@ -1124,13 +1417,16 @@ def revoke(
         str | None,
         typer.Option("--patient", help="As guardian: the patient you act for (default: you)."),
     ] = None,
+    direct: DirectOpt = False,
     gateway: GatewayOpt = DEFAULT_GATEWAY,
     chain: ChainOpt = DEFAULT_CHAIN,
     registry: RegistryOpt = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Patient: revoke a consent (signed, relayed); the grantee's next request is denied."""
+    """Patient: revoke a consent (signed, relayed; with --direct you send it yourself, paying
+    gas). Exit 0 only once the chain shows no consent left; the grantee's next request is
+    denied."""
     from ledger.eip712 import RevokeRequest
 
     ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
@@ -1138,27 +1434,119 @@ def revoke(
     signer, target = _signer_and_patient(ctx, who, patient)
     grantee = ctx.address(to, what="grantee")
     contract = ctx.registry()
-    request = RevokeRequest(
-        patient=target,
-        grantee=grantee,
-        scope_kind=kind,
-        scope_id=scope_id,
-        signer=signer.address,
-        nonce=contract.nonce_of(signer.address),
-        deadline=int(time.time()) + 3600,
-    )
-    result = ctx.session(signer).relay(request, domain=contract.domain, signer=signer)
+    if direct:
+        if target == signer.address:
+            receipt = contract.revoke(signer, grantee, kind, scope_id)
+        else:
+            receipt = contract.revoke_for(signer, target, grantee, kind, scope_id)
+        result = _direct_result("revoke", receipt)
+        if contract.consent_of(target, grantee, kind, scope_id).exists:
+            raise CliError(
+                f"the revoke was mined (tx {receipt.tx_hash}) but the chain still shows a "
+                f"consent for {grantee}; check `consent consents`",
+                code=1,
+            )
+    else:
+        request = RevokeRequest(
+            patient=target,
+            grantee=grantee,
+            scope_kind=kind,
+            scope_id=scope_id,
+            signer=signer.address,
+            nonce=contract.nonce_of(signer.address),
+            deadline=int(time.time()) + 3600,
+        )
+        result = ctx.session(signer).relay(request, domain=contract.domain, signer=signer)
+        receipt_problem = _receipt_problem(ctx, result, "revoke")
+        still = contract.consent_of(target, grantee, kind, scope_id).exists
+        if still:
+            problem = receipt_problem or "the consent is still stored"
+            raise CliError(
+                f"the chain does not show the revoke ({problem}): "
+                f"{_who(ctx.names(), grantee)} may still read {scope_text}; revoke "
+                f"directly, paying gas: `consent revoke --direct --to {to} "
+                f"{_scope_flag(record, category)}`",
+                code=1,
+            )
+        if receipt_problem:
+            raise CliError(
+                f"the gateway's answer does not hold up: {receipt_problem}, though the chain "
+                f"shows no consent left for {grantee}; do not rely on that gateway",
+                code=1,
+            )
     if as_json:
         _echo_json(
-            {**result.model_dump(), "patient": target, "grantee": grantee, "scope": scope_text}
+            {
+                **result.model_dump(),
+                "patient": target,
+                "grantee": grantee,
+                "scope": scope_text,
+                "confirmed_on_chain": True,
+            }
         )
         return
     names = ctx.names()
     console.print(
         f"revoked {_who(names, grantee)}'s access to {scope_text}  "
-        f"tx {result.tx_hash}  block {result.block_number}",
+        f"tx {result.tx_hash}  block {result.block_number}; confirmed on-chain",
         highlight=False,
     )
+
+
+def _scope_flag(record: str | None, category: str | None) -> str:
+    if record is not None:
+        return f"--record {record.strip()}"
+    if category is not None:
+        return f"--category {category.strip()}"
+    return "--all"
+
+
+def _direct_result(action: str, receipt: Receipt) -> RelayResult:
+    from gateway.models import RelayResult
+
+    return RelayResult.model_validate(
+        {
+            "action": action,
+            "tx_hash": receipt.tx_hash,
+            "block_number": receipt.block_number,
+            "gas_used": receipt.gas_used,
+        }
+    )
+
+
+_CONFIRM_WAIT_S = 30.0
+
+
+def _receipt_problem(ctx: Ctx, result: RelayResult, action: str) -> str | None:
+    """What is wrong with a relay's receipt as the client's own chain node sees it (None: ok).
+
+    Waits (bounded) for the node to reach the receipt's block, then the transaction must be
+    there, successful and sent to the pinned registry."""
+    from web3.exceptions import TransactionNotFound
+
+    if result.action != action:
+        return f"the gateway answered for a {result.action}, not a {action}"
+    w3 = ctx.w3()
+    tx_hash = result.tx_hash
+    if not re.fullmatch(r"0x[0-9a-fA-F]{64}", tx_hash):
+        return f"the receipt's tx hash {tx_hash!r} is not a transaction hash"
+    deadline = time.monotonic() + _CONFIRM_WAIT_S
+    while True:
+        try:
+            receipt = w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            receipt = None
+        if receipt is not None:
+            break
+        if w3.eth.block_number >= result.block_number or time.monotonic() >= deadline:
+            return f"its receipt (tx {tx_hash}) is not on the chain at {ctx.chain_url}"
+        time.sleep(0.2)
+    to = receipt.get("to")
+    if int(receipt.get("status", 0)) != 1:
+        return f"its transaction {tx_hash} reverted"
+    if to is None or str(to).lower() != ctx.anchors().registry.lower():
+        return f"its transaction {tx_hash} was not sent to the registry"
+    return None
 
 
 @app.command()
@@ -1358,7 +1746,9 @@ def who_read(
     as_json: JsonOpt = False,
 ) -> None:
     """Patient: who read (or was refused) my records, each entry's inclusion proof verified
-    locally against the checkpoint the gateway anchored on-chain."""
+    locally against the checkpoint the gateway anchored on-chain. Exit 0 only when every entry
+    is verified; 1 when a proof fails; 2 "could not verify" when no checkpoint anchored on-chain
+    (as the chain's checkpointOf says) covers them."""
     ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
     account = ctx.account(who)
     session = ctx.session(account)
@@ -1370,7 +1760,6 @@ def who_read(
         result = session.who_read(contract)
     pending = [e for e in result.entries if e.included is None]
     bad = [e for e in result.entries if e.included is not None and not e.verified]
-    anchored_ok = result.anchored or result.checkpoint is None
     openings = _break_glass_openings(ctx, account.address)
     if as_json:
         _echo_json(
@@ -1396,9 +1785,26 @@ def who_read(
     else:
         print_who_read(ctx, result)
         _print_break_glass(ctx, openings)
-    if bad or not anchored_ok:
-        raise typer.Exit(1)
-    del pending
+    if result.checkpoint is None:
+        raise _fail(
+            "could not verify: the gateway gave no checkpoint anchored on-chain; try again "
+            "with --wait 60",
+            code=2,
+        )
+    if not result.anchored:
+        raise _fail(f"could not verify: {result.anchor_reason}", code=2)
+    if bad:
+        raise _fail(
+            f"{len(bad)} entries failed verification (leaf or inclusion proof): the gateway's "
+            f"log does not match what it anchored; report it to its operator",
+            code=1,
+        )
+    if pending:
+        raise _fail(
+            f"could not verify {len(pending)} of {len(result.entries)} entries: no checkpoint "
+            f"anchored on-chain covers them yet; try again with --wait 60",
+            code=2,
+        )
 
 
 def print_who_read(ctx: Ctx, result: Any) -> None:

@@ -7,6 +7,9 @@ relays signed consent changes and reads the access log with its proofs.
 
 Nothing returned by the gateway is trusted where it can be checked locally:
 
+- the sign-in message is signed only for this connection's scheme and authority and the
+  caller's pinned chain id (EIP-4361's wallet rule), whatever the nonce answer names;
+
 - a fetched record is opened with the reader's key and its sha256 compared with the
   ``contentDigest`` the *chain* holds for the record (:meth:`Session.open_record`);
 - each access-log entry's leaf hash is recomputed, its RFC 9162 inclusion proof verified against
@@ -65,6 +68,7 @@ __all__ = [
     "ProgressFn",
     "RecordNotFound",
     "Session",
+    "SiweSiteMismatch",
     "Uploaded",
     "VerificationFailed",
     "WhoRead",
@@ -137,6 +141,22 @@ class VerificationFailed(ClientError):
 
     def __init__(self, message: str, *, hint: str = "") -> None:
         super().__init__(message, hint=hint, exit_code=1)
+
+
+class SiweSiteMismatch(ClientError):
+    """The sign-in message would be for a site other than the one this client talks to.
+
+    EIP-4361's wallet rule: sign only for the scheme and authority of the connection. A gateway
+    that hands out another site's nonce is relaying a login (phishing); a chain id other than
+    the client's pinned one is refused the same way. Raised before anything is signed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            hint="nothing was signed; check --gateway / CONSENT_GATEWAY_URL, or tell the "
+            "gateway's operator that its SIWE domain and URI must be the address clients use",
+            exit_code=1,
+        )
 
 
 _CONTRACT_HINTS = {
@@ -324,17 +344,41 @@ class Gateway:
         return nonce
 
     def siwe_message(self, account: LocalAccount, *, chain_id: int | None = None) -> str:
-        """A fresh EIP-4361 message for ``account`` with a new server nonce."""
+        """A fresh EIP-4361 message for ``account`` with a new server nonce.
+
+        The message is for this connection's scheme and authority (``base_url``): a nonce naming
+        another domain or URI origin, or a chain other than ``chain_id`` (the caller's pinned
+        chain id), raises :class:`SiweSiteMismatch` and nothing is signed."""
         nonce = self.nonce()
-        cid = nonce.chain_id if nonce.chain_id is not None else chain_id
+        scheme, authority = _origin(self.base_url)
+        site = f"{scheme}://{authority}"
+        if _authority(scheme, nonce.domain) != authority:
+            raise SiweSiteMismatch(
+                f"refusing to sign in: connected to {site} but the gateway asks for a signature "
+                f"for the domain {nonce.domain!r}"
+            )
+        try:
+            uri_origin = _origin(nonce.uri)
+        except ValueError:
+            uri_origin = ("", "")
+        if uri_origin != (scheme, authority):
+            raise SiweSiteMismatch(
+                f"refusing to sign in: connected to {site} but the gateway asks for a signature "
+                f"for the URI {nonce.uri!r}"
+            )
+        if chain_id is not None and nonce.chain_id is not None and nonce.chain_id != chain_id:
+            raise SiweSiteMismatch(
+                f"refusing to sign in: this client is pinned to chain {chain_id} but the gateway "
+                f"at {site} asks for a signature for chain {nonce.chain_id}"
+            )
+        cid = chain_id if chain_id is not None else nonce.chain_id
         if cid is None:
             raise GatewayRefused(
                 503, "chain_unavailable", "the gateway does not know its chain id", {}
             )
         now = datetime.now(tz=UTC)
-        scheme, _, _ = nonce.uri.partition("://")
         return SiweMessage(
-            scheme=scheme if scheme in ("http", "https") else None,
+            scheme=scheme,
             domain=nonce.domain,
             address=to_checksum_address(account.address),
             statement=_SIWE_STATEMENT,
@@ -346,9 +390,10 @@ class Gateway:
             expiration_time=now + _SIWE_TTL,
         ).prepare_message()
 
-    def login(self, account: LocalAccount) -> Session:
-        """Sign in with Ethereum (``personal_sign`` of the EIP-4361 text) as ``account``."""
-        message = self.siwe_message(account)
+    def login(self, account: LocalAccount, *, chain_id: int | None = None) -> Session:
+        """Sign in with Ethereum (``personal_sign`` of the EIP-4361 text) as ``account``; with
+        ``chain_id`` the gateway must name that chain (see :meth:`siwe_message`)."""
+        message = self.siwe_message(account, chain_id=chain_id)
         signature = "0x" + bytes(account.sign_message(encode_defunct(text=message)).signature).hex()
         r = self.request(
             "POST", "/v1/auth/login", json={"message": message, "signature": signature}
@@ -370,6 +415,27 @@ class Gateway:
         )
         proof: ConsistencyPublic = _parse(ConsistencyPublic, r.json(), "consistency")
         return proof
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """``(scheme, authority)`` of an http(s) URL, lower-case, default ports dropped."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        raise ValueError(url) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or parsed.userinfo:
+        raise ValueError(url)
+    return parsed.scheme, parsed.netloc.decode("ascii").lower()
+
+
+def _authority(scheme: str, domain: str) -> str | None:
+    """``domain`` (an RFC 3986 authority) normalised as :func:`_origin` does, else None."""
+    if not domain or any(c in domain for c in "/?#@\\ "):
+        return None
+    try:
+        return _origin(f"{scheme}://{domain}")[1]
+    except ValueError:
+        return None
 
 
 class Session:

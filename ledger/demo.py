@@ -205,6 +205,7 @@ def _run(
     from ledger.build import compile_contracts
     from ledger.chain import connect
     from ledger.client import Gateway
+    from ledger.deployment import load_deployment
     from ledger.paths import state_paths
     from ledger.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
 
@@ -237,8 +238,18 @@ def _run(
                 f"the chain at {chain_url} has no registry at {health.contract}, the gateway's",
                 hint="pass --chain / CONSENT_CHAIN_URL of the gateway's chain node",
             )
+        deployment = load_deployment(paths.deployment)
+        if deployment is None or deployment.address.lower() != health.contract.lower():
+            from ledger.client import ClientError
+
+            pinned = deployment.address if deployment is not None else "none"
+            raise ClientError(
+                f"the gateway at {gateway_url} names the registry {health.contract}, but the "
+                f"deployment file {paths.deployment} names {pinned}; the demo trusts only its own",
+                hint="pass the --home of the stack the gateway runs on, or use --fresh",
+            )
         abi = compile_contracts(cache_dir=paths.build_cache)[REGISTRY_CONTRACT].abi
-        registry = ConsentRegistry(w3, health.contract, abi=abi)
+        registry = ConsentRegistry(w3, deployment.address, abi=abi)
         console.print(
             Panel.fit(
                 f"gateway  {gateway_url}\nchain    {chain_url} (chain id {chain_id}, block "

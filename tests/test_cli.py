@@ -7,20 +7,14 @@ free ports in a temp dir, checkpoints anchored every second), stopped in ``final
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
 import json
 import os
 import re
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 from eth_account import Account
 from typer.testing import CliRunner
@@ -194,6 +188,49 @@ def test_gateway_down_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "consent up" in lines[0]
 
 
+# ------------------------------------------------------------------------------ down --reset
+
+
+def _local_state(tmp_path: Path) -> Path:
+    env = {"CONSENT_PASSWORD": "pw"}
+    assert invoke("key", "new", "alice", "--home", str(tmp_path), env=env).exit_code == 0
+    paths = state_paths(tmp_path)
+    (paths.home / "chain").mkdir(exist_ok=True)
+    (paths.home / "chain" / "state.json").write_text("{}")
+    paths.deployment.write_text("{}")
+    paths.database.write_bytes(b"")
+    return paths.keys / "alice.json"
+
+
+def test_down_reset_without_a_terminal_keeps_the_keystore(tmp_path: Path) -> None:
+    key = _local_state(tmp_path)
+    before = key.read_bytes()
+    result = invoke("down", "--reset", "--home", str(tmp_path))
+    assert result.exit_code == 0, result.output + result.stderr
+    assert key.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
+    assert "except the keystore" in result.stdout
+
+
+def test_down_reset_delete_keys_without_a_terminal_needs_yes(tmp_path: Path) -> None:
+    key = _local_state(tmp_path)
+    refused = invoke("down", "--reset", "--delete-keys", "--home", str(tmp_path))
+    assert refused.exit_code == 2
+    assert "--yes" in refused.stderr
+    assert key.is_file()
+    assert state_paths(tmp_path).deployment.is_file()  # nothing at all was deleted
+    deleted = invoke("down", "--reset", "--delete-keys", "--yes", "--home", str(tmp_path))
+    assert deleted.exit_code == 0, deleted.output + deleted.stderr
+    assert not tmp_path.exists()
+
+
+def test_delete_keys_without_reset_is_refused(tmp_path: Path) -> None:
+    key = _local_state(tmp_path)
+    result = invoke("down", "--delete-keys", "--yes", "--home", str(tmp_path))
+    assert result.exit_code == 2
+    assert key.is_file()
+
+
 # ----------------------------------------------------------------------------- the real stack
 
 
@@ -328,79 +365,65 @@ def test_upload_dir_uploads_a_manifest_and_reports_failures(stack: Stack, tmp_pa
     assert [r["status"] for r in body["results"]][2] == "failed"
 
 
-# ----------------------------------------------------------------------- a tampering gateway
+def _records_registered_since(stack: Stack, block: int) -> list[object]:
+    from ledger.chain import connect
+    from ledger.registry import ConsentRegistry
+
+    w3 = connect(stack.info.anvil.url)
+    registry = ConsentRegistry(w3, stack.info.deployment.address)
+    logs = registry.contract.events.RecordRegistered().get_logs(from_block=block)
+    return [log for log in logs if log["blockNumber"] > block]
 
 
-@contextlib.contextmanager
-def _tampering_proxy(upstream: str, field: str) -> Iterator[str]:
-    """A proxy to the gateway that alters one field of every record envelope it passes on."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def _forward(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {
-                k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
-            }
-            r = httpx.request(self.command, upstream + self.path, content=body, headers=headers)
-            content = r.content
-            if (
-                self.command == "GET"
-                and self.path.startswith("/v1/records/")
-                and r.status_code == 200
-            ):
-                envelope = json.loads(content)
-                if field == "ciphertext":
-                    blob = bytearray(base64.b64decode(envelope["ciphertext"]))
-                    blob[-1] ^= 0x01
-                    envelope["ciphertext"] = base64.b64encode(bytes(blob)).decode()
-                else:
-                    envelope["content_digest"] = "0x" + hashlib.sha256(b"forged").hexdigest()
-                content = json.dumps(envelope).encode()
-            self.send_response(r.status_code)
-            self.send_header("content-type", r.headers.get("content-type", "application/json"))
-            self.send_header("content-length", str(len(content)))
-            self.end_headers()
-            self.wfile.write(content)
-
-        do_GET = do_POST = _forward
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-@pytest.mark.parametrize("field", ["ciphertext", "content_digest"])
-def test_fetch_with_tampered_envelope_writes_nothing(
-    stack: Stack, tmp_path: Path, field: str
+@pytest.mark.parametrize("hostile", ["../outside.key", "/etc/hostname", "link.json"])
+def test_upload_dir_refuses_a_path_outside_dir_and_uploads_nothing(
+    stack: Stack, tmp_path: Path, hostile: str
 ) -> None:
-    content = json.dumps({"tamper": field, "ldl": 138}).encode()
-    record_id, _ = _upload(stack, tmp_path, content, f"tamper-{field}"[:32])
-    granted = _run(
-        stack, "grant", "--to", "doctor", "--record", record_id, "--purpose", "treatment",
-        who="patient",
-    )  # fmt: skip
-    assert granted.exit_code == 0, granted.output + granted.stderr
-    out = tmp_path / "out.json"
-    with _tampering_proxy(stack.info.gateway_url, field) as proxy:
-        result = invoke(
-            "fetch", record_id, "--purpose", "treatment", "-o", str(out), "--as", "doctor",
-            "--gateway", proxy, "--chain", stack.info.anvil.url, "--home", str(stack.home),
-        )  # fmt: skip
-    assert result.exit_code == 1, result.output + result.stderr
-    assert "failed verification" in result.stderr
+    from ledger.chain import connect
+
+    assert _run(stack, "admin", "add-centre", "centre").exit_code == 0
+    secret = tmp_path / "outside.key"
+    secret.write_text("0x" + "11" * 32)
+    files = tmp_path / "batch"
+    files.mkdir()
+    (files / "a.json").write_text(f'{{"batch": "{hostile}"}}')
+    (files / "link.json").symlink_to(secret)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        f"file,patient,category\na.json,patient,laboratory\n{hostile},patient,laboratory\n"
+    )
+    before = _run(stack, "records", "--json", who="centre")
+    assert before.exit_code == 0, before.output + before.stderr
+    head = connect(stack.info.anvil.url).eth.block_number
+    result = _run(
+        stack, "upload-dir", str(files), "--manifest", str(manifest), "--json", who="centre"
+    )
+    assert result.exit_code == 2, result.output + result.stderr
+    assert f"line 3 {hostile!r}" in result.stderr
+    assert "nothing was uploaded" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.json")]
+    assert _records_registered_since(stack, head) == []
+    after = _run(stack, "records", "--json", who="centre")
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+
+
+def test_upload_dir_names_every_refused_row(stack: Stack, tmp_path: Path) -> None:
+    files = tmp_path / "batch"
+    files.mkdir()
+    (files / "inside").mkdir()
+    (files / "inside" / "ok.json").write_text("{}")
+    (files / "up").symlink_to(tmp_path)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "file,patient,category\ninside/ok.json,patient,x\n../m.csv,patient,x\n"
+        "/etc/hostname,patient,x\nup/m.csv,patient,x\ninside,patient,x\n"
+    )
+    result = _run(stack, "upload-dir", str(files), "--manifest", str(manifest), who="centre")
+    assert result.exit_code == 2, result.output + result.stderr
+    for line, name in ((3, "../m.csv"), (4, "/etc/hostname"), (5, "up/m.csv"), (6, "inside")):
+        assert f"line {line} {name!r}" in result.stderr
+    assert "'inside/ok.json'" not in result.stderr
+    assert "refused 4 of 5 rows" in result.stderr
 
 
 # ------------------------------------------------------------------------------------- demo
