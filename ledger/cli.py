@@ -1372,9 +1372,9 @@ def grant(
             problem = receipt_problem or "its receipt is on the chain"
             raise CliError(
                 f"the gateway's answer does not hold up: {problem}, and {state}; the gateway "
-                f"may still hold your signed grant and send it until {_when(deadline)}: check "
-                f"`consent consents`, or grant directly, paying gas, "
-                f"with `consent grant --direct`",
+                f"may still hold your signed grant and send it until {_when(deadline)}: void it "
+                f"with `consent nonce burn`, check `consent consents`, or grant directly, "
+                f"paying gas, with `consent grant --direct`",
                 code=1,
             )
     purposes_text = ", ".join(_purpose_name(i) for i in ids)

@@ -7,6 +7,7 @@ free ports in a temp dir, checkpoints anchored every second), stopped in ``final
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
