@@ -198,6 +198,8 @@ def test_read_after_revoke_served_and_anchored_is_a_violation(world, chain) -> N
     a = world.actors
     gw = Gateway(chain, world.registry(chain), a.gateway)
     gw.leaves = list(world.leaves)
+    head = chain.eth.block_number  # after the revoke, and after every entry of the log
+    assert head > world.revoke_block
     gw.append(
         Decision(
             a.insurer.address,
@@ -206,8 +208,8 @@ def test_read_after_revoke_served_and_anchored_is_a_violation(world, chain) -> N
             int(Purpose.INSURANCE),
             True,
             "consent",
-            world.revoke_block,
-            0.0,
+            head,
+            chain.eth.get_block(head)["timestamp"] + 0.25,
         )
     )
     cp = gw.anchor()
@@ -215,7 +217,7 @@ def test_read_after_revoke_served_and_anchored_is_a_violation(world, chain) -> N
     assert kinds(report) == {FindingKind.READ_WITHOUT_CONSENT}
     (finding,) = only(report, FindingKind.READ_WITHOUT_CONSENT)
     assert finding.details["index"] == 13
-    assert finding.details["block"] == world.revoke_block
+    assert finding.details["block"] == head
 
 
 def test_wrong_denial_is_a_finding(world) -> None:
