@@ -194,7 +194,6 @@ class FindingKind(StrEnum):
     # which logs the audit holds
     LOG_NOT_A_GATEWAY = "log_not_a_gateway"
     LOG_NOT_SUPPLIED = "log_not_supplied"
-    LOG_NOT_SUPPLIED_UNANCHORED = "log_not_supplied_unanchored"
     # the decisions in the log
     READ_WITHOUT_CONSENT = "read_without_consent"
     WRONG_DENIAL = "wrong_denial"
@@ -225,7 +224,6 @@ SEVERITY: Mapping[FindingKind, Severity] = {
     FindingKind.UNANCHORED_STALE: Severity.UNVERIFIABLE,
     FindingKind.LOG_NOT_A_GATEWAY: Severity.UNVERIFIABLE,
     FindingKind.LOG_NOT_SUPPLIED: Severity.UNVERIFIABLE,
-    FindingKind.LOG_NOT_SUPPLIED_UNANCHORED: Severity.NOTICE,
     FindingKind.READ_WITHOUT_CONSENT: Severity.VIOLATION,
     FindingKind.WRONG_DENIAL: Severity.VIOLATION,
     FindingKind.ENTRY_BLOCK_AFTER_ANCHOR: Severity.VIOLATION,
@@ -863,9 +861,14 @@ def _unanchored(
 def _order_and_time(
     entries: Sequence[LogEntry], times: Mapping[int, int], target_block: int, skew_s: float
 ) -> list[Finding]:
-    """Blocks never go backwards along the index (``entry_block_backwards``); a leaf's ``time``
+    """Blocks do not go backwards along the index (``entry_block_backwards``); a leaf's ``time``
     lies in ``[ts(block) - skew, ts(block + 1) + skew]`` (``entry_time_inconsistent``; no upper
-    bound while ``block + 1`` is past the audited block). Leaves without a block are skipped."""
+    bound while ``block + 1`` is past the audited block). Leaves without a block are skipped.
+
+    Requests in flight overlap: one that observed head N can append after one that observed
+    N + 1. So a leaf naming block N after a leaf naming M > N is a finding only when block N + 1
+    is more than ``skew`` older than block M: no request runs that long after its head was
+    superseded (the same bound as a leaf's time)."""
     findings: list[Finding] = []
     latest: tuple[int, int] | None = None  # (block, index) of the highest block so far
     for entry in entries:
@@ -874,20 +877,27 @@ def _order_and_time(
             continue
         base = {"index": entry.index, "requester": d.requester, "patient": d.patient}
         if latest is not None and d.block < latest[0]:
-            findings.append(
-                Finding(
-                    FindingKind.ENTRY_BLOCK_BACKWARDS,
-                    f"entry {entry.index} names block {d.block}, before block {latest[0]} of "
-                    f"entry {latest[1]}: the log's blocks go backwards (a decision backdated to "
-                    "an earlier ledger state)",
-                    {
-                        **base,
-                        "block": d.block,
-                        "previous_block": latest[0],
-                        "previous_index": latest[1],
-                    },
+            ts_next, ts_latest = times.get(d.block + 1), times.get(latest[0])
+            lag = None if ts_next is None or ts_latest is None else ts_latest - ts_next
+            if lag is None or lag > skew_s:
+                findings.append(
+                    Finding(
+                        FindingKind.ENTRY_BLOCK_BACKWARDS,
+                        f"entry {entry.index} names block {d.block}, before block {latest[0]} of "
+                        f"entry {latest[1]}"
+                        + ("" if lag is None else f", whose state was {lag} s newer")
+                        + ": the log's blocks go backwards (a decision backdated to an earlier "
+                        "ledger state)",
+                        {
+                            **base,
+                            "block": d.block,
+                            "previous_block": latest[0],
+                            "previous_index": latest[1],
+                            "lag_s": lag,
+                            "max_skew_s": skew_s,
+                        },
+                    )
                 )
-            )
         else:
             latest = (d.block, entry.index)
         if d.block > target_block:
@@ -1221,7 +1231,8 @@ def _coverage_findings(
     coverage: Sequence[GatewayCoverage], exports: Sequence[AccessLogExport], target_block: int
 ) -> list[Finding]:
     """An export must name a gateway of the audited range; every gateway that anchored must
-    have its log supplied; a role holder that anchored nothing and is absent is a notice."""
+    have its log supplied. (A role holder that anchored nothing and whose log is absent is only
+    listed: nothing on-chain says it logged a decision.)"""
     findings: list[Finding] = []
     holders = {g.address for g in coverage if g.held_role}
     for export in exports:
@@ -1252,15 +1263,6 @@ def _coverage_findings(
                         "anchored_size": cp.tree_size,
                         "block": cp.block_number,
                     },
-                )
-            )
-        else:
-            findings.append(
-                Finding(
-                    FindingKind.LOG_NOT_SUPPLIED_UNANCHORED,
-                    f"gateway {g.address} held GATEWAY_ROLE but anchored nothing; its log was not "
-                    "supplied",
-                    {"gateway": g.address, "role_blocks": [list(p) for p in g.role_blocks]},
                 )
             )
     return findings
