@@ -126,20 +126,22 @@ def _gateway_json(g: GatewayCoverage) -> dict[str, Any]:
 
 
 def _gateway_text(g: GatewayCoverage) -> str:
-    spans = ", ".join(f"blocks {a}…{'' if b is None else b}" for a, b in g.role_blocks) or "never"
+    spans = ", ".join(
+        f"from block {a}" if b is None else f"blocks {a}–{b}" for a, b in g.role_blocks
+    )
     cp = g.last_checkpoint
-    anchored = (
-        "anchored nothing"
+    parts = [f"role {spans}" if spans else "never held the role"]
+    parts.append(
+        "no checkpoint"
         if cp is None
         else f"{g.checkpoints} checkpoint(s), last {cp.tree_size} entries at block "
         f"{cp.block_number}"
     )
-    log = (
-        "log: " + ", ".join(g.sources)
-        if g.supplied
-        else ("[red]log NOT supplied[/]" if cp is not None else "[yellow]log not supplied[/]")
-    )
-    return f"{g.address}: GATEWAY_ROLE {spans}; {anchored}; {log}"
+    if g.supplied:
+        parts.append("log supplied")
+    else:
+        parts.append("[red]log NOT supplied[/]" if cp is not None else "log not supplied")
+    return f"{g.address}: " + "; ".join(parts)
 
 
 def report_to_json(report: AuditReport, *, entries: bool = True) -> dict[str, Any]:
