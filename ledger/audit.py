@@ -7,7 +7,14 @@
    (``event_missing`` / ``event_extra`` / ``event_altered`` / ``event_reordered``).
 2. **Consent state** (``ledger.consent_state``): the events folded into a timeline that answers
    ``accessBasis`` at any block.
-3. **Access log**, for each exported log given:
+3. **Which logs**: every account that held ``GATEWAY_ROLE`` at some block of the audited range
+   (replayed ``RoleGranted`` / ``RoleRevoked``) or anchored a checkpoint in it is listed
+   (:class:`GatewayCoverage`). An export whose ``gateway`` is none of the role holders is
+   ``log_not_a_gateway``; a gateway that anchored and has no export given is
+   ``log_not_supplied`` (both unverifiable: an export's own ``gateway`` field is a claim, the
+   chain says which logs exist). A role holder that anchored nothing and has no export is only
+   listed.
+4. **Access log**, for each exported log given:
    - every entry parses, its leaf is canonical, indices are dense (``log_malformed``,
      ``log_entries_deleted`` for gaps);
    - the exported checkpoints are the ones anchored on-chain by that gateway
@@ -30,7 +37,15 @@
      otherwise): with ``events`` = C and ``block`` = N, the C events must include every event of
      the blocks up to N and none after block N+1 (a node may evaluate "at N" a state that
      already holds block N+1's transactions), and ``ts(N) <= chain_time <= ts(N+1)``;
-   - entries after the last anchored checkpoint are reported (``unanchored_entries``).
+   - entries after the last anchored checkpoint are reported (``unanchored_entries``), and are
+     ``unanchored_stale`` (unverifiable) when the earliest of their blocks is more than
+     ``anchor_interval_s`` older than the audited block: the gateway anchors within its
+     checkpoint interval, so such a tail could be withheld or rewritten unseen;
+   - leaf blocks do not go back along the index (``entry_block_backwards``; a step back is
+     accepted only when block ``N + 1`` of the later-logged leaf at ``N`` is at most
+     ``max_time_skew_s`` older than the block it steps back from: requests in flight across a
+     block), and a leaf's ``time`` lies in ``[ts(N) - skew, ts(N + 1) + skew]``
+     (``entry_time_inconsistent``).
 
 Findings are typed (:class:`Finding`); each kind has a severity. :attr:`AuditReport.exit_code` is
 0 when clean (notices allowed), 1 on any violation, 2 when something could not be verified (node
