@@ -883,7 +883,8 @@ def _order_and_time(
     Requests in flight overlap: one that observed head N can append after one that observed
     N + 1. So a leaf naming block N after a leaf naming M > N is a finding only when block N + 1
     is more than ``skew`` older than block M: no request runs that long after its head was
-    superseded (the same bound as a leaf's time)."""
+    superseded (the same bound as a leaf's time). A step back from a block past the audited one
+    is not judged (``entry_after_target`` already says that part cannot be verified)."""
     findings: list[Finding] = []
     latest: tuple[int, int] | None = None  # (block, index) of the highest block so far
     for entry in entries:
@@ -891,7 +892,7 @@ def _order_and_time(
         if d is None or d.block is None:
             continue
         base = {"index": entry.index, "requester": d.requester, "patient": d.patient}
-        if latest is not None and d.block < latest[0]:
+        if latest is not None and d.block < latest[0] <= target_block:
             ts_next, ts_latest = times.get(d.block + 1), times.get(latest[0])
             lag = None if ts_next is None or ts_latest is None else ts_latest - ts_next
             if lag is None or lag > skew_s:
@@ -913,7 +914,7 @@ def _order_and_time(
                         },
                     )
                 )
-        else:
+        elif latest is None or d.block >= latest[0]:
             latest = (d.block, entry.index)
         if d.block > target_block:
             continue  # entry_after_target says so
