@@ -30,6 +30,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     signed_grant,
     upload,
 )
+from tests.test_audit_world import audit_time_skew
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -264,6 +265,7 @@ def test_an_auditor_exports_the_whole_log_and_it_audits_clean(
             deploy_block=gateway.settings.deployment_block(),
             decoder=EventDecoder(registry_event_abi(abi)),
             access_logs=[export],
+            max_time_skew_s=audit_time_skew(gateway.w3),
         )
     finally:
         rpc.close()

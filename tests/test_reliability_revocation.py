@@ -50,6 +50,7 @@ from tests.gateway_fixtures import (
     signed_revoke,
     upload,
 )
+from tests.test_audit_world import audit_time_skew
 
 N_PATIENTS = 5
 N_GRANTEES = 20
@@ -178,6 +179,7 @@ def _audit(stack: Stack) -> tuple[Any, list[dict[str, Any]]]:
             deploy_block=stack.settings.deployment_block(),
             decoder=EventDecoder(registry_event_abi(abi)),
             access_logs=[export],
+            max_time_skew_s=audit_time_skew(stack.w3),
         )
     finally:
         rpc.close()
