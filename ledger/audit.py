@@ -7,7 +7,14 @@
    (``event_missing`` / ``event_extra`` / ``event_altered`` / ``event_reordered``).
 2. **Consent state** (``ledger.consent_state``): the events folded into a timeline that answers
    ``accessBasis`` at any block.
-3. **Access log**, for each exported log given:
+3. **Which logs**: every account that held ``GATEWAY_ROLE`` at some block of the audited range
+   (replayed ``RoleGranted`` / ``RoleRevoked``) or anchored a checkpoint in it is listed
+   (:class:`GatewayCoverage`). An export whose ``gateway`` is none of the role holders is
+   ``log_not_a_gateway``; a gateway that anchored and has no export given is
+   ``log_not_supplied`` (both unverifiable: an export's own ``gateway`` field is a claim, the
+   chain says which logs exist). A role holder that anchored nothing and has no export is only
+   listed.
+4. **Access log**, for each exported log given:
    - every entry parses, its leaf is canonical, indices are dense (``log_malformed``,
      ``log_entries_deleted`` for gaps);
    - the exported checkpoints are the ones anchored on-chain by that gateway
@@ -30,7 +37,15 @@
      otherwise): with ``events`` = C and ``block`` = N, the C events must include every event of
      the blocks up to N and none after block N+1 (a node may evaluate "at N" a state that
      already holds block N+1's transactions), and ``ts(N) <= chain_time <= ts(N+1)``;
-   - entries after the last anchored checkpoint are reported (``unanchored_entries``).
+   - entries after the last anchored checkpoint are reported (``unanchored_entries``), and are
+     ``unanchored_stale`` (unverifiable) when the earliest of their blocks is more than
+     ``anchor_interval_s`` older than the audited block: the gateway anchors within its
+     checkpoint interval, so such a tail could be withheld or rewritten unseen;
+   - leaf blocks do not go back along the index (``entry_block_backwards``; a step back is
+     accepted only when block ``N + 1`` of the later-logged leaf at ``N`` is at most
+     ``max_time_skew_s`` older than the block it steps back from: requests in flight across a
+     block), and a leaf's ``time`` lies in ``[ts(N) - skew, ts(N + 1) + skew]``
+     (``entry_time_inconsistent``).
 
 Findings are typed (:class:`Finding`); each kind has a severity. :attr:`AuditReport.exit_code` is
 0 when clean (notices allowed), 1 on any violation, 2 when something could not be verified (node
@@ -105,7 +120,13 @@ from gateway.merkle import (
 from ledger.chain import ChainError
 from ledger.consent_state import ConsentTimeline
 from ledger.consent_types import Basis
-from ledger.events import CheckpointAnchored, EventDecoder, MalformedLog
+from ledger.events import (
+    CheckpointAnchored,
+    EventDecoder,
+    MalformedLog,
+    RoleGranted,
+    RoleRevoked,
+)
 from ledger.replay import (
     BlockClock,
     DigestMismatchKind,
@@ -120,6 +141,8 @@ from ledger.replay import (
 __all__ = [
     "ACCESS_LOG_FORMAT",
     "ACCESS_LOG_VERSION",
+    "DEFAULT_ANCHOR_INTERVAL_S",
+    "DEFAULT_MAX_TIME_SKEW_S",
     "AccessLogError",
     "AccessLogExport",
     "AuditReport",
@@ -127,12 +150,14 @@ __all__ = [
     "ExportedCheckpoint",
     "Finding",
     "FindingKind",
+    "GatewayCoverage",
     "LeafDecision",
     "LogEntry",
     "LogVerification",
     "Severity",
     "build_access_log_export",
     "canonical_json",
+    "gateway_coverage",
     "load_access_log",
     "run_audit",
     "verify_access_log",
@@ -145,6 +170,13 @@ _OPERATIONAL_DENIALS = frozenset(
 )
 _MAX_SWAP_TRIALS = 256
 _GATEWAY_ROLE = keccak(text="GATEWAY_ROLE")
+# The gateway anchors within ``checkpoint_interval_s`` (default 30 s) of a new entry; an entry
+# left unanchored longer than this, in chain time, could have been withheld or rewritten.
+DEFAULT_ANCHOR_INTERVAL_S = 30.0
+# How far a leaf's ``time`` (the gateway's clock) may lie outside its block's window
+# ``[ts(block), ts(block + 1)]``: clock differences plus a request's longest run after its head
+# observation (chain call, IPFS fetch).
+DEFAULT_MAX_TIME_SKEW_S = 60.0
 
 
 # ------------------------------------------------------------------------------ findings
@@ -174,11 +206,17 @@ class FindingKind(StrEnum):
     HISTORY_REWRITTEN = "history_rewritten"
     CHECKPOINT_FORGED = "checkpoint_forged"
     UNANCHORED_ENTRIES = "unanchored_entries"
+    UNANCHORED_STALE = "unanchored_stale"
+    # which logs the audit holds
+    LOG_NOT_A_GATEWAY = "log_not_a_gateway"
+    LOG_NOT_SUPPLIED = "log_not_supplied"
     # the decisions in the log
     READ_WITHOUT_CONSENT = "read_without_consent"
     WRONG_DENIAL = "wrong_denial"
     ENTRY_BLOCK_AFTER_ANCHOR = "entry_block_after_anchor"
     DECISION_POSITION_INCONSISTENT = "decision_position_inconsistent"
+    ENTRY_BLOCK_BACKWARDS = "entry_block_backwards"
+    ENTRY_TIME_INCONSISTENT = "entry_time_inconsistent"
     ENTRY_AFTER_TARGET = "entry_after_target"
     REASON_MISMATCH = "reason_mismatch"
 
@@ -199,10 +237,15 @@ SEVERITY: Mapping[FindingKind, Severity] = {
     FindingKind.HISTORY_REWRITTEN: Severity.VIOLATION,
     FindingKind.CHECKPOINT_FORGED: Severity.VIOLATION,
     FindingKind.UNANCHORED_ENTRIES: Severity.NOTICE,
+    FindingKind.UNANCHORED_STALE: Severity.UNVERIFIABLE,
+    FindingKind.LOG_NOT_A_GATEWAY: Severity.UNVERIFIABLE,
+    FindingKind.LOG_NOT_SUPPLIED: Severity.UNVERIFIABLE,
     FindingKind.READ_WITHOUT_CONSENT: Severity.VIOLATION,
     FindingKind.WRONG_DENIAL: Severity.VIOLATION,
     FindingKind.ENTRY_BLOCK_AFTER_ANCHOR: Severity.VIOLATION,
     FindingKind.DECISION_POSITION_INCONSISTENT: Severity.VIOLATION,
+    FindingKind.ENTRY_BLOCK_BACKWARDS: Severity.VIOLATION,
+    FindingKind.ENTRY_TIME_INCONSISTENT: Severity.VIOLATION,
     FindingKind.ENTRY_AFTER_TARGET: Severity.UNVERIFIABLE,
     FindingKind.REASON_MISMATCH: Severity.NOTICE,
 }
@@ -564,10 +607,15 @@ def verify_access_log(
     target_block: int,
     chain_id: int | None = None,
     registry: str | None = None,
+    anchor_interval_s: float = DEFAULT_ANCHOR_INTERVAL_S,
+    max_time_skew_s: float = DEFAULT_MAX_TIME_SKEW_S,
 ) -> LogVerification:
     """Check one exported log against the replayed chain (see the module docstring).
 
-    ``clock(blocks)`` returns block timestamps (``BlockClock.timestamps``).
+    ``clock(blocks)`` returns block timestamps (``BlockClock.timestamps``). Entries after the
+    last anchored checkpoint are ``unanchored_stale`` when the first of them was decided more
+    than ``anchor_interval_s`` (chain time) before ``target_block``. A leaf's ``time`` must lie
+    within ``max_time_skew_s`` of its block's window ``[ts(block), ts(block + 1)]``.
     """
     findings: list[Finding] = []
     gateway = export.gateway
@@ -726,13 +774,16 @@ def verify_access_log(
                 findings.append(
                     Finding(
                         FindingKind.LOG_ENTRIES_ALTERED,
-                        f"the log's first {cp.tree_size} entries do not hash to the root {gateway} "
-                        f"anchored at block {cp.block_number}: an entry in [{lo}, {cp.tree_size}) "
-                        "was changed, inserted or removed after anchoring",
+                        f"the log's first {cp.tree_size} entries do not hash to the root "
+                        f"0x{cp.root_hash.hex()[:16]}… that {gateway} anchored at block "
+                        f"{cp.block_number}: an entry in [{lo}, {cp.tree_size}) was changed, "
+                        "inserted or removed after anchoring",
                         {
                             "window": [lo, cp.tree_size],
                             "checkpoint": cp.tree_size,
                             "block": cp.block_number,
+                            "anchored_root": cp.root_hash,
+                            "log_root": _root(leaves, cp.tree_size, tree),
                         },
                     )
                 )
@@ -750,27 +801,23 @@ def verify_access_log(
                 anchored_by[i] = cp.tree_size
         start = max(start, cp.tree_size)
     last_size = anchored[-1].tree_size if anchored else 0
-    if n > last_size:
-        findings.append(
-            Finding(
-                FindingKind.UNANCHORED_ENTRIES,
-                f"{n - last_size} entr{'y' if n - last_size == 1 else 'ies'} after the last "
-                f"anchored checkpoint (size {last_size}) are not yet provable",
-                {"from": last_size, "to": n},
-            )
-        )
 
-    # Decisions against the chain.
+    # Block timestamps: each leaf's block and the next one (its time window), and the target.
     anchor_block = {c.tree_size: c.block_number for c in anchored}
     blocks = {e.decision.block for e in entries if e.decision and e.decision.block is not None}
-    # A positioned leaf's chain time is checked against its block and the next one.
-    blocks |= {
-        e.decision.block + 1
-        for e in entries
-        if e.decision and e.decision.block is not None and e.decision.events is not None
-    }
+    blocks |= {b + 1 for b in blocks}
+    if n > last_size:
+        blocks.add(target_block)
     in_range = [b for b in blocks if b <= target_block]
     times = dict(clock(in_range)) if in_range else {}
+
+    if n > last_size:
+        findings.append(
+            _unanchored(entries[last_size:], last_size, n, times, target_block, anchor_interval_s)
+        )
+    findings.extend(_order_and_time(entries, times, target_block, max_time_skew_s))
+
+    # Decisions against the chain.
     verdicts: list[EntryVerdict] = []
     for entry, proven_by in zip(entries, anchored_by, strict=True):
         verdicts.append(
@@ -785,6 +832,129 @@ def verify_access_log(
         verdicts=verdicts,
         findings=findings,
     )
+
+
+def _unanchored(
+    tail: Sequence[LogEntry],
+    first: int,
+    size: int,
+    times: Mapping[int, int],
+    target_block: int,
+    interval_s: float,
+) -> Finding:
+    """``unanchored_entries`` (a notice) for a tail younger than the anchoring interval, else
+    ``unanchored_stale``: the gateway should have anchored it by the audited block.
+
+    The tail's age is the audited block's timestamp minus the earliest block timestamp among
+    its entries (their leaf times when none names a block in range)."""
+    count = size - first
+    what = f"{count} entr{'y' if count == 1 else 'ies'} after the last anchored checkpoint"
+    known = [
+        times[e.decision.block]
+        for e in tail
+        if e.decision is not None and e.decision.block is not None and e.decision.block in times
+    ]
+    if not known:
+        known = [int(t) for e in tail if e.decision and (t := e.decision.timestamp) is not None]
+    now = times.get(target_block)
+    age = None if not known or now is None else now - min(known)
+    details: dict[str, Any] = {"from": first, "to": size}
+    if age is None or age <= interval_s:
+        return Finding(
+            FindingKind.UNANCHORED_ENTRIES,
+            f"{what} (size {first}) are not yet provable",
+            details,
+        )
+    return Finding(
+        FindingKind.UNANCHORED_STALE,
+        f"{what} (size {first}) were decided {age} s before block {target_block}, longer than "
+        f"the anchoring interval ({interval_s:g} s): nothing proves they are the gateway's whole "
+        "log, or unchanged",
+        {**details, "age_s": age, "anchor_interval_s": interval_s, "target_block": target_block},
+    )
+
+
+def _order_and_time(
+    entries: Sequence[LogEntry], times: Mapping[int, int], target_block: int, skew_s: float
+) -> list[Finding]:
+    """Blocks do not go backwards along the index (``entry_block_backwards``); a leaf's ``time``
+    lies in ``[ts(block) - skew, ts(block + 1) + skew]`` (``entry_time_inconsistent``; no upper
+    bound while ``block + 1`` is past the audited block). Leaves without a block are skipped.
+
+    Requests in flight overlap: one that observed head N can append after one that observed
+    N + 1. So a leaf naming block N after a leaf naming M > N is a finding only when block N + 1
+    is more than ``skew`` older than block M: no request runs that long after its head was
+    superseded (the same bound as a leaf's time). A step back from a block past the audited one
+    is not judged (``entry_after_target`` already says that part cannot be verified)."""
+    findings: list[Finding] = []
+    latest: tuple[int, int] | None = None  # (block, index) of the highest block so far
+    for entry in entries:
+        d = entry.decision
+        if d is None or d.block is None:
+            continue
+        base = {"index": entry.index, "requester": d.requester, "patient": d.patient}
+        if latest is not None and d.block < latest[0] <= target_block:
+            ts_next, ts_latest = times.get(d.block + 1), times.get(latest[0])
+            lag = None if ts_next is None or ts_latest is None else ts_latest - ts_next
+            if lag is None or lag > skew_s:
+                findings.append(
+                    Finding(
+                        FindingKind.ENTRY_BLOCK_BACKWARDS,
+                        f"entry {entry.index} names block {d.block}, before block {latest[0]} of "
+                        f"entry {latest[1]}"
+                        + ("" if lag is None else f", whose state was {lag} s newer")
+                        + ": the log's blocks go backwards (a decision backdated to an earlier "
+                        "ledger state)",
+                        {
+                            **base,
+                            "block": d.block,
+                            "previous_block": latest[0],
+                            "previous_index": latest[1],
+                            "lag_s": lag,
+                            "max_skew_s": skew_s,
+                        },
+                    )
+                )
+        elif latest is None or d.block >= latest[0]:
+            latest = (d.block, entry.index)
+        if d.block > target_block:
+            continue  # entry_after_target says so
+        stamp = d.timestamp
+        if stamp is None:
+            findings.append(
+                Finding(
+                    FindingKind.LOG_MALFORMED,
+                    f"entry {entry.index}: time {d.time!r} is not an RFC 3339 time",
+                    {**base, "time": d.time},
+                )
+            )
+            continue
+        lo = times.get(d.block)
+        hi = times.get(d.block + 1)
+        if lo is None:
+            continue
+        problem = None
+        if stamp < lo - skew_s:
+            problem = f"{lo - stamp:.0f} s before block {d.block}'s timestamp {lo}"
+        elif hi is not None and stamp > hi + skew_s:
+            problem = f"{stamp - hi:.0f} s after block {d.block + 1}'s timestamp {hi}"
+        if problem is not None:
+            findings.append(
+                Finding(
+                    FindingKind.ENTRY_TIME_INCONSISTENT,
+                    f"entry {entry.index} is dated {d.time}, {problem} (allowed skew "
+                    f"{skew_s:g} s): its time does not fit the block it names",
+                    {
+                        **base,
+                        "block": d.block,
+                        "time": d.time,
+                        "block_timestamp": lo,
+                        "next_block_timestamp": hi,
+                        "max_skew_s": skew_s,
+                    },
+                )
+            )
+    return findings
 
 
 def _find_swap(
@@ -1013,6 +1183,108 @@ def _position_consistent(
 # ------------------------------------------------------------------------------ the whole audit
 
 
+@dataclass(frozen=True)
+class GatewayCoverage:
+    """A gateway the audit knows of from the chain, and whether its log was supplied.
+
+    Every account that held ``GATEWAY_ROLE`` at some block of the audited range (from the
+    replayed ``RoleGranted`` / ``RoleRevoked``) or anchored a checkpoint in it."""
+
+    address: ChecksumAddress
+    role_blocks: tuple[tuple[int, int | None], ...]  # (granted at, revoked at or None)
+    checkpoints: int  # anchored up to the audited block
+    last_checkpoint: CheckpointAnchored | None
+    sources: tuple[str, ...]  # the supplied logs naming this gateway
+
+    @property
+    def held_role(self) -> bool:
+        return bool(self.role_blocks)
+
+    @property
+    def supplied(self) -> bool:
+        return bool(self.sources)
+
+
+def gateway_coverage(
+    events: Iterable[Any],
+    timeline: ConsentTimeline,
+    target_block: int,
+    exports: Sequence[AccessLogExport],
+) -> list[GatewayCoverage]:
+    """Every gateway of the audited range (see :class:`GatewayCoverage`), in address order."""
+    periods: dict[ChecksumAddress, list[tuple[int, int | None]]] = {}
+    for event in events:
+        if not isinstance(event, RoleGranted | RoleRevoked) or event.role != _GATEWAY_ROLE:
+            continue
+        if event.block_number > target_block:
+            break
+        spans = periods.setdefault(event.account, [])
+        if isinstance(event, RoleGranted):
+            if not spans or spans[-1][1] is not None:
+                spans.append((event.block_number, None))
+        elif spans and spans[-1][1] is None:
+            spans[-1] = (spans[-1][0], event.block_number)
+    anchored = {
+        gw: [c for c in timeline.checkpoints(gw) if c.block_number <= target_block]
+        for gw in timeline.gateways()
+    }
+    sources: dict[str, list[str]] = {}
+    for export in exports:
+        sources.setdefault(export.gateway, []).append(export.source or "(unnamed)")
+    addresses = {a for a, spans in periods.items() if spans} | {a for a, c in anchored.items() if c}
+    return [
+        GatewayCoverage(
+            address=a,
+            role_blocks=tuple(periods.get(a, [])),
+            checkpoints=len(anchored.get(a, [])),
+            last_checkpoint=anchored[a][-1] if anchored.get(a) else None,
+            sources=tuple(sources.get(a, [])),
+        )
+        for a in sorted(addresses, key=str.lower)
+    ]
+
+
+def _coverage_findings(
+    coverage: Sequence[GatewayCoverage], exports: Sequence[AccessLogExport], target_block: int
+) -> list[Finding]:
+    """An export must name a gateway of the audited range; every gateway that anchored must
+    have its log supplied. (A role holder that anchored nothing and whose log is absent is only
+    listed: nothing on-chain says it logged a decision.)"""
+    findings: list[Finding] = []
+    holders = {g.address for g in coverage if g.held_role}
+    for export in exports:
+        if export.gateway not in holders:
+            findings.append(
+                Finding(
+                    FindingKind.LOG_NOT_A_GATEWAY,
+                    f"{export.source or 'a log'} names {export.gateway} as its gateway, but that "
+                    f"address never held GATEWAY_ROLE up to block {target_block}: nothing on-chain "
+                    "vouches for this log",
+                    {"gateway": export.gateway, "source": export.source},
+                )
+            )
+    for g in coverage:
+        if g.supplied:
+            continue
+        if g.last_checkpoint is not None:
+            cp = g.last_checkpoint
+            findings.append(
+                Finding(
+                    FindingKind.LOG_NOT_SUPPLIED,
+                    f"gateway {g.address} anchored {g.checkpoints} checkpoint(s) (the last of "
+                    f"{cp.tree_size} entries at block {cp.block_number}) but its log was not "
+                    "supplied: its decisions cannot be verified",
+                    {
+                        "gateway": g.address,
+                        "checkpoints": g.checkpoints,
+                        "anchored_size": cp.tree_size,
+                        "block": cp.block_number,
+                    },
+                )
+            )
+    return findings
+
+
 @dataclass
 class AuditReport:
     """Everything an audit established; rendered by ``ledger.audit_report``."""
@@ -1028,6 +1300,7 @@ class AuditReport:
     block_times: dict[int, int]
     started_at: float
     seconds: float
+    gateways: list[GatewayCoverage] = field(default_factory=list)
 
     @property
     def violations(self) -> list[Finding]:
@@ -1081,8 +1354,15 @@ def run_audit(
     progress: ProgressFn | None = None,
     clock: BlockClock | None = None,
     timed_blocks: int = 5_000,
+    anchor_interval_s: float = DEFAULT_ANCHOR_INTERVAL_S,
+    max_time_skew_s: float = DEFAULT_MAX_TIME_SKEW_S,
 ) -> AuditReport:
-    """Replay, prove complete, fold, and verify every access log given.
+    """Replay, prove complete, fold, list the gateways, and verify every access log given.
+
+    Every gateway that held ``GATEWAY_ROLE`` or anchored in the audited range is listed
+    (:attr:`AuditReport.gateways`); an export naming any other address is ``log_not_a_gateway``,
+    a gateway that anchored without its log supplied is ``log_not_supplied`` (both: could not
+    verify). ``anchor_interval_s`` and ``max_time_skew_s``: see :func:`verify_access_log`.
 
     Block timestamps are fetched for the entries' blocks and for up to ``timed_blocks`` blocks
     holding patient events (evenly sampled beyond that), for the report's timelines."""
@@ -1129,6 +1409,8 @@ def run_audit(
         )
     with gc_paused():
         timeline = ConsentTimeline(result.events)
+    coverage = gateway_coverage(result.events, timeline, result.target_block, access_logs)
+    findings.extend(_coverage_findings(coverage, access_logs, result.target_block))
     verifications: list[LogVerification] = []
     for export in access_logs:
         try:
@@ -1139,6 +1421,8 @@ def run_audit(
                 target_block=result.target_block,
                 chain_id=result.chain_id,
                 registry=address,
+                anchor_interval_s=anchor_interval_s,
+                max_time_skew_s=max_time_skew_s,
             )
         except ChainError as exc:
             findings.append(
@@ -1166,6 +1450,7 @@ def run_audit(
         block_times=block_times,
         started_at=started,
         seconds=time.perf_counter() - t0,
+        gateways=coverage,
     )
 
 

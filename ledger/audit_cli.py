@@ -1,7 +1,13 @@
 """``consent audit``: replay and verify the ledger, show consent at a block, export FHIR.
 
-Mounted into the ``consent`` CLI as the ``audit`` sub-app (``ledger.cli``). Exit codes: 0 clean,
-1 violations found, 2 could not verify (node unreachable, incomplete replay, unreadable input).
+Mounted into the ``consent`` CLI as the ``audit`` sub-app (``ledger.cli``). Exit codes:
+
+- 0: clean (notices allowed, e.g. a fresh unanchored tail, or a role holder that never anchored
+  and whose log was not given);
+- 1: a violation was found (it wins over anything unverified);
+- 2: could not verify: node unreachable, incomplete replay, unreadable input, an export naming an
+  address that never held GATEWAY_ROLE in the audited range, a gateway that anchored whose log
+  was not given, an unanchored tail older than ``--anchor-interval``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger.audit import AccessLogError, AccessLogExport, AuditReport, load_access_log, run_audit
+from ledger.audit import (
+    DEFAULT_ANCHOR_INTERVAL_S,
+    DEFAULT_MAX_TIME_SKEW_S,
+    AccessLogError,
+    AccessLogExport,
+    AuditReport,
+    load_access_log,
+    run_audit,
+)
 from ledger.audit_report import render_html, render_terminal, report_to_json
 from ledger.chain import ChainError
 from ledger.consent_state import ConsentTimeline
@@ -75,6 +89,25 @@ AsOpt = Annotated[
         help="Sign in to the gateway as this auditor (a keystore name or, on the local chain, "
         "the dev name `auditor`) to read --access-log http(s) URLs; the gateway serves "
         "/v1/access-log/export only to addresses in its CONSENT_AUDITORS.",
+    ),
+]
+AnchorIntervalOpt = Annotated[
+    float,
+    typer.Option(
+        "--anchor-interval",
+        min=0,
+        help="Seconds (chain time) a gateway has to anchor a logged decision: an unanchored tail "
+        "older than this at the audited block cannot be verified (exit 2). Default: the "
+        "gateway's CONSENT_CHECKPOINT_INTERVAL_S default; set it to the gateways' setting.",
+    ),
+]
+SkewOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-time-skew",
+        min=0,
+        help="Seconds a leaf's time may lie outside its block's window [ts(block), "
+        "ts(block + 1)] (gateway clock against chain clock, plus a request's run).",
     ),
 ]
 ChunkOpt = Annotated[
@@ -228,6 +261,8 @@ def _audit(
     chunk_blocks: int,
     show_progress: bool,
     as_name: str | None = None,
+    anchor_interval_s: float = DEFAULT_ANCHOR_INTERVAL_S,
+    max_time_skew_s: float = DEFAULT_MAX_TIME_SKEW_S,
 ) -> tuple[AuditReport, RpcClient]:
     address, deploy_block, recorded_chain = _target(rpc, deployment, registry, from_block, home)
     decoder = _decoder(home)
@@ -245,6 +280,8 @@ def _audit(
             target_block=target_block,
             chunk_blocks=chunk_blocks,
             progress=progress,
+            anchor_interval_s=anchor_interval_s,
+            max_time_skew_s=max_time_skew_s,
         )
     return report, client
 
@@ -272,6 +309,8 @@ def run(
         int | None, typer.Option("--at-block", help="Audit up to this block instead.")
     ] = None,
     chunk_blocks: ChunkOpt = 10_000,
+    anchor_interval_s: AnchorIntervalOpt = DEFAULT_ANCHOR_INTERVAL_S,
+    max_time_skew_s: SkewOpt = DEFAULT_MAX_TIME_SKEW_S,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     html_path: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
@@ -279,7 +318,10 @@ def run(
 ) -> None:
     """Replay every event, prove completeness against the on-chain digest, verify access logs.
 
-    Exit code 0 when clean, 1 on violations, 2 when something could not be verified.
+    Every gateway that held GATEWAY_ROLE or anchored is listed with whether its log was given.
+    Exit code 0 when clean, 1 on violations, 2 when something could not be verified (among it:
+    a log naming an address that never held GATEWAY_ROLE, a missing log of a gateway that
+    anchored, an unanchored tail older than --anchor-interval).
     """
     report, client = _audit(
         rpc=rpc,
@@ -293,6 +335,8 @@ def run(
         chunk_blocks=chunk_blocks,
         show_progress=not as_json and sys.stderr.isatty(),
         as_name=as_name,
+        anchor_interval_s=anchor_interval_s,
+        max_time_skew_s=max_time_skew_s,
     )
     try:
         if html_path is not None:

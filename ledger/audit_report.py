@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from ledger.audit import AuditReport, EntryVerdict, Severity
+from ledger.audit import AuditReport, EntryVerdict, GatewayCoverage, Severity
 from ledger.consent_state import ConsentTimeline
 from ledger.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_name, purposes_of
 from ledger.events import (
@@ -111,6 +111,39 @@ def _entry_json(v: EntryVerdict) -> dict[str, Any]:
     }
 
 
+def _gateway_json(g: GatewayCoverage) -> dict[str, Any]:
+    cp = g.last_checkpoint
+    return {
+        "gateway": g.address,
+        "held_role": [{"granted_at": a, "revoked_at": b} for a, b in g.role_blocks],
+        "checkpoints": g.checkpoints,
+        "last_checkpoint": None
+        if cp is None
+        else {"tree_size": cp.tree_size, "block_number": cp.block_number},
+        "log_supplied": g.supplied,
+        "sources": list(g.sources),
+    }
+
+
+def _gateway_text(g: GatewayCoverage) -> str:
+    spans = ", ".join(
+        f"from block {a}" if b is None else f"blocks {a}–{b}" for a, b in g.role_blocks
+    )
+    cp = g.last_checkpoint
+    parts = [f"role {spans}" if spans else "never held the role"]
+    parts.append(
+        "no checkpoint"
+        if cp is None
+        else f"{g.checkpoints} checkpoint(s), last {cp.tree_size} entries at block "
+        f"{cp.block_number}"
+    )
+    if g.supplied:
+        parts.append("log supplied")
+    else:
+        parts.append("[red]log NOT supplied[/]" if cp is not None else "log not supplied")
+    return f"{g.address}: " + "; ".join(parts)
+
+
 def report_to_json(report: AuditReport, *, entries: bool = True) -> dict[str, Any]:
     """A JSON-able dict of the report (``--json``)."""
     replay = report.replay
@@ -129,6 +162,7 @@ def report_to_json(report: AuditReport, *, entries: bool = True) -> dict[str, An
         "counts": counts,
         "findings": [f.as_dict() for f in report.findings],
         "replay": None,
+        "gateways": [_gateway_json(g) for g in report.gateways],
         "access_logs": [],
     }
     if replay is not None:
@@ -198,6 +232,8 @@ def render_terminal(report: AuditReport, console: Console, *, max_findings: int 
             f"{replay.requests} eth_getLogs, {replay.halvings} halvings, "
             f"{replay.removed_dropped} removed logs dropped, {replay.seconds:.2f} s",
         )
+    for g in report.gateways:
+        facts.add_row("gateway", _gateway_text(g))
     for log in report.logs:
         allowed = sum(1 for v in log.verdicts if v.decision and v.decision.allowed)
         facts.add_row(
@@ -617,6 +653,28 @@ def render_html(report: AuditReport, *, block_times: Mapping[int, int] | None = 
         out.append("</table>")
     else:
         out.append("<p>None.</p>")
+    if report.gateways:
+        out.append(
+            "<h2>Gateways</h2><table><tr><th>gateway</th><th>GATEWAY_ROLE</th>"
+            "<th>checkpoints</th><th>log</th></tr>"
+        )
+        for g in report.gateways:
+            cp = g.last_checkpoint
+            spans = (
+                ", ".join(f"{a}–{'' if b is None else b}" for a, b in g.role_blocks) or "never held"
+            )
+            out.append(
+                f"<tr><td><code>{_e(g.address)}</code></td><td>blocks {_e(spans)}</td><td>"
+                + (
+                    "none"
+                    if cp is None
+                    else f"{g.checkpoints}, last {cp.tree_size} entries at block {cp.block_number}"
+                )
+                + "</td><td>"
+                + (_e(", ".join(g.sources)) if g.supplied else "<b>not supplied</b>")
+                + "</td></tr>"
+            )
+        out.append("</table>")
     for lg in report.logs:
         out.append(
             f"<h2>Access log of gateway <code>{_e(lg.gateway)}</code></h2><p>{lg.size} entries, "

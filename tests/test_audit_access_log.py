@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
 from gateway.accesslog import Decision, canonical_leaf
 from gateway.merkle import leaf_hash, root_hash
 from ledger.audit import (
+    DEFAULT_ANCHOR_INTERVAL_S,
+    DEFAULT_MAX_TIME_SKEW_S,
     AccessLogError,
     AccessLogExport,
     ExportedCheckpoint,
     FindingKind,
     Severity,
+    build_access_log_export,
+    canonical_json,
     load_access_log,
     run_audit,
 )
 from ledger.consent_types import Purpose
-from tests.test_audit_world import Gateway, World, world_fixture
+from ledger.registry import GATEWAY_ROLE
+from ledger.replay import BlockClock
+from tests.test_audit_world import Gateway, World, increase_time, world_fixture
 
 
 @pytest.fixture
@@ -198,6 +205,8 @@ def test_read_after_revoke_served_and_anchored_is_a_violation(world, chain) -> N
     a = world.actors
     gw = Gateway(chain, world.registry(chain), a.gateway)
     gw.leaves = list(world.leaves)
+    head = chain.eth.block_number  # after the revoke, and after every entry of the log
+    assert head > world.revoke_block
     gw.append(
         Decision(
             a.insurer.address,
@@ -206,8 +215,8 @@ def test_read_after_revoke_served_and_anchored_is_a_violation(world, chain) -> N
             int(Purpose.INSURANCE),
             True,
             "consent",
-            world.revoke_block,
-            0.0,
+            head,
+            chain.eth.get_block(head)["timestamp"] + 0.25,
         )
     )
     cp = gw.anchor()
@@ -215,7 +224,7 @@ def test_read_after_revoke_served_and_anchored_is_a_violation(world, chain) -> N
     assert kinds(report) == {FindingKind.READ_WITHOUT_CONSENT}
     (finding,) = only(report, FindingKind.READ_WITHOUT_CONSENT)
     assert finding.details["index"] == 13
-    assert finding.details["block"] == world.revoke_block
+    assert finding.details["block"] == head
 
 
 def test_wrong_denial_is_a_finding(world) -> None:
@@ -337,3 +346,235 @@ def test_bad_export_document_is_refused(tmp_path) -> None:
     path.write_text(json.dumps({"format": "something-else", "version": 1}))
     with pytest.raises(AccessLogError):
         load_access_log(path)
+
+
+# ------------------------------------------------------------------------------ which logs
+
+
+def test_changed_entry_message_names_the_anchored_root_not_the_gateway_as_root(world) -> None:
+    leaves = list(world.leaves)
+    leaves[1] = leaves[0]
+    report = audit(world, world.export(leaves), target_block=world.end_block)
+    (finding,) = only(report, FindingKind.LOG_ENTRIES_ALTERED)
+    root = world.checkpoints[0].root_hash
+    assert f"root 0x{root.hex()[:16]}" in finding.message
+    assert f"root {world.actors.gateway.address}" not in finding.message
+    assert finding.details["anchored_root"] == root
+    assert finding.details["log_root"] != root
+
+
+def _self_named_export(world, *, name: str) -> AccessLogExport:
+    """The reproduced attack: the gateway's log with anchored entry 4 dropped and the rest
+    renumbered, exported under an address that never held GATEWAY_ROLE and with no checkpoints,
+    so there is nothing on-chain to compare it with."""
+    leaves = world.leaves[:4] + world.leaves[5:]
+    doc = world.export_doc(leaves, checkpoints=[])
+    doc["gateway"] = name
+    return AccessLogExport.from_document(doc, source="self-named.json")
+
+
+def test_self_named_export_with_entries_dropped_cannot_be_verified(world) -> None:
+    stranger = world.actors.stranger.address
+    report = audit(world, _self_named_export(world, name=stranger), target_block=world.end_block)
+    assert report.exit_code == 2, [(f.kind, f.message) for f in report.findings]
+    (named,) = only(report, FindingKind.LOG_NOT_A_GATEWAY)
+    assert named.details["gateway"] == stranger
+    assert named.severity is Severity.UNVERIFIABLE
+    # The real gateway anchored 11 entries; its log was not supplied.
+    (missing,) = only(report, FindingKind.LOG_NOT_SUPPLIED)
+    assert missing.details["gateway"] == world.actors.gateway.address
+    assert missing.details["anchored_size"] == 11
+    by_address = {g.address: g for g in report.gateways}
+    assert set(by_address) == {world.actors.gateway.address}
+    assert not by_address[world.actors.gateway.address].supplied
+
+
+def test_self_named_export_naming_another_role_holder_is_checked_against_its_anchors(
+    world, chain
+) -> None:
+    """Naming a real but different gateway does not help: the one that anchored is missing."""
+    registry = world.registry(chain)
+    other = world.actors.researcher
+    registry.grant_role(world.actors.admin, GATEWAY_ROLE, other.address)
+    registry.reset_nonces()
+    report = audit(world, _self_named_export(world, name=other.address))
+    assert report.exit_code == 2, [(f.kind, f.message) for f in report.findings]
+    assert FindingKind.LOG_NOT_A_GATEWAY not in kinds(report)
+    (missing,) = only(report, FindingKind.LOG_NOT_SUPPLIED)
+    assert missing.details["gateway"] == world.actors.gateway.address
+
+
+def test_a_withheld_log_of_a_role_holding_gateway_cannot_be_verified(world, chain) -> None:
+    """A second gateway holds the role and anchors; only the first gateway's log is given."""
+    a = world.actors
+    registry = world.registry(chain)
+    registry.grant_role(a.admin, GATEWAY_ROLE, a.centre.address)
+    registry.reset_nonces()
+    second = Gateway(chain, registry, a.centre)
+    second.read(a.doctor.address, a.patient.address, world.rec_lab, int(Purpose.TREATMENT))
+    second.anchor()
+    report = audit(world, world.export())
+    assert report.exit_code == 2, [(f.kind, f.message) for f in report.findings]
+    (missing,) = only(report, FindingKind.LOG_NOT_SUPPLIED)
+    assert missing.details["gateway"] == a.centre.address
+    assert {g.address: g.supplied for g in report.gateways} == {
+        a.gateway.address: True,
+        a.centre.address: False,
+    }
+    # Given both logs, the audit is clean again.
+    both = [
+        world.export(),
+        AccessLogExport.from_document(
+            build_access_log_export(
+                gateway=a.centre.address, leaves=second.leaves, checkpoints=second.checkpoints
+            ),
+            source="second",
+        ),
+    ]
+    rpc = world.rpc()
+    report = run_audit(
+        rpc,
+        registry=world.address,
+        deploy_block=world.deploy_block,
+        decoder=world.decoder(),
+        access_logs=both,
+    )
+    assert report.exit_code == 0, [(f.kind, f.message) for f in report.findings]
+
+
+def test_no_log_at_all_for_a_gateway_that_anchored_cannot_be_verified(world) -> None:
+    rpc = world.rpc()
+    report = run_audit(
+        rpc,
+        registry=world.address,
+        deploy_block=world.deploy_block,
+        decoder=world.decoder(),
+        target_block=world.end_block,
+    )
+    assert report.exit_code == 2
+    assert kinds(report) == {FindingKind.LOG_NOT_SUPPLIED}
+
+
+def test_a_role_holder_that_anchored_nothing_is_listed_without_its_log(world, chain) -> None:
+    a = world.actors
+    registry = world.registry(chain)
+    registry.grant_role(a.admin, GATEWAY_ROLE, a.researcher.address)
+    registry.revoke_role(a.admin, GATEWAY_ROLE, a.researcher.address)
+    registry.reset_nonces()
+    report = audit(world, world.export(), target_block=chain.eth.block_number)
+    assert report.exit_code == 0, [(f.kind, f.message) for f in report.findings]
+    (idle,) = [g for g in report.gateways if g.address == a.researcher.address]
+    assert not idle.supplied
+    assert idle.checkpoints == 0
+    ((granted, revoked),) = idle.role_blocks
+    assert revoked is not None
+    assert revoked > granted
+
+
+# ------------------------------------------------------------------------------ the tail
+
+
+def test_an_unanchored_tail_older_than_the_anchoring_interval_cannot_be_verified(
+    world, chain
+) -> None:
+    increase_time(chain, int(DEFAULT_ANCHOR_INTERVAL_S) + 10)
+    report = audit(world, world.export())
+    assert report.exit_code == 2, [(f.kind, f.message) for f in report.findings]
+    (stale,) = only(report, FindingKind.UNANCHORED_STALE)
+    assert (stale.details["from"], stale.details["to"]) == (11, 13)
+    assert stale.details["age_s"] > DEFAULT_ANCHOR_INTERVAL_S
+    assert FindingKind.UNANCHORED_ENTRIES not in kinds(report)
+    # An auditor who knows the gateways anchor less often says so.
+    relaxed = audit(world, world.export(), anchor_interval_s=3600)
+    assert kinds(relaxed) == {FindingKind.UNANCHORED_ENTRIES}
+    assert relaxed.exit_code == 0
+
+
+def test_the_default_anchoring_interval_is_the_gateways() -> None:
+    from gateway.settings import Settings
+
+    assert Settings.model_fields["checkpoint_interval_s"].default == DEFAULT_ANCHOR_INTERVAL_S
+
+
+# ------------------------------------------------------------------------------ order and time
+
+
+def test_a_decision_backdated_before_a_revoke_is_a_finding(world, chain) -> None:
+    """Minutes after the revoke, the gateway serves the insurer, logs the read at the block
+    before the revoke (where consent held) with a time that fits that block, and anchors it.
+    Judged at its block the read looks allowed: only the order of blocks gives it away."""
+    a = world.actors
+    gw = Gateway(chain, world.registry(chain), a.gateway)
+    gw.leaves = list(world.leaves)
+    increase_time(chain, int(DEFAULT_MAX_TIME_SKEW_S) + 60)
+    gw.read(a.doctor.address, a.patient.address, world.rec_lab, int(Purpose.TREATMENT))
+    before = world.revoke_block - 1
+    gw.append(
+        Decision(
+            a.insurer.address,
+            a.patient.address,
+            "0x" + world.rec_img.hex(),
+            int(Purpose.INSURANCE),
+            True,
+            "consent",
+            before,
+            chain.eth.get_block(before)["timestamp"] + 0.25,
+        )
+    )
+    gw.anchor()
+    report = audit(
+        world, world.export(gw.leaves, checkpoints=[*world.checkpoints, *gw.checkpoints])
+    )
+    assert kinds(report) == {FindingKind.ENTRY_BLOCK_BACKWARDS}, [
+        f.message for f in report.findings
+    ]
+    (finding,) = only(report, FindingKind.ENTRY_BLOCK_BACKWARDS)
+    assert finding.severity is Severity.VIOLATION
+    assert (finding.details["index"], finding.details["block"]) == (14, before)
+    assert finding.details["previous_index"] == 13
+    assert report.exit_code == 1
+
+
+def test_requests_in_flight_across_one_block_are_not_backdating(world) -> None:
+    """One request observed block N, another N + 1 and was logged first: within the skew."""
+    a = world.actors
+    rpc = world.rpc()
+    ts = BlockClock(rpc).timestamps([world.end_block - 1, world.end_block])
+    late = canonical_leaf(
+        Decision(
+            a.stranger.address,
+            a.patient.address,
+            "0x" + world.rec_lab.hex(),
+            int(Purpose.TREATMENT),
+            False,
+            "no_consent",
+            world.end_block - 1,
+            ts[world.end_block] + 0.5,
+        )
+    )
+    report = audit(world, world.export([*world.leaves, late]), target_block=world.end_block)
+    assert report.exit_code == 0, [(f.kind, f.message) for f in report.findings]
+    assert FindingKind.ENTRY_BLOCK_BACKWARDS not in kinds(report)
+
+
+@pytest.mark.parametrize("shift", [-3600, +3600])
+def test_a_leaf_time_far_from_its_block_is_a_finding(world, chain, shift: int) -> None:
+    """The last (unanchored) entry redated an hour before its block, or an hour after the
+    next block was mined."""
+    chain.provider.make_request("evm_mine", [])
+    target = chain.eth.block_number
+    rpc = world.rpc()
+    ts = BlockClock(rpc).timestamps([world.end_block, world.end_block + 1])
+    body = json.loads(world.leaves[12])
+    assert body["block"] == world.end_block
+    base = ts[world.end_block] if shift < 0 else ts[world.end_block + 1]
+    body["time"] = datetime.fromtimestamp(base + shift, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    leaves = [*world.leaves[:12], canonical_json(body)]
+    report = audit(world, world.export(leaves), target_block=target)
+    assert kinds(report) == {FindingKind.UNANCHORED_ENTRIES, FindingKind.ENTRY_TIME_INCONSISTENT}
+    (finding,) = only(report, FindingKind.ENTRY_TIME_INCONSISTENT)
+    assert finding.details["index"] == 12
+    assert finding.severity is Severity.VIOLATION
+    assert report.exit_code == 1
+    # The honest time audits clean at the same block.
+    assert audit(world, world.export(), target_block=target).exit_code == 0

@@ -244,3 +244,60 @@ def test_every_audit_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
     assert len(result.output) > 200
+
+
+def test_consent_audit_run_on_a_self_named_export_with_entries_dropped_exits_non_zero(
+    world, tmp_path, home
+) -> None:
+    """The reproduced attack, through the ``consent`` command line."""
+    from ledger.cli import app as consent_app
+    from tests.test_audit_access_log import _self_named_export
+
+    log = tmp_path / "self-named.json"
+    log.write_text(
+        json.dumps(_self_named_export(world, name=world.actors.stranger.address).to_document())
+    )
+    args = [
+        "audit", "run", "--rpc", world.url, "--registry", world.address,
+        "--from-block", str(world.deploy_block), "--home", str(home),
+        "--access-log", str(log), "--at-block", str(world.end_block), "--json",
+    ]  # fmt: skip
+    result = runner.invoke(consent_app, args)
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.output)
+    assert doc["verdict"] == "unverified"
+    assert {"log_not_a_gateway", "log_not_supplied"} <= {f["kind"] for f in doc["findings"]}
+    assert doc["gateways"] == [
+        {
+            "gateway": world.actors.gateway.address,
+            "held_role": [{"granted_at": doc["gateways"][0]["held_role"][0]["granted_at"],
+                           "revoked_at": None}],
+            "checkpoints": 2,
+            "last_checkpoint": {"tree_size": 11, "block_number": world.checkpoints[1].block_number},
+            "log_supplied": False,
+            "sources": [],
+        }
+    ]  # fmt: skip
+    # The terminal report names the missing log.
+    text = runner.invoke(consent_app, args[:-1])
+    assert text.exit_code == 2
+    assert "log NOT supplied" in text.output
+
+
+def test_cli_run_without_the_logs_of_a_gateway_that_anchored_exits_two(world, home) -> None:
+    result = cli(world, home, "run", "--at-block", str(world.end_block))
+    assert result.exit_code == 2, result.output
+    assert "log_not_supplied" in result.output
+
+
+def test_cli_run_with_a_stale_unanchored_tail_exits_two(world, chain, tmp_path, home) -> None:
+    from tests.test_audit_world import increase_time
+
+    log = tmp_path / "log.json"
+    log.write_text(json.dumps(world.export_doc()))
+    increase_time(chain, 120)
+    stale = cli(world, home, "run", "--access-log", str(log), "--json")
+    assert stale.exit_code == 2, stale.output
+    assert "unanchored_stale" in {f["kind"] for f in json.loads(stale.output)["findings"]}
+    relaxed = cli(world, home, "run", "--access-log", str(log), "--anchor-interval", "600")
+    assert relaxed.exit_code == 0, relaxed.output

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,17 @@ def increase_time(w3: Web3, seconds: int) -> None:
 
 def head_timestamp(w3: Web3) -> int:
     return int(w3.eth.get_block("latest")["timestamp"])
+
+
+def audit_time_skew(w3: Web3) -> float:
+    """The audit's leaf-time bound for a gateway on this node: the default, plus how far the
+    node's clock runs ahead of this machine's. The session node's clock is moved forward for
+    good by the audit world (``evm_increaseTime`` outside any snapshot), while a gateway stamps
+    leaves with this machine's clock."""
+    from ledger.audit import DEFAULT_MAX_TIME_SKEW_S
+
+    ahead = head_timestamp(w3) - time.time()
+    return DEFAULT_MAX_TIME_SKEW_S + max(0.0, ahead)
 
 
 class Gateway:

@@ -83,6 +83,25 @@ def _audit(world: World, leaves: list[bytes]) -> Any:
     )
 
 
+def _audit_before_revoke(world: World, leaves: list[bytes]) -> Any:
+    """``leaves`` after the world's first checkpoint, audited at the revoke's block.
+
+    The leaves name blocks just before the revoke; the log before them is the first anchored
+    checkpoint (blocks earlier still), so the log's blocks never go backwards."""
+    rpc = world.rpc()
+    first = world.checkpoints[0]
+    return run_audit(
+        rpc,
+        registry=world.address,
+        deploy_block=world.deploy_block,
+        decoder=world.decoder(),
+        access_logs=[
+            world.export([*world.leaves[: first.tree_size], *leaves], checkpoints=[first])
+        ],
+        target_block=world.revoke_block,
+    )
+
+
 def _kinds(report: Any) -> set[FindingKind]:
     return {f.kind for f in report.findings}
 
@@ -177,17 +196,19 @@ def test_a_decision_on_the_next_blocks_state_audits_clean_when_positioned(world:
     insurer = (a.insurer.address, world.rec_img, int(Purpose.INSURANCE))
 
     # Logged "at block N" only, the denial looks wrong: at N the insurer held consent.
-    report = _audit(world, [_leaf(world, *insurer, False, n)])
+    report = _audit_before_revoke(world, [_leaf(world, *insurer, False, n)])
     assert FindingKind.WRONG_DENIAL in _kinds(report)
 
     # With the position the node evaluated (N+1's state, at N's or N+1's time) it is right.
     for chain_time in (ts[n], ts[n + 1]):
-        report = _audit(world, [_leaf(world, *insurer, False, n, at_next, chain_time)])
+        report = _audit_before_revoke(
+            world, [_leaf(world, *insurer, False, n, at_next, chain_time)]
+        )
         assert report.exit_code == 0, [(f.kind, f.message) for f in report.findings]
     # An allowed read is judged on the state it names, not on the block.
-    report = _audit(world, [_leaf(world, *insurer, True, n, at_n, ts[n])])
+    report = _audit_before_revoke(world, [_leaf(world, *insurer, True, n, at_n, ts[n])])
     assert report.exit_code == 0, [(f.kind, f.message) for f in report.findings]
-    report = _audit(world, [_leaf(world, *insurer, True, n, at_next, ts[n])])
+    report = _audit_before_revoke(world, [_leaf(world, *insurer, True, n, at_next, ts[n])])
     (finding,) = [f for f in report.findings if f.kind is FindingKind.READ_WITHOUT_CONSENT]
     assert (finding.details["events"], finding.details["block"]) == (at_next, n)
     assert f"state after {at_next} events" in finding.message
@@ -210,7 +231,9 @@ def test_positions_no_node_asked_at_the_block_evaluates_are_named(world: World, 
     allowed, _ = timeline.access_after_events(
         a.patient.address, *insurer, events=events, timestamp=chain_time
     )
-    report = _audit(world, [_leaf(world, *insurer, allowed, block, events, chain_time)])
+    report = _audit_before_revoke(
+        world, [_leaf(world, *insurer, allowed, block, events, chain_time)]
+    )
     assert _kinds(report) == {
         FindingKind.DECISION_POSITION_INCONSISTENT,
         FindingKind.UNANCHORED_ENTRIES,

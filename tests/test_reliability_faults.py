@@ -50,14 +50,14 @@ from ledger.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
 from ledger.replay import RpcClient
 from ledger.services import AnvilNode, free_port
 from ledger.stack import StackConfig, StackInfo, start_stack
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.gateway_fixtures import (
     PG_DSN,
     Stack,
     attest,
     build_stack,
     close_stack,
+    deploy_registry,
     fresh_relayer,
-    gateway_registry_fixture,
     login,
     new_account,
     quiet_logs,
@@ -65,6 +65,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     signed_grant,
     upload,
 )
+from tests.test_audit_world import audit_time_skew
 
 BIG = 8 * 1024 * 1024  # an upload large enough that encrypting + adding it takes a while
 
@@ -562,7 +563,7 @@ def _pg() -> Any:
 
 @pytest.mark.postgres
 def test_postgres_connections_killed_under_load_the_gateway_reconnects(
-    tmp_path: Path, anvil: Any, w3: Web3, ipfs_node: Any, gateway_registry: Any
+    tmp_path: Path, anvil: Any, w3: Web3, ipfs_node: Any, service_dir: Path
 ) -> None:
     """``pg_terminate_backend`` on every connection of the gateway, six times under load:
     only a bounded number of clear 503s (``database_unavailable``), never another 5xx, no
@@ -572,7 +573,8 @@ def test_postgres_connections_killed_under_load_the_gateway_reconnects(
     schema = f"rel_{uuid.uuid4().hex[:12]}"
     app_name = f"consent-reliability-{uuid.uuid4().hex[:8]}"
     admin.execute(f'CREATE SCHEMA "{schema}"')
-    registry, deployment = gateway_registry
+    # A registry of its own: the audit demands the log of every gateway that anchored on it.
+    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
     auditor = new_account()
     stack: Stack | None = None
     try:
@@ -692,6 +694,7 @@ def _postgres_storm(stack: Stack, admin: Any, app_name: str, auditor: LocalAccou
             deploy_block=stack.settings.deployment_block(),
             decoder=EventDecoder(registry_event_abi(abi)),
             access_logs=[export],
+            max_time_skew_s=audit_time_skew(stack.w3),
         )
     finally:
         rpc.close()

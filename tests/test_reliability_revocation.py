@@ -36,12 +36,12 @@ from ledger.consent_types import ScopeKind, category_id
 from ledger.events import EventDecoder, registry_event_abi
 from ledger.registry import REGISTRY_CONTRACT
 from ledger.replay import RpcClient
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.gateway_fixtures import (
     Stack,
     build_stack,
     close_stack,
+    deploy_registry,
     fresh_relayer,
-    gateway_registry_fixture,
     login,
     new_account,
     quiet_logs,
@@ -50,6 +50,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     signed_revoke,
     upload,
 )
+from tests.test_audit_world import audit_time_skew
 
 N_PATIENTS = 5
 N_GRANTEES = 20
@@ -178,6 +179,7 @@ def _audit(stack: Stack) -> tuple[Any, list[dict[str, Any]]]:
             deploy_block=stack.settings.deployment_block(),
             decoder=EventDecoder(registry_event_abi(abi)),
             access_logs=[export],
+            max_time_skew_s=audit_time_skew(stack.w3),
         )
     finally:
         rpc.close()
@@ -186,10 +188,11 @@ def _audit(stack: Stack) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def test_no_read_is_served_at_or_after_the_revoke_block_and_the_audit_proves_it(
-    tmp_path: Path, anvil: Any, w3: Web3, ipfs_node: Any, gateway_registry: Any
+    tmp_path: Path, anvil: Any, w3: Web3, ipfs_node: Any, service_dir: Path
 ) -> None:
     quiet_logs()
-    registry, deployment = gateway_registry
+    # A registry of its own: the audit demands the log of every gateway that anchored on it.
+    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
     auditor = new_account()
     stack = build_stack(
         home=tmp_path / "gw",
