@@ -301,13 +301,16 @@ class RelayLedger:
         with self._engine.begin() as conn:
             conn.execute(delete(RELAYED_TX).where(RELAYED_TX.c.id == row))
 
-    def settled(self, tx_hash: str, *, status: str, block_number: int, gas_used: int) -> None:
+    def settled(self, tx_hash: str, *, status: str, block_number: int, gas_used: int) -> bool:
+        """Record a receipt; whether this call was the first to record it."""
+        t = RELAYED_TX
         with self._engine.begin() as conn:
-            conn.execute(
-                update(RELAYED_TX)
-                .where(RELAYED_TX.c.tx_hash == tx_hash)
+            changed = conn.execute(
+                update(t)
+                .where(t.c.tx_hash == tx_hash, t.c.status.in_(("sending", "pending")))
                 .values(status=status, block_number=block_number, gas_used=gas_used)
-            )
+            ).rowcount
+        return bool(changed)
 
     def find(self, tx_hash: str) -> dict[str, Any] | None:
         with self._engine.connect() as conn:
@@ -509,8 +512,11 @@ class ConsentRelay:
         block = int(str(receipt["blockNumber"]), 16)
         gas_used = int(str(receipt["gasUsed"]), 16)
         status = "mined" if int(str(receipt.get("status", "0x0")), 16) == 1 else "reverted"
-        self.ledger.settled(submitted.tx_hash, status=status, block_number=block, gas_used=gas_used)
-        self.metrics.relayed.labels(submitted.action, status).inc()
+        first = self.ledger.settled(
+            submitted.tx_hash, status=status, block_number=block, gas_used=gas_used
+        )
+        if first:
+            self.metrics.relayed.labels(submitted.action, status).inc()
         if status == "reverted":
             log.info(
                 "relayed %s tx=%s reverted, gas %d", submitted.action, submitted.tx_hash, gas_used

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from web3 import Web3
 
 from gateway.models import RELAYED_TX
+from gateway.relay import parse_grant
 from gateway.settings import Settings
 from ledger import eip712
 from ledger.build import compile_contracts
@@ -232,8 +233,6 @@ def test_gas_burning_erc1271_signer_is_refused_naming_the_cap(gateway: Stack, bu
 
 
 def _calldata(stack: Stack, body: dict[str, Any]) -> str:
-    from gateway.relay import parse_grant
-
     request = parse_grant(body["request"])
     data: str = stack.registry.contract.encode_abi(
         "grantBySig", args=[request.as_tuple(), bytes.fromhex(body["signature"][2:])]
