@@ -42,6 +42,7 @@ from typing import Any, Literal
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from web3 import Web3
 
 from gateway.db import is_postgres
 from gateway.errors import (
@@ -361,9 +362,7 @@ class ConsentRelay:
         self.metrics = metrics
         self.ledger = ledger
         self.policy = ledger.policy
-        from web3 import Web3
-
-        self._contract = Web3().eth.contract(abi=list(abi))
+        self._contract = Web3().eth.contract(abi=list(abi))  # calldata encoding only
 
     def public_policy(self) -> RelayPolicyPublic:
         p = self.policy
@@ -466,8 +465,12 @@ class ConsentRelay:
 
     def _send(self, data: str, row: int) -> str:
         chain, relayer = self.chain, self.chain.relayer
-        sender = chain.sender(relayer)
-        block = chain.rpc("eth_getBlockByNumber", ["latest", False])
+        try:
+            sender = chain.sender(relayer)
+            block = chain.rpc("eth_getBlockByNumber", ["latest", False])
+        except BaseException:
+            self.ledger.forget(row)  # nothing signed yet
+            raise
         fee = block.get("baseFeePerGas") if isinstance(block, Mapping) else None
         base = int(str(fee), 16) if fee is not None else 1_000_000_000
         tip = 0 if chain.chain_id == ANVIL_CHAIN_ID else 1_000_000_000

@@ -240,6 +240,23 @@ def _calldata(stack: Stack, body: dict[str, Any]) -> str:
     return data
 
 
+def test_a_call_whose_own_execution_exceeds_the_cap_is_refused(own_stack: Any, w3: Web3) -> None:
+    """An EOA's grant (~70k gas) under a 50k cap: the capped estimate runs out of gas."""
+    stack = own_stack(relay_gas_cap=50_000)
+    patient = new_account()
+    balance = w3.eth.get_balance(stack.relayer.address)
+    r = stack.client.post(
+        "/v1/consents",
+        headers=login(stack, patient),
+        json=_category_grant(stack, patient, new_account().address),
+    )
+    assert r.status_code == 403, r.text
+    assert _error(r)["code"] == "relay_gas_cap_exceeded"
+    assert _error(r)["details"]["gas_cap"] == 50_000
+    assert w3.eth.get_balance(stack.relayer.address) == balance
+    assert stack.registry.nonce_of(patient.address) == 0
+
+
 def test_an_ordinary_erc1271_signer_is_relayed_with_the_cap_as_gas_limit(gateway: Stack) -> None:
     w3 = gateway.w3
     owner = funded_account(w3)
