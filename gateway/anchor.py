@@ -31,7 +31,7 @@ log = logging.getLogger("gateway")
 
 
 class Anchorer:
-    """Anchors checkpoints of ``access_log`` through ``chain``'s relayer account."""
+    """Anchors checkpoints of ``access_log`` from ``chain``'s gateway account."""
 
     def __init__(
         self,
@@ -119,9 +119,9 @@ class Anchorer:
             if size <= self._anchored:
                 return None
             root = self.access_log.root(size)
-            relayer = self.chain.relayer
+            account = self.chain.gateway_account
             try:
-                receipt = self.chain.send(lambda r: r.anchor_checkpoint(relayer, size, root))
+                receipt = self.chain.send(lambda r: r.anchor_checkpoint(account, size, root))
             except ContractRejected as exc:
                 if exc.error == "CheckpointNotGrowing":
                     log.info("checkpoint %d already superseded on-chain", size)
@@ -135,7 +135,7 @@ class Anchorer:
                 row = self.access_log.record_checkpoint(
                     tree_size=size,
                     root=root,
-                    gateway=relayer.address,
+                    gateway=account.address,
                     tx_hash=receipt.tx_hash,
                     block_number=receipt.block_number,
                 )

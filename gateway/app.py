@@ -41,7 +41,7 @@ from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
-from gateway.relay import ConsentDirectory, ConsentRelay
+from gateway.relay import ConsentDirectory, ConsentRelay, RelayLedger, RelayPolicy
 from gateway.rpc import KeepAliveRpc
 from gateway.service import AuthService, ChainAccess, RecordService
 from gateway.settings import Settings, get_settings
@@ -65,7 +65,9 @@ def _gateway_error_response(exc: GatewayError) -> JSONResponse:
     body = exc.to_dict()
     code = str(body.pop("code"))
     message = str(body.pop("message"))
-    return JSONResponse(error_body(code, message, body), status_code=exc.http_status)
+    return JSONResponse(
+        error_body(code, message, body), status_code=exc.http_status, headers=exc.headers()
+    )
 
 
 _HTTP_CODES = {
@@ -221,12 +223,16 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
     abi = compile_contracts(cache_dir=settings.home / "build")[REGISTRY_CONTRACT].abi
     w3 = connect(settings.chain_url, timeout_s=settings.chain_timeout_s)
     relayer: LocalAccount = Account.from_key(settings.relayer_key_bytes)
+    gateway_account: LocalAccount = Account.from_key(settings.gateway_key_bytes)
+    registrar: LocalAccount = Account.from_key(settings.registrar_key_bytes)
     chain = ChainAccess(
         w3,
         url=settings.chain_url,
         address=settings.registry(),
         abi=abi,
         relayer=relayer,
+        gateway_account=gateway_account,
+        registrar=registrar,
         chain_id=settings.expected_chain_id(),
         max_in_flight=settings.max_in_flight_tx,
         # The fetch path's two calls: one kept-alive http.client connection per worker thread
@@ -283,7 +289,20 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
         ipfs_http=http,
         auth=auth,
         records=records,
-        relay=ConsentRelay(chain, metrics=metrics),
+        relay=ConsentRelay(
+            chain,
+            metrics=metrics,
+            abi=abi,
+            ledger=RelayLedger(
+                engine,
+                RelayPolicy(
+                    gas_cap=settings.relay_gas_cap,
+                    patient_quota_per_hour=settings.relay_patient_quota_per_hour,
+                    rate_per_minute=settings.relay_rate_per_minute,
+                    receipt_wait_s=settings.relay_receipt_wait_s,
+                ),
+            ),
+        ),
         consents=ConsentDirectory(chain, abi=abi, from_block=settings.deployment_block()),
         access_log=access_log,
         anchorer=anchorer,

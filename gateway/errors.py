@@ -56,6 +56,10 @@ class GatewayError(Exception):
         self.message = message
         self.fields: Mapping[str, object] = MappingProxyType(dict(fields))
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response carries (``Retry-After`` on a 429); none by default."""
+        return {}
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready body: ``{"code", "message", **fields}`` (fields rendered with ``str``
         when not a JSON scalar)."""
@@ -86,6 +90,10 @@ class GatewayError(Exception):
 #    ├── InvalidRequest            [invalid_request 422]       request fails validation
 #    │   └── AttestationInvalid    [attestation_invalid 422]   bad signature / wrong signer
 #    ├── ContractRejected          [contract_<error> 4xx/5xx]  registry reverted (custom error)
+#    ├── RelayGasCapExceeded       [relay_gas_cap_exceeded 403] relay needs more than the cap
+#    ├── TooManyRequests           [too_many_requests 429]     with a Retry-After header
+#    │   ├── RelayQuotaExceeded    [relay_quota_exceeded 429]  the patient's hourly quota
+#    │   └── RelayRateLimited      [relay_rate_limited 429]    the gateway's relay rate
 #    ├── BlobTampered              [blob_tampered 502]         blob fails CID/decrypt/digest
 #    ├── UpstreamFailed            [upstream_failed 502]       a transaction failed
 #    └── ServiceUnavailable        [service_unavailable 503]
@@ -357,6 +365,78 @@ class DatabaseUnavailable(ServiceUnavailable):
         self.reason = reason
 
 
+class RelayGasCapExceeded(GatewayError):
+    """A relayed transaction would need more gas than the relayer policy's cap (the call's
+    estimate, or the signer's ERC-1271 ``isValidSignature``): refused before anything is sent."""
+
+    code: ClassVar[str] = "relay_gas_cap_exceeded"
+    http_status: ClassVar[int] = 403
+
+    def __init__(self, *, gas_cap: int, reason: str, signer: str) -> None:
+        super().__init__(
+            f"the relay needs more than the gas cap of {gas_cap}: {reason}",
+            limit="relay_gas_cap",
+            gas_cap=gas_cap,
+            reason=reason,
+            signer=signer,
+        )
+        self.gas_cap = gas_cap
+        self.reason = reason
+        self.signer = signer
+
+
+class TooManyRequests(GatewayError):
+    """A rate or quota is used up; ``Retry-After`` says when to try again."""
+
+    code: ClassVar[str] = "too_many_requests"
+    http_status: ClassVar[int] = 429
+
+    def __init__(self, message: str, *, retry_after_s: int, **fields: object) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **fields)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class RelayQuotaExceeded(TooManyRequests):
+    """The patient's relayed transactions in the last hour reached the quota."""
+
+    code: ClassVar[str] = "relay_quota_exceeded"
+
+    def __init__(self, *, patient: str, quota: int, window_s: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"{patient} has had {quota} relayed transactions in the last {window_s} s "
+            f"(relay_patient_quota_per_hour); retry in {retry_after_s} s or send it yourself",
+            retry_after_s=retry_after_s,
+            limit="relay_patient_quota_per_hour",
+            patient=patient,
+            quota=quota,
+            window_s=window_s,
+        )
+        self.patient = patient
+        self.quota = quota
+        self.window_s = window_s
+
+
+class RelayRateLimited(TooManyRequests):
+    """The gateway relayed as many transactions as its rate allows in the last minute."""
+
+    code: ClassVar[str] = "relay_rate_limited"
+
+    def __init__(self, *, rate: int, window_s: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"the gateway relays at most {rate} transactions per {window_s} s "
+            f"(relay_rate_per_minute); retry in {retry_after_s} s",
+            retry_after_s=retry_after_s,
+            limit="relay_rate_per_minute",
+            rate=rate,
+            window_s=window_s,
+        )
+        self.rate = rate
+        self.window_s = window_s
+
+
 __all__ += [
     "AttestationInvalid",
     "BlobTampered",
@@ -374,8 +454,12 @@ __all__ += [
     "PayloadTooLarge",
     "RateLimited",
     "RecordNotFound",
+    "RelayGasCapExceeded",
+    "RelayQuotaExceeded",
+    "RelayRateLimited",
     "ServiceUnavailable",
     "SiweNonceInvalid",
+    "TooManyRequests",
     "Unauthenticated",
     "UpstreamFailed",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "CHECKPOINT",
     "LOG_SEQUENCER",
     "RECORD",
+    "RELAYED_TX",
     "TABLES",
     "AccessLogEntry",
     "AccessLogEntryPublic",
@@ -41,8 +42,11 @@ __all__ = [
     "RecordBase",
     "RecordPublic",
     "RecordsPublic",
+    "RelayPending",
+    "RelayPolicyPublic",
     "RelayRequest",
     "RelayResult",
+    "RelayedTx",
     "SessionPublic",
 ]
 
@@ -134,6 +138,26 @@ class Checkpoint(SQLModel, table=True):
     anchored_at: float
 
 
+class RelayedTx(SQLModel, table=True):
+    """A transaction the relayer sent for a patient (the row is written before it is sent):
+    what the relayer policy's quota and rate count, and where a pending relay's outcome is
+    looked up. ``status``: ``sending``, ``pending`` (in the node's pool), ``mined``,
+    ``reverted``."""
+
+    __tablename__ = "relayed_tx"
+    __table_args__ = (Index("ix_relayed_tx_patient_created", "patient", "created_at"),)
+
+    id: int | None = DbField(default=None, primary_key=True)
+    tx_hash: str | None = DbField(default=None, index=True, max_length=66)
+    action: str = DbField(max_length=8)
+    patient: str = DbField(max_length=42, description="lowercase 0x hex")
+    signer: str = DbField(max_length=42)
+    status: str = DbField(default="sending", max_length=16)
+    block_number: int | None = DbField(default=None, sa_type=BigInteger)
+    gas_used: int | None = DbField(default=None, sa_type=BigInteger)
+    created_at: float = DbField(index=True)
+
+
 # Typed handles on the tables, for SQLAlchemy Core statements on the hot paths.
 AUTH_NONCE: Table = SQLModel.metadata.tables["auth_nonce"]
 AUTH_SESSION: Table = SQLModel.metadata.tables["auth_session"]
@@ -141,6 +165,7 @@ RECORD: Table = SQLModel.metadata.tables["record"]
 ACCESS_LOG: Table = SQLModel.metadata.tables["access_log"]
 LOG_SEQUENCER: Table = SQLModel.metadata.tables["access_log_sequencer"]
 CHECKPOINT: Table = SQLModel.metadata.tables["access_log_checkpoint"]
+RELAYED_TX: Table = SQLModel.metadata.tables["relayed_tx"]
 TABLES: tuple[Table, ...] = (
     AUTH_NONCE,
     AUTH_SESSION,
@@ -148,6 +173,7 @@ TABLES: tuple[Table, ...] = (
     ACCESS_LOG,
     LOG_SEQUENCER,
     CHECKPOINT,
+    RELAYED_TX,
 )
 
 # ------------------------------------------------------------------------------ API models
@@ -267,6 +293,44 @@ class RelayResult(_Out):
     block_number: int
     status: Literal["mined"] = "mined"
     gas_used: int
+
+
+class RelayPending(_Out):
+    """A relayed transaction sent but not mined within the policy's receipt wait (202)."""
+
+    action: Literal["grant", "revoke"]
+    tx_hash: str
+    status: Literal["pending"] = "pending"
+    status_url: str = Field(
+        description="GET it for the outcome: 200 with the receipt once mined, 202 while "
+        "pending, the registry's error once it reverted",
+        examples=["/v1/consents/relays/0x" + "ab" * 32],
+    )
+
+
+class RelayPolicyPublic(_Out):
+    """The published relayer policy: what this gateway pays for, and the limits it applies."""
+
+    relayer: str = Field(description="the account that sends and pays for relayed consents")
+    gas_cap: int = Field(
+        description="the gas limit of every relayed transaction; a relay whose estimate or "
+        "whose signer's ERC-1271 check needs more is refused (403 relay_gas_cap_exceeded)",
+        examples=[200_000],
+    )
+    patient_quota_per_hour: int = Field(
+        description="relayed transactions per patient in any rolling hour (429 "
+        "relay_quota_exceeded)",
+        examples=[10],
+    )
+    rate_per_minute: int = Field(
+        description="relayed transactions of all patients in any rolling minute (429 "
+        "relay_rate_limited)",
+        examples=[60],
+    )
+    receipt_wait_s: float = Field(
+        description="how long POST /v1/consents waits for the receipt before answering 202",
+        examples=[5.0],
+    )
 
 
 class CheckpointPublic(_Out):

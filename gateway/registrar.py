@@ -3,8 +3,8 @@
 The upload path sends one ``registerRecord`` per record, so it skips web3's contract machinery:
 the calldata is ABI-encoded with a precomputed selector, the gas limit is a fixed bound (no
 ``eth_estimateGas``), the fee comes from a base fee cached for a second, and the transaction is
-signed locally with the relayer's :class:`ledger.chain.TxSender` nonce (so it shares the nonce
-and the in-flight bound with every other relayer transaction) and sent raw over the gateway's
+signed locally with the registrar account's :class:`ledger.chain.TxSender` nonce (its own
+account: relayed consents and anchoring send from others) and sent raw over the gateway's
 keep-alive JSON-RPC transport, with short receipt polling.
 
 Crash safety hinges on one rule: **the transaction hash is stored with the pending row before
@@ -97,7 +97,7 @@ _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json
 
 
 class Registrar:
-    """Signs, stores-then-sends and confirms ``registerRecord`` transactions of the relayer."""
+    """Signs, stores-then-sends and confirms ``registerRecord`` transactions of the registrar."""
 
     def __init__(
         self,
@@ -219,7 +219,7 @@ class Registrar:
                     "maxFeePerGas": base * 2 + tip,
                     "nonce": sender.next_nonce(),
                 }
-                signed = chain.relayer.sign_transaction(tx)
+                signed = chain.registrar.sign_transaction(tx)
                 tx_hash = "0x" + bytes(signed.hash).hex()
                 try:
                     on_signed(tx_hash, previous)
@@ -318,7 +318,7 @@ class Registrar:
     def _replay_revert(self, data: str, block: int) -> None:
         """Raise the custom error of a reverted registration (replayed on its block; a reverted
         transaction changed nothing, so the state after it is the state it ran on)."""
-        call = {"from": self._chain.relayer.address, "to": self._chain.address, "data": data}
+        call = {"from": self._chain.registrar.address, "to": self._chain.address, "data": data}
         self._chain.rpc("eth_call", [call, hex(block)])  # raises ContractRejected on a revert
 
     # -- recovery lookups ---------------------------------------------------------------------

@@ -95,6 +95,7 @@ from gateway.models import (
 )
 from gateway.registrar import Registrar
 from gateway.rpc import HttpxRpc, KeepAliveRpc, RpcTransport, RpcTransportError
+from ledger.chain import TxSender
 from ledger.consent_types import Basis, Purpose, category_id, category_name
 from ledger.contract_errors import ContractError, ErrorDecoder
 from ledger.eip712 import Domain, RecordAttestation
@@ -215,6 +216,8 @@ class ChainAccess:
         chain_id: int | None,
         max_in_flight: int = 64,
         rpc: RpcTransport | httpx.Client | None = None,
+        gateway_account: LocalAccount | None = None,
+        registrar: LocalAccount | None = None,
     ) -> None:
         self.w3 = w3
         self.url = url
@@ -231,7 +234,13 @@ class ChainAccess:
         )[:4]
         self._errors = ErrorDecoder(abi)
         self.address = address
+        # Three senders, so that draining one cannot stop the others (``Settings`` refuses one
+        # key for two of them): the relayer pays for relayed consents, the registrar registers
+        # records, the gateway account anchors checkpoints (and names the gateway). Without
+        # the last two, the relayer does everything (a read-only or single-purpose client).
         self.relayer = relayer
+        self.gateway_account = gateway_account if gateway_account is not None else relayer
+        self.registrar = registrar if registrar is not None else relayer
         self._abi = list(abi)
         self._chain_id = chain_id
         self.expected_chain_id = chain_id  # the deployment's; the node's is compared with it
@@ -263,14 +272,17 @@ class ChainAccess:
         return registry
 
     def _install_sender(self, registry: ConsentRegistry) -> None:
-        # Bound the relayer's in-flight transactions (the registry's default sender uses 64).
-        from ledger.chain import TxSender
-
+        # Bound each account's in-flight transactions (the registry's default sender uses 64).
         senders = getattr(registry, "_senders", None)
         if isinstance(senders, dict):
-            senders[self.relayer.address] = TxSender(
-                self.w3, self.relayer, max_in_flight=self._max_in_flight
-            )
+            for account in (self.relayer, self.registrar, self.gateway_account):
+                senders[account.address] = TxSender(
+                    self.w3, account, max_in_flight=self._max_in_flight
+                )
+
+    def sender(self, account: LocalAccount) -> TxSender:
+        """The nonce-keeping sender of one of the gateway's accounts."""
+        return self.registry._sender(account)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
@@ -377,17 +389,17 @@ class ChainAccess:
             )
         return ChainDecision(Basis(words[0]), words[1], words[2], words[3], words[4])
 
-    def resync_nonce(self) -> None:
+    def resync_nonce(self, account: LocalAccount | None = None) -> None:
         registry = self._registry
         if registry is not None:
             senders = getattr(registry, "_senders", {})
-            sender = senders.get(self.relayer.address)
+            sender = senders.get((account or self.gateway_account).address)
             if sender is not None:
                 sender.resync()
 
     def send(self, fn: Callable[[ConsentRegistry], T]) -> T:
-        """A relayer transaction; one retry after a nonce error (the chain was rewound or
-        another process used the relayer account)."""
+        """A transaction of the gateway account; one retry after a nonce error (the chain was
+        rewound or another process used the account)."""
         try:
             return self.call(fn)
         except (ChainUnavailable, ContractRejected):
@@ -707,7 +719,7 @@ class RecordService:
         self.pending_grace_s = pending_grace_s
         self.registrar = Registrar(
             chain,
-            sender=lambda: chain.registry._sender(chain.relayer),
+            sender=lambda: chain.sender(chain.registrar),
             timeout_s=tx_timeout_s,
         )
         self._kek = kek

@@ -2,14 +2,21 @@
 
 ``consent up`` starts the gateway with exactly these variables: ``CONSENT_HOME``,
 ``CONSENT_CHAIN_URL``, ``CONSENT_IPFS_URL``, ``CONSENT_DATABASE_URL``,
-``CONSENT_DEPLOYMENT_FILE``, ``CONSENT_KEK_FILE``, ``CONSENT_RELAYER_KEY``,
-``CONSENT_SIWE_DOMAIN`` and ``CONSENT_SIWE_URI``. Every other field has a default.
+``CONSENT_DEPLOYMENT_FILE``, ``CONSENT_KEK_FILE``, ``CONSENT_GATEWAY_KEY``,
+``CONSENT_REGISTRAR_KEY``, ``CONSENT_RELAYER_KEY``, ``CONSENT_SIWE_DOMAIN`` and
+``CONSENT_SIWE_URI``. Every other field has a default.
+
+The gateway sends from three accounts, so that draining one cannot stop the others: the
+*gateway* account (``GATEWAY_ROLE``; anchors access-log checkpoints, and its address names the
+gateway), the *registrar* (``GATEWAY_ROLE``; sends ``registerRecord``) and the *relayer* (no
+role; pays for relayed ``grantBySig`` / ``revokeBySig``, under the relayer policy ``relay_*``).
 
 Secrets are checked when the settings are built, so a gateway with a missing or placeholder
-key-encryption key (all zeros, ``changeme``, a repeated pattern ...) or without a relayer key
-refuses to start with a message that says what to fix; so does a KEK file that group or others
-may read or write (the message names the ``chmod 600`` to run). ``get_settings()`` is cached; tests
-build a :class:`Settings` themselves and hand it to ``create_app(settings)``.
+key-encryption key (all zeros, ``changeme``, a repeated pattern ...), a missing account key, or
+two roles on one key refuses to start with a message that says what to fix; so does a KEK file
+that group or others may read or write (the message names the ``chmod 600`` to run).
+``get_settings()`` is cached; tests build a :class:`Settings` themselves and hand it to
+``create_app(settings)``.
 """
 
 from __future__ import annotations
@@ -120,10 +127,48 @@ class Settings(BaseSettings):
     kek: SecretStr | None = Field(
         default=None, description="The KEK itself (hex), instead of a file."
     )
+    gateway_key: SecretStr | None = Field(
+        default=None,
+        description="Hex private key of the gateway account (holds GATEWAY_ROLE, anchors "
+        "checkpoints; its address names the gateway).",
+    )
+    gateway_key_file: Path | None = None
+    registrar_key: SecretStr | None = Field(
+        default=None,
+        description="Hex private key of the account that registers records (holds GATEWAY_ROLE).",
+    )
+    registrar_key_file: Path | None = None
     relayer_key: SecretStr | None = Field(
-        default=None, description="Hex private key of the gateway account (holds GATEWAY_ROLE)."
+        default=None,
+        description="Hex private key of the account that pays for relayed consent changes "
+        "(needs no role).",
     )
     relayer_key_file: Path | None = None
+    relay_gas_cap: int = Field(
+        default=200_000,
+        ge=50_000,
+        le=30_000_000,
+        description="Gas limit of every relayed transaction; a relay whose estimate (or whose "
+        "signer's ERC-1271 check) needs more is refused (403 relay_gas_cap_exceeded).",
+    )
+    relay_patient_quota_per_hour: int = Field(
+        default=10,
+        gt=0,
+        description="Relayed transactions per patient per rolling hour (429 relay_quota_exceeded).",
+    )
+    relay_rate_per_minute: int = Field(
+        default=60,
+        gt=0,
+        description="Relayed transactions per rolling minute, all patients together (429 "
+        "relay_rate_limited).",
+    )
+    relay_receipt_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long POST /v1/consents waits for the receipt (without holding a "
+        "worker thread) before answering 202 with the pending transaction.",
+    )
     siwe_domain: str = "127.0.0.1:8000"
     siwe_uri: str = "http://127.0.0.1:8000"
     siwe_nonce_ttl_s: int = Field(default=300, gt=0)
@@ -191,6 +236,8 @@ class Settings(BaseSettings):
     )
 
     _kek_bytes: bytes = PrivateAttr(default=b"")
+    _gateway_bytes: bytes = PrivateAttr(default=b"")
+    _registrar_bytes: bytes = PrivateAttr(default=b"")
     _relayer_bytes: bytes = PrivateAttr(default=b"")
     _deployment: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -219,7 +266,21 @@ class Settings(BaseSettings):
         if self.kek_file is None and self.kek is None:
             self.kek_file = home / "gateway-kek.key"
         self._kek_bytes = self._load_kek()
-        self._relayer_bytes = self._load_relayer_key()
+        self._relayer_bytes = self._load_account_key(
+            "relayer", self.relayer_key, self.relayer_key_file, "that pays for relayed consents"
+        )
+        self._gateway_bytes = self._load_account_key(
+            "gateway", self.gateway_key, self.gateway_key_file, "holding GATEWAY_ROLE"
+        )
+        self._registrar_bytes = self._load_account_key(
+            "registrar", self.registrar_key, self.registrar_key_file, "holding GATEWAY_ROLE"
+        )
+        keys = (self._gateway_bytes, self._registrar_bytes, self._relayer_bytes)
+        if len(set(keys)) != len(keys):
+            raise PlaceholderSecret(
+                "CONSENT_GATEWAY_KEY, CONSENT_REGISTRAR_KEY and CONSENT_RELAYER_KEY must be three "
+                "different accounts (draining one must not stop the others)"
+            )
         return self
 
     def _load_kek(self) -> bytes:
@@ -236,19 +297,22 @@ class Settings(BaseSettings):
         _check_owner_only(self.kek_file)
         return kek
 
-    def _load_relayer_key(self) -> bytes:
-        if self.relayer_key is not None:
-            text = self.relayer_key.get_secret_value()
-            what = "CONSENT_RELAYER_KEY"
-        elif self.relayer_key_file is not None:
-            if not self.relayer_key_file.is_file():
-                raise PlaceholderSecret(f"relayer key file {self.relayer_key_file} does not exist")
-            text = self.relayer_key_file.read_text(encoding="utf-8", errors="replace")
-            what = f"the relayer key in {self.relayer_key_file}"
+    @staticmethod
+    def _load_account_key(
+        name: str, key: SecretStr | None, key_file: Path | None, role: str
+    ) -> bytes:
+        env = f"CONSENT_{name.upper()}_KEY"
+        if key is not None:
+            text = key.get_secret_value()
+            what = env
+        elif key_file is not None:
+            if not key_file.is_file():
+                raise PlaceholderSecret(f"{name} key file {key_file} does not exist")
+            text = key_file.read_text(encoding="utf-8", errors="replace")
+            what = f"the {name} key in {key_file}"
         else:
             raise PlaceholderSecret(
-                "no relayer key: set CONSENT_RELAYER_KEY (hex private key of an account holding "
-                "GATEWAY_ROLE) or CONSENT_RELAYER_KEY_FILE"
+                f"no {name} key: set {env} (hex private key of an account {role}) or {env}_FILE"
             )
         return parse_secret_hex(text, what=what)
 
@@ -256,6 +320,16 @@ class Settings(BaseSettings):
     def kek_bytes(self) -> bytes:
         """The 32-byte key-encryption key (validated)."""
         return self._kek_bytes
+
+    @property
+    def gateway_key_bytes(self) -> bytes:
+        """The gateway account's 32-byte private key (validated)."""
+        return self._gateway_bytes
+
+    @property
+    def registrar_key_bytes(self) -> bytes:
+        """The registrar's 32-byte private key (validated)."""
+        return self._registrar_bytes
 
     @property
     def relayer_key_bytes(self) -> bytes:

@@ -35,6 +35,7 @@ __all__ = [
     "TxSender",
     "connect",
     "deploy",
+    "dev_account",
     "dev_accounts",
     "ensure_not_dev_key",
     "wait_for_receipt",
@@ -43,6 +44,9 @@ __all__ = [
 ANVIL_CHAIN_ID = 31337
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 _DEV_ACCOUNT_COUNT = 10
+#: Derived from the same mnemonic after the ten named accounts: the local gateway's registrar
+#: (10) and relayer (11), funded by ``consent up`` (anvil funds only the first ten).
+_DEV_KEY_COUNT = 12
 
 
 class ChainError(Exception):
@@ -89,23 +93,33 @@ _dev_accounts_cache: list[LocalAccount] = []
 _dev_lock = threading.Lock()
 
 
-def dev_accounts() -> list[LocalAccount]:
-    """anvil's ten development accounts (from its public mnemonic)."""
+def _dev_keys() -> list[LocalAccount]:
     with _dev_lock:
         if not _dev_accounts_cache:
             Account.enable_unaudited_hdwallet_features()
-            for i in range(_DEV_ACCOUNT_COUNT):
+            for i in range(_DEV_KEY_COUNT):
                 _dev_accounts_cache.append(
                     Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}")
                 )
         return list(_dev_accounts_cache)
 
 
+def dev_accounts() -> list[LocalAccount]:
+    """anvil's ten development accounts (from its public mnemonic)."""
+    return _dev_keys()[:_DEV_ACCOUNT_COUNT]
+
+
+def dev_account(index: int) -> LocalAccount:
+    """The public mnemonic's account ``index`` (0-9: anvil's funded accounts; 10 and 11: the
+    local gateway's registrar and relayer, which ``consent up`` funds)."""
+    return _dev_keys()[index]
+
+
 def ensure_not_dev_key(account: LocalAccount, chain_id: int) -> None:
-    """Refuse anvil's public keys anywhere but the local chain."""
+    """Refuse the public mnemonic's keys anywhere but the local chain."""
     if chain_id == ANVIL_CHAIN_ID:
         return
-    if account.address in {a.address for a in dev_accounts()}:
+    if account.address in {a.address for a in _dev_keys()}:
         raise DevKeyOnPublicChain(account.address, chain_id)
 
 

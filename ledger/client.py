@@ -171,7 +171,15 @@ _CONTRACT_HINTS = {
 }
 
 
+_RELAY_WAIT_S = 120.0  # how long `relay` follows a pending relayed transaction
+
+
 def _hint_for(status: int, code: str) -> str:
+    if code.startswith("relay_"):
+        return (
+            "the gateway's relayer policy refused it (GET /v1/consents/policy): retry after "
+            "the time it names, or send the transaction yourself, paying gas"
+        )
     if code in _CONTRACT_HINTS:
         return _CONTRACT_HINTS[code]
     if code == "consent_denied":
@@ -533,9 +541,20 @@ class Session:
             },
             "signature": "0x" + signature.hex(),
         }
-        result: RelayResult = _parse(
-            RelayResult, self._req("POST", "/v1/consents", json=body).json(), "relay"
-        )
+        r = self._req("POST", "/v1/consents", json=body, ok=(200, 202))
+        # 202: sent, not mined within the gateway's receipt wait; its outcome comes later.
+        deadline, delay = time.monotonic() + _RELAY_WAIT_S, 0.2
+        while r.status_code == 202:
+            if time.monotonic() > deadline:
+                raise ClientError(
+                    f"the relayed transaction {r.json().get('tx_hash')} was not mined in "
+                    f"{_RELAY_WAIT_S:.0f} s",
+                    hint="check later with `consent consents`",
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            r = self._req("GET", str(r.json()["status_url"]), ok=(200, 202))
+        result: RelayResult = _parse(RelayResult, r.json(), "relay")
         return result
 
     def consents(self) -> ConsentsPublic:

@@ -1,7 +1,7 @@
 """``consent up``: the whole local stack in the foreground.
 
 Starts the chain node and the IPFS node from ``hardhat_local/``, deploys the registry on first
-run (reused afterwards), admits the gateway's relayer account, starts the gateway, waits for
+run (reused afterwards), admits and funds the gateway's accounts, starts the gateway, waits for
 ``/healthz`` and then watches its children until Ctrl-C (or SIGTERM, as ``consent down`` sends),
 when it stops every process it started, newest first.
 """
@@ -22,15 +22,17 @@ from typing import Any
 
 import httpx
 from web3 import Web3
+from web3.types import Wei
 
 from ledger.build import Artifact, compile_contracts
-from ledger.chain import TxSender, connect, dev_accounts
+from ledger.chain import TxSender, connect, dev_account, dev_accounts
 from ledger.deployment import REGISTRY_CONTRACT, Deployment, ensure_deployed
 from ledger.paths import StatePaths
 from ledger.registry import GATEWAY_ROLE, ConsentRegistry
 from ledger.services import AnvilNode, IpfsNode, ServiceError, ServiceProcess, port_in_use
 
 __all__ = ["StackConfig", "StackInfo", "ensure_kek", "run_stack", "start_stack"]
+
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -71,11 +73,24 @@ def ensure_kek(path: Path) -> Path:
     return path
 
 
-def _admit_gateway(w3: Web3, deployment: Deployment, artifact: Artifact, gateway: str) -> None:
-    """Give the gateway's relayer account GATEWAY_ROLE (once) as the local admin."""
+#: A local gateway account is topped up to this balance when it holds less than half of it.
+_LOCAL_FUNDING_WEI = 100 * 10**18
+
+
+def _admit_gateway(
+    w3: Web3, deployment: Deployment, artifact: Artifact, admin: TxSender, accounts: list[str]
+) -> None:
+    """Fund the gateway's three accounts from the admin's balance (anvil funds only its first
+    ten), then give the gateway and registrar accounts GATEWAY_ROLE (once); the relayer, the
+    third, needs no role."""
+    for address in map(Web3.to_checksum_address, accounts):
+        balance = w3.eth.get_balance(address)
+        if balance < _LOCAL_FUNDING_WEI // 2:
+            admin.send({"to": address, "value": Wei(_LOCAL_FUNDING_WEI - balance)})
     registry = ConsentRegistry(w3, deployment.address, abi=artifact.abi)
-    if not registry.has_role(GATEWAY_ROLE, gateway):
-        registry.grant_role(dev_accounts()[0], GATEWAY_ROLE, gateway)
+    for account in accounts[:2]:
+        if not registry.has_role(GATEWAY_ROLE, account):
+            registry.grant_role(admin.account, GATEWAY_ROLE, account)
 
 
 def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> StackInfo:
@@ -107,7 +122,11 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
         started.append(ipfs)
 
         w3 = connect(anvil.url)
-        admin_account, relayer_account = dev_accounts()[0], dev_accounts()[1]
+        # Three gateway accounts, so that draining one cannot stop the others: the gateway
+        # account anchors (its address names the gateway), the registrar registers records,
+        # the relayer pays for relayed consents.
+        admin_account, gateway_account = dev_accounts()[0], dev_accounts()[1]
+        registrar_account, relayer_account = dev_account(10), dev_account(11)
         admin = TxSender(w3, admin_account)
         artifact = compile_contracts(cache_dir=paths.build_cache)[REGISTRY_CONTRACT]
         deployment, created = ensure_deployed(
@@ -117,7 +136,13 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
             ("deployed" if created else "reusing")
             + f" {REGISTRY_CONTRACT} at {deployment.address} (block {deployment.block})"
         )
-        _admit_gateway(w3, deployment, artifact, relayer_account.address)
+        _admit_gateway(
+            w3,
+            deployment,
+            artifact,
+            admin,
+            [a.address for a in (gateway_account, registrar_account, relayer_account)],
+        )
 
         kek = ensure_kek(paths.kek)
         env = {
@@ -127,6 +152,8 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
             "CONSENT_DATABASE_URL": f"sqlite:///{paths.database}",
             "CONSENT_DEPLOYMENT_FILE": str(paths.deployment),
             "CONSENT_KEK_FILE": str(kek),
+            "CONSENT_GATEWAY_KEY": gateway_account.key.hex(),
+            "CONSENT_REGISTRAR_KEY": registrar_account.key.hex(),
             "CONSENT_RELAYER_KEY": relayer_account.key.hex(),
             "CONSENT_SIWE_DOMAIN": f"127.0.0.1:{config.gateway_port}",
             "CONSENT_SIWE_URI": f"http://127.0.0.1:{config.gateway_port}",

@@ -4,9 +4,10 @@ Import the fixtures by their function names (``gateway_fixture`` ...); pytest kn
 ``gateway``, ``gateway_registry`` and ``sqlite_gateway``.
 
 Session fixtures build a real stack on the shared ``anvil`` and ``ipfs_node`` (from conftest):
-compile + deploy the registry (admin = dev account 0), admit dev account 2 as a centre and a
-gateway relayer (dev account 1 for the SQLite app, a fresh funded account for the PostgreSQL
-app so the two apps never share a nonce), write the deployment file and a KEK, and run the app
+compile + deploy the registry (admin = dev account 0), admit dev account 2 as a centre and the
+gateway's three accounts (gateway account: dev account 1 for the SQLite app; registrar and
+relayer, and all three for the PostgreSQL app: fresh funded accounts, so no two apps share a
+nonce), write the deployment file and a KEK, and run the app
 in-process under uvicorn in a thread (its lifespan starts the anchoring thread), talked to
 with ``httpx`` (Starlette's TestClient warns without ``httpx2``).
 
@@ -70,7 +71,9 @@ class Stack:
     registry: ConsentRegistry  # the test side's client (admin sends)
     w3: Web3
     admin: LocalAccount
-    relayer: LocalAccount
+    relayer: LocalAccount  # pays for relayed consents (no role needed)
+    gateway_account: LocalAccount  # GATEWAY_ROLE: anchors checkpoints, names the gateway
+    registrar: LocalAccount  # GATEWAY_ROLE: registers records
     centre: LocalAccount
     home: Path
     backend: str
@@ -106,10 +109,16 @@ def deploy_registry(w3: Web3, *, cache_dir: Path) -> tuple[ConsentRegistry, Depl
 
 def fresh_relayer(w3: Web3, registry: ConsentRegistry) -> LocalAccount:
     """A new funded account holding GATEWAY_ROLE."""
-    account: LocalAccount = Account.create()
+    account = funded_account(w3)
     registry.reset_nonces()  # other tests may have sent from the admin account meanwhile
-    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**21)])  # type: ignore[arg-type]
     registry.grant_role(dev_accounts()[0], GATEWAY_ROLE, account.address)
+    return account
+
+
+def funded_account(w3: Web3, wei: int = 10**21) -> LocalAccount:
+    """A new account with ``wei`` (and no role)."""
+    account: LocalAccount = Account.create()
+    w3.provider.make_request("anvil_setBalance", [account.address, hex(wei)])  # type: ignore[arg-type]
     return account
 
 
@@ -122,11 +131,17 @@ def build_stack(
     registry: ConsentRegistry,
     deployment: Deployment,
     relayer: LocalAccount,
+    gateway_account: LocalAccount | None = None,
+    registrar: LocalAccount | None = None,
     database_url: str | None = None,
     backend: str = "sqlite",
     **overrides: Any,
 ) -> Stack:
+    """A gateway app relaying from ``relayer``; the gateway and registrar accounts are fresh
+    funded ones holding GATEWAY_ROLE unless given."""
     home.mkdir(parents=True, exist_ok=True)
+    gateway_account = gateway_account or fresh_relayer(w3, registry)
+    registrar = registrar or fresh_relayer(w3, registry)
     port = free_port()
     deployment_file = home / "deployment.json"
     deployment.save(deployment_file)
@@ -152,6 +167,8 @@ def build_stack(
         deployment_file=deployment_file,
         kek_file=kek_file,
         relayer_key=relayer.key.hex(),  # type: ignore[arg-type]
+        gateway_key=gateway_account.key.hex(),  # type: ignore[arg-type]
+        registrar_key=registrar.key.hex(),  # type: ignore[arg-type]
         siwe_domain=f"127.0.0.1:{port}",
         siwe_uri=f"http://127.0.0.1:{port}",
         **options,
@@ -178,6 +195,8 @@ def build_stack(
         w3=w3,
         admin=dev_accounts()[0],
         relayer=relayer,
+        gateway_account=gateway_account,
+        registrar=registrar,
         centre=dev_accounts()[2],
         home=home,
         backend=backend,
@@ -261,9 +280,9 @@ def gateway_fixture(
     def make() -> Stack:
         if backend == "postgres":
             database_url, _schema = _postgres_url()
-            relayer = fresh_relayer(w3, registry)
+            gateway_account = fresh_relayer(w3, registry)
         else:
-            database_url, relayer = None, dev_accounts()[1]
+            database_url, gateway_account = None, dev_accounts()[1]
         return build_stack(
             home=service_dir / f"gateway-{backend}",
             w3=w3,
@@ -271,7 +290,8 @@ def gateway_fixture(
             ipfs_url=ipfs_node.url,
             registry=registry,
             deployment=deployment,
-            relayer=relayer,
+            relayer=funded_account(w3),
+            gateway_account=gateway_account,
             database_url=database_url,
             backend=backend,
         )

@@ -108,9 +108,9 @@ def test_every_decision_is_logged_with_a_verifiable_inclusion_proof(gateway: Sta
     size, root = int(checkpoint["tree_size"]), _hex(str(checkpoint["root_hash"]))
 
     # The checkpoint is on-chain, under the gateway's account.
-    on_chain = gateway.registry.checkpoint_of(gateway.relayer.address)
+    on_chain = gateway.registry.checkpoint_of(gateway.gateway_account.address)
     assert (on_chain.tree_size, on_chain.root_hash) == (size, root)
-    assert checkpoint["gateway"] == gateway.relayer.address
+    assert checkpoint["gateway"] == gateway.gateway_account.address
 
     page = gateway.client.get("/v1/access-log/entries", headers=patient_headers).json()
     entries = page["entries"]
@@ -162,7 +162,7 @@ def test_consistency_between_anchored_checkpoints_verifies(gateway: Stack) -> No
     second = _anchor(gateway)
     m, n = int(first["tree_size"]), int(second["tree_size"])
     assert n > m
-    on_chain = gateway.registry.checkpoint_of(gateway.relayer.address)
+    on_chain = gateway.registry.checkpoint_of(gateway.gateway_account.address)
     assert (on_chain.tree_size, "0x" + on_chain.root_hash.hex()) == (n, second["root_hash"])
 
     r = gateway.client.get(f"/v1/access-log/consistency?first={m}&second={n}")
@@ -198,7 +198,7 @@ def test_checkpoints_are_anchored_by_the_background_task(gateway: Stack) -> None
         gateway.client.get(f"/v1/records/{record_id}?purpose=treatment", headers=headers)
     size = gateway.state.access_log.size
     deadline = time.monotonic() + 20
-    while gateway.registry.checkpoint_of(gateway.relayer.address).tree_size < size:
+    while gateway.registry.checkpoint_of(gateway.gateway_account.address).tree_size < size:
         assert time.monotonic() < deadline, gateway.state.anchorer.last_error
         time.sleep(0.1)
 
@@ -236,7 +236,7 @@ def test_an_auditor_exports_the_whole_log_and_it_audits_clean(
     assert r.status_code == 200, r.text
     doc = r.json()
     assert (doc["format"], doc["version"]) == (ACCESS_LOG_FORMAT, 1)
-    assert doc["gateway"] == gateway.relayer.address
+    assert doc["gateway"] == gateway.gateway_account.address
     assert doc["registry"] == gateway.settings.registry()
     assert doc["chain_id"] == int(gateway.w3.eth.chain_id)
     assert [e["index"] for e in doc["entries"]] == list(range(len(doc["entries"])))

@@ -300,4 +300,9 @@ def test_placeholder_or_missing_kek_refuses_to_start(tmp_path: Path) -> None:
     kek.chmod(0o600)
     with pytest.raises(ValidationError, match="no relayer key"):
         Settings(home=tmp_path, kek_file=kek)
-    assert len(Settings(home=tmp_path, kek_file=kek, relayer_key=key).kek_bytes) == 32
+    accounts = {
+        "gateway_key": dev_accounts()[2].key.hex(),
+        "registrar_key": dev_accounts()[3].key.hex(),
+    }
+    settings = Settings(home=tmp_path, kek_file=kek, relayer_key=key, **accounts)
+    assert len(settings.kek_bytes) == 32

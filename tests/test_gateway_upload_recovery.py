@@ -179,7 +179,7 @@ def test_a_refused_registration_leaves_no_row_and_no_pin(sqlite_gateway: Stack) 
     )
     rid = "0x" + bytes(eip712.record_id(stack.domain, attestation)).hex()
     cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    stack.registry.register_record(stack.relayer, attestation, bytes.fromhex(signature[2:]), cid)
+    stack.registry.register_record(stack.registrar, attestation, bytes.fromhex(signature[2:]), cid)
     pins_before = _pins(stack)
     r = upload(
         stack, login(stack, stack.centre), patient=patient.address, data=data, issued_at=issued
