@@ -50,6 +50,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     close_stack,
     deploy_registry,
     fresh_relayer,
+    funded_account,
     gateway_fixture,
     gateway_registry_fixture,
     login,
@@ -146,6 +147,16 @@ def test_a_stale_chain_head_fails_every_decision_closed_on_both_fetch_paths(
 # ----------------------------------------------------------------------------- chain id
 
 
+def _account_keys() -> dict[str, Any]:
+    """Three distinct sending keys (gateway, registrar, relayer), as the settings require."""
+    accounts = dev_accounts()
+    return {
+        "gateway_key": accounts[1].key.hex(),
+        "registrar_key": accounts[2].key.hex(),
+        "relayer_key": accounts[3].key.hex(),
+    }
+
+
 def _settings_for(home: Path, *, chain_url: str, deployment: Any, chain_id: int) -> Settings:
     home.mkdir(parents=True, exist_ok=True)
     deployment.save(home / "deployment.json")
@@ -160,7 +171,7 @@ def _settings_for(home: Path, *, chain_url: str, deployment: Any, chain_id: int)
         chain_url=chain_url,
         deployment_file=home / "deployment.json",
         kek_file=kek,
-        relayer_key=dev_accounts()[1].key.hex(),  # type: ignore[arg-type]
+        **_account_keys(),
     )
 
 
@@ -338,7 +349,8 @@ def test_a_high_s_attestation_is_refused_before_any_transaction(sqlite_gateway: 
     s = int.from_bytes(raw[32:64], "big")
     flipped = raw[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - raw[64]])
     headers = login(stack, stack.centre)
-    sent_before = stack.w3.eth.get_transaction_count(stack.relayer.address)
+    senders = (stack.registrar.address, stack.relayer.address, stack.gateway_account.address)
+    sent_before = [stack.w3.eth.get_transaction_count(a) for a in senders]
     r = stack.client.post(
         "/v1/records",
         headers=headers,
@@ -353,7 +365,7 @@ def test_a_high_s_attestation_is_refused_before_any_transaction(sqlite_gateway: 
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "attestation_invalid"
     assert "high-s" in r.json()["error"]["details"]["reason"]
-    assert stack.w3.eth.get_transaction_count(stack.relayer.address) == sent_before
+    assert [stack.w3.eth.get_transaction_count(a) for a in senders] == sent_before
     with stack.state.engine.connect() as conn:
         assert conn.execute(sa_select(func.count()).select_from(RECORD)).scalar_one() == 0
     # The same attestation with its low-s signature goes through.
@@ -369,11 +381,11 @@ def test_a_kek_open_to_group_or_others_refuses_to_start(tmp_path: Path, mode: in
     kek = tmp_path / "gateway-kek.key"
     kek.write_text(os.urandom(32).hex())
     kek.chmod(mode)
-    key = dev_accounts()[1].key.hex()
+    keys = _account_keys()
     with pytest.raises(ValidationError, match=rf"mode {mode:04o}.*chmod 600 {kek}"):
-        Settings(home=tmp_path, kek_file=kek, relayer_key=key)
+        Settings(home=tmp_path, kek_file=kek, **keys)
     kek.chmod(0o600)
-    assert len(Settings(home=tmp_path, kek_file=kek, relayer_key=key).kek_bytes) == 32
+    assert len(Settings(home=tmp_path, kek_file=kek, **keys).kek_bytes) == 32
 
 
 # ------------------------------------------------------------------ body limits, rate limits
@@ -560,7 +572,9 @@ def gateway_process(
     kek.write_text(os.urandom(32).hex())
     kek.chmod(0o600)
     port = free_port()
-    relayer = fresh_relayer(w3, registry)
+    gateway_account = fresh_relayer(w3, registry)  # GATEWAY_ROLE: anchors, names the gateway
+    registrar = fresh_relayer(w3, registry)  # GATEWAY_ROLE: registers records
+    relayer = funded_account(w3)  # pays for relays, no role
     process = ServiceProcess(
         "gateway",
         [
@@ -575,6 +589,8 @@ def gateway_process(
             "CONSENT_DATABASE_URL": f"sqlite:///{home / 'gateway.sqlite3'}",
             "CONSENT_DEPLOYMENT_FILE": str(home / "deployment.json"),
             "CONSENT_KEK_FILE": str(kek),
+            "CONSENT_GATEWAY_KEY": gateway_account.key.hex(),
+            "CONSENT_REGISTRAR_KEY": registrar.key.hex(),
             "CONSENT_RELAYER_KEY": relayer.key.hex(),
             "CONSENT_SIWE_DOMAIN": f"127.0.0.1:{port}",
             "CONSENT_SIWE_URI": f"http://127.0.0.1:{port}",
