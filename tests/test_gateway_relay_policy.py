@@ -181,6 +181,7 @@ def test_one_key_for_two_accounts_or_a_missing_one_refuses_to_start(tmp_path: Pa
 
     kek = tmp_path / "kek"
     kek.write_text(os.urandom(32).hex())
+    kek.chmod(0o600)
     a, b, c = (dev_accounts()[i].key.hex() for i in (1, 2, 3))
     Settings(home=tmp_path, kek_file=kek, relayer_key=a, gateway_key=b, registrar_key=c)
     for keys in (
