@@ -129,6 +129,7 @@ _CONTRACT_STATUS: Mapping[str, int] = {
     "ConsentNotFound": 404,
     "NoGuardian": 404,
     "BreakGlassNotOpen": 404,
+    "CategoryNotListed": 422,  # the upload names a category the registry does not list
     "AccessControlUnauthorizedAccount": 503,  # the gateway itself is not admitted
     "Panic": 502,
     "Reverted": 502,

@@ -784,6 +784,40 @@ admin_app.command(
 )(handled(_admin_role("EMERGENCY_ROLE", grant=True)))
 
 
+@admin_app.command(
+    "add-category",
+    help="List a record category (coarse: a kind of document, never a condition or a test).",
+)
+@handled
+def admin_add_category(
+    name: Annotated[str, typer.Argument(help="Category name, 1..32 ASCII characters.")],
+    who: AsOpt = "admin",
+    chain: ChainOpt = DEFAULT_CHAIN,
+    gateway: GatewayOpt = DEFAULT_GATEWAY,
+    registry: RegistryOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
+    category = _category(name)
+    admin = ctx.account(who)
+    contract = ctx.registry()
+    result: dict[str, Any] = {"category": name.strip(), "changed": False}
+    if not contract.is_category(category):
+        receipt = contract.add_category(admin, category)
+        result.update(changed=True, tx_hash=receipt.tx_hash, block_number=receipt.block_number)
+    if as_json:
+        _echo_json(result)
+    elif result["changed"]:
+        console.print(
+            f"listed category {result['category']}  tx {result['tx_hash']}  "
+            f"block {result['block_number']}",
+            highlight=False,
+        )
+    else:
+        console.print(f"category {result['category']} is already listed; nothing to do")
+
+
 # ------------------------------------------------------------------------------------ centre
 
 

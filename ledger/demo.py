@@ -39,7 +39,7 @@ __all__ = ["DemoConfig", "checkup_pdf", "diagnostic_report", "run_demo"]
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 LAB = "laboratory"
-SUMMARY = "summary"
+SUMMARY = "checkup"
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,19 @@ def test_upload_retry_of_the_same_attestation_is_idempotent(gateway: Stack) -> N
     assert again.json()["tx_hash"] == first.json()["tx_hash"]
 
 
+def test_upload_under_an_unlisted_category_is_a_422_naming_it(gateway: Stack) -> None:
+    patient = new_account()
+    headers = login(gateway, gateway.centre)
+    r = upload(gateway, headers, patient=patient.address, data=b"positive", category="hiv-test")
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "contract_category_not_listed"
+    assert error["details"]["category"] == "0x" + category_id("hiv-test").hex()
+    mine = gateway.client.get("/v1/records", headers=login(gateway, patient))
+    assert mine.status_code == 200
+    assert mine.json()["records"] == []
+
+
 def test_forged_attestation_is_refused(gateway: Stack) -> None:
     patient, forger = new_account(), new_account()
     data = b"forged " + os.urandom(8).hex().encode()
