@@ -19,7 +19,6 @@ do next) and the CLI's ``exit_code`` (1: refused or a check failed; 2: could not
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -35,7 +34,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ValidationError
 
-from gateway.envelope import Envelope, EnvelopeError, open_envelope
+from gateway.envelope import Envelope, EnvelopeError, new_salt, open_envelope, salted_digest
 from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.models import (
     AccessLogEntryPublic,
@@ -398,8 +397,12 @@ class Session:
         issued_at: int | None = None,
         progress: ProgressFn | None = None,
     ) -> Uploaded:
-        """Attest ``data`` for ``patient`` (EIP-712, signed by this centre) and upload it."""
-        digest = hashlib.sha256(data).digest()
+        """Attest ``data`` for ``patient`` (EIP-712, signed by this centre) and upload it.
+
+        The attested digest is ``sha256(salt || data)`` with a fresh 32-byte salt, sent to the
+        gateway with the file and kept only inside the encrypted record."""
+        salt = new_salt()
+        digest = salted_digest(salt, data)
         attestation = RecordAttestation(
             patient=to_checksum_address(patient),
             category=category,
@@ -416,6 +419,7 @@ class Session:
                 "category": "0x" + attestation.category.hex(),
                 "issued_at": str(attestation.issued_at),
                 "signature": "0x" + signature.hex(),
+                "salt": "0x" + salt.hex(),
                 "content_digest": "0x" + digest.hex(),
             },
             files={"file": (filename, _ProgressReader(data, progress), "application/octet-stream")},
