@@ -60,9 +60,17 @@ CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
 
 WHY_OVER = {
+    "grant (new scope: category)": (
+        "a new Category grant must read the category list (cold SLOAD, 2,100) to refuse an "
+        "unlisted category (CategoryNotListed); changing a stored grant's terms skips the read"
+    ),
+    "grantBySig (new scope)": (
+        "the signed grant measured is a new Category grant: + the category list read (2,100); "
+        "a signed All grant stays within 70,000"
+    ),
     "grant (new scope: record)": (
         "a Record scope must read the record's owner (cold SLOAD, 2,100) to refuse RecordNotOwned; "
-        "the category and all scopes stay within 55,000"
+        "an all scope stays within 55,000"
     ),
     "grant (overwrite)": (
         "the floor alone (21,000 + calldata + changed slot 5,000 + digest 5,000 + log 2,780) is "
@@ -151,8 +159,8 @@ def measure(url: str) -> list[Row]:
         "registerRecord",
         registered,
         150_000,
-        4 * NEW_SLOT + DIGEST + log_cost(4, cid_data) + 2 * COLD_SLOAD + ECRECOVER,
-        "4 record slots + gateway & centre role reads + ecrecover + RecordRegistered",
+        4 * NEW_SLOT + DIGEST + log_cost(4, cid_data) + 3 * COLD_SLOAD + ECRECOVER,
+        "4 record slots + gateway & centre role and category list reads + ecrecover + log",
     )
     record_id = registered.record_id
     lab = category_id("laboratory")
@@ -166,8 +174,8 @@ def measure(url: str) -> list[Row]:
         "grant (new scope: category)",
         r,
         55_000,
-        NEW_SLOT + DIGEST + grant_log,
-        "new grant slot + digest + ConsentGranted",
+        NEW_SLOT + DIGEST + grant_log + COLD_SLOAD,
+        "new grant slot + digest + ConsentGranted + category list read",
     )
     r = registry.grant(patient, doctor.address, ScopeKind.ALL, ALL_SCOPE_ID, 0b11, far)
     tx_row("grant (new scope: all)", r, 55_000, NEW_SLOT + DIGEST + grant_log, "as above")
@@ -185,7 +193,7 @@ def measure(url: str) -> list[Row]:
         r,
         35_000,
         CHANGED_SLOT + DIGEST + grant_log,
-        "changed grant slot + digest + ConsentGranted",
+        "changed grant slot + digest + ConsentGranted (a stored grant: no list read)",
     )
     r = registry.revoke(patient, doctor.address, ScopeKind.ALL, ALL_SCOPE_ID)
     tx_row(
@@ -213,7 +221,7 @@ def measure(url: str) -> list[Row]:
             relayer, request, eip712.sign(signer, registry.domain, request)
         )
 
-    sig_extra = ECRECOVER
+    sig_extra = ECRECOVER + COLD_SLOAD  # ecrecover + the category list read (a category scope)
     r = signed_grant(patient, insurer.address, lab)
     tx_row(
         "grantBySig (signer's 1st: new nonce slot)",
@@ -246,7 +254,7 @@ def measure(url: str) -> list[Row]:
         "revokeBySig",
         r,
         None,
-        2 * CHANGED_SLOT + DIGEST + revoke_log + sig_extra - CLEAR_REFUND,
+        2 * CHANGED_SLOT + DIGEST + revoke_log + ECRECOVER - CLEAR_REFUND,
         "nonce bump + cleared grant",
     )
 
@@ -307,6 +315,25 @@ def measure(url: str) -> list[Row]:
         None,
         CHANGED_SLOT + DIGEST + log_cost(3, 64),
         "the slot keeps the cool-down's end (no refund)",
+    )
+
+    # -- categories (admin)
+    category_log = log_cost(2, 0)
+    r = registry.add_category(admin, category_id("dental"))
+    tx_row(
+        "addCategory",
+        r,
+        None,
+        NEW_SLOT + DIGEST + category_log + COLD_SLOAD,
+        "new list slot + admin role read + CategoryAdded",
+    )
+    r = registry.remove_category(admin, category_id("dental"))
+    tx_row(
+        "removeCategory",
+        r,
+        None,
+        CHANGED_SLOT + DIGEST + category_log + COLD_SLOAD - CLEAR_REFUND,
+        "cleared list slot (refund) + admin role read + CategoryRemoved",
     )
 
     # -- access log

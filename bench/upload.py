@@ -10,7 +10,6 @@ uploads/s and p50/p99 latency. Goal: >= 100 uploads/s.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import threading
@@ -33,6 +32,7 @@ from bench._gateway import (
     process_tree_cpu,
     world,
 )
+from gateway.envelope import new_salt, salted_digest
 from ledger.consent_types import category_id
 from ledger.eip712 import RecordAttestation, sign
 
@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             now = int(time.time())
             for i in range(args.uploads):
                 data = os.urandom(RECORD_BYTES)
+                salt = new_salt()
                 att = RecordAttestation(
                     patient=patients[i % len(patients)],  # type: ignore[arg-type]
                     category=category,
-                    content_digest=hashlib.sha256(data).digest(),
+                    content_digest=salted_digest(salt, data),
                     issued_at=now,
                 )
                 form = {
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                     "category": "0x" + category.hex(),
                     "issued_at": str(now),
                     "signature": "0x" + sign(centre, w.domain, att).hex(),
+                    "salt": "0x" + salt.hex(),
                 }
                 jobs.append((form, data))
             headers = {"Authorization": f"Bearer {w.centre.token}"}

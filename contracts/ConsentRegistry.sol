@@ -133,13 +133,34 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     mapping(address patient => Guardianship) private _guardians;
     mapping(address patient => mapping(address institution => BreakGlass)) private _breakGlass;
     mapping(address gateway => Checkpoint) private _checkpoints;
+    mapping(bytes32 category => bool listed) private _categories;
     EventDigest private _digest;
 
     // ---------------------------------------------------------------- constructor
 
-    /// @param admin Receives DEFAULT_ADMIN_ROLE (admits centres, gateways, emergency institutions).
-    constructor(address admin) EIP712("ConsentLedger", "1") {
+    /// @param admin Receives DEFAULT_ADMIN_ROLE (admits centres, gateways, emergency institutions,
+    /// categories).
+    /// @param categories The categories listed at deployment (each emits CategoryAdded).
+    constructor(address admin, bytes32[] memory categories) EIP712("ConsentLedger", "1") {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        for (uint256 i = 0; i < categories.length; ++i) {
+            _addCategory(categories[i]);
+        }
+    }
+
+    // ---------------------------------------------------------------- external: categories
+
+    /// @inheritdoc IConsentRegistry
+    function addCategory(bytes32 category) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _addCategory(category);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function removeCategory(bytes32 category) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (!_categories[category]) revert CategoryNotListed(category);
+        _categories[category] = false;
+        emit CategoryRemoved(category);
+        _fold(abi.encode(CategoryRemoved.selector, category));
     }
 
     // ---------------------------------------------------------------- external: records
@@ -152,6 +173,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     {
         if (bytes(cid).length == 0 || bytes(cid).length > _MAX_CID_LENGTH) revert InvalidCid(bytes(cid).length);
         if (attestation.patient == address(0)) revert ZeroPatient();
+        if (!_categories[attestation.category]) revert CategoryNotListed(attestation.category);
         recordId = _attestationDigest(attestation);
         address centre = ECDSA.recover(recordId, centreSignature);
         if (!hasRole(CENTRE_ROLE, centre)) revert NotACentre(centre);
@@ -422,6 +444,11 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     }
 
     /// @inheritdoc IConsentRegistry
+    function isCategory(bytes32 category) external view returns (bool) {
+        return _categories[category];
+    }
+
+    /// @inheritdoc IConsentRegistry
     function checkpointOf(address gateway) external view returns (uint64 treeSize, bytes32 rootHash) {
         Checkpoint storage checkpoint = _checkpoints[gateway];
         return (checkpoint.treeSize, checkpoint.rootHash);
@@ -469,6 +496,14 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     // ---------------------------------------------------------------- private
 
+    function _addCategory(bytes32 category) private {
+        if (category == bytes32(0)) revert ZeroCategory();
+        if (_categories[category]) revert CategoryAlreadyListed(category);
+        _categories[category] = true;
+        emit CategoryAdded(category);
+        _fold(abi.encode(CategoryAdded.selector, category));
+    }
+
     function _grant(
         address patient,
         address grantee,
@@ -494,6 +529,11 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
             current := sload(stored.slot)
         }
         if (current == word) revert ConsentUnchanged(patient, grantee, scopeKind, scopeId);
+        // A new Category grant needs a listed category; a stored one was listed when it was made
+        // (the list is enforced from the constructor on), so changing its terms skips the read.
+        if (scopeKind == ScopeKind.Category && current == 0 && !_categories[scopeId]) {
+            revert CategoryNotListed(scopeId);
+        }
 
         assembly ("memory-safe") {
             sstore(stored.slot, word)

@@ -40,10 +40,20 @@ pragma solidity ^0.8.24;
 /// (BreakGlassReasonReused): each renewal is a separate, reasoned, on-chain decision that the
 /// patient is shown and an auditor can ask to see the reason for, and the patient (or guardian)
 /// can end the renewals at any time by closing, which starts the cool-down.
+///
+/// Categories. A record's category, and the id of a Category-scoped grant, must be on a short
+/// list the admin manages (`addCategory` / `removeCategory`; CategoryNotListed otherwise). Every
+/// node of the chain, and anyone reading a public chain, sees a record's category next to its
+/// patient's address, so the list must stay coarse (checkup, laboratory, imaging, prescription):
+/// a category names a kind of document, never a condition, a test or a specialty ("hiv-test" or
+/// "psychiatry" would disclose the diagnosis to every observer). Finer classification belongs
+/// inside the encrypted record. Removing a category refuses new records and new Category grants
+/// under it; records already registered keep it, and a Category grant already stored under it
+/// stays in force, may change its terms and can be revoked.
 interface IConsentRegistry {
     /// @notice What a consent covers.
-    /// Record: `scopeId` is one record id. Category: `scopeId` is a category (bytes32, a short
-    /// ASCII name left-aligned and zero-padded, e.g. "laboratory"). All: every record of the
+    /// Record: `scopeId` is one record id. Category: `scopeId` is a listed category (bytes32, a
+    /// short ASCII name left-aligned and zero-padded, e.g. "laboratory"). All: every record of the
     /// patient; `scopeId` must be zero.
     enum ScopeKind {
         Record,
@@ -64,7 +74,9 @@ interface IConsentRegistry {
 
     /// @notice What a checkup centre signs (EIP-712 primary type `RecordAttestation`):
     /// `RecordAttestation(address patient,bytes32 category,bytes32 contentDigest,uint64 issuedAt)`.
-    /// `contentDigest` is sha256 of the plaintext result.
+    /// `contentDigest` is sha256(salt || plaintext result), with a fresh 32-byte salt that
+    /// travels only inside the encrypted record, so an observer cannot test candidate results
+    /// against it. `category` must be listed (see the contract-level notes).
     struct RecordAttestation {
         address patient;
         bytes32 category;
@@ -161,6 +173,13 @@ interface IConsentRegistry {
     /// @notice A gateway anchored an access-log checkpoint (RFC 9162 tree size and root hash).
     event CheckpointAnchored(address indexed gateway, uint64 treeSize, bytes32 rootHash);
 
+    /// @notice The admin listed `category`: records and Category-scoped grants may now use it.
+    event CategoryAdded(bytes32 indexed category);
+
+    /// @notice The admin took `category` off the list: no new record or Category-scoped grant
+    /// may use it (existing records and grants are unaffected).
+    event CategoryRemoved(bytes32 indexed category);
+
     // ---------------------------------------------------------------- errors
 
     /// @notice The attestation's signer does not hold CENTRE_ROLE.
@@ -216,6 +235,22 @@ interface IConsentRegistry {
     error InvalidPurpose(uint8 purpose);
     /// @notice A checkpoint's tree size does not strictly grow for this gateway.
     error CheckpointNotGrowing(address gateway, uint64 treeSize, uint64 lastTreeSize);
+    /// @notice The category is not on the admin's list (a record's category, a Category-scoped
+    /// grant's id, or a category to remove).
+    error CategoryNotListed(bytes32 category);
+    /// @notice The category is already on the list.
+    error CategoryAlreadyListed(bytes32 category);
+    /// @notice The zero category cannot be listed.
+    error ZeroCategory();
+
+    // ---------------------------------------------------------------- categories
+
+    /// @notice Lists `category` (DEFAULT_ADMIN_ROLE only). Keep it coarse: see the contract-level
+    /// notes on categories.
+    function addCategory(bytes32 category) external;
+
+    /// @notice Takes `category` off the list (DEFAULT_ADMIN_ROLE only).
+    function removeCategory(bytes32 category) external;
 
     // ---------------------------------------------------------------- records
 
@@ -345,6 +380,9 @@ interface IConsentRegistry {
         external
         view
         returns (uint64);
+
+    /// @notice Whether `category` is on the list.
+    function isCategory(bytes32 category) external view returns (bool);
 
     /// @notice The last checkpoint a gateway anchored.
     function checkpointOf(address gateway) external view returns (uint64 treeSize, bytes32 rootHash);

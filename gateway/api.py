@@ -236,8 +236,16 @@ def upload_record(
     category: Annotated[str, Form(description="name (e.g. laboratory) or bytes32 hex")],
     issued_at: Annotated[int, Form(ge=0, description="UNIX seconds, as attested")],
     signature: Annotated[str, Form(description="The centre's EIP-712 RecordAttestation signature")],
+    salt: Annotated[
+        str,
+        Form(
+            description="The 32-byte salt of the attested digest sha256(salt || file), 0x hex;"
+            " kept only inside the encrypted record"
+        ),
+    ],
     content_digest: Annotated[
-        str | None, Form(description="sha256 of the file, 0x hex (optional cross-check)")
+        str | None,
+        Form(description="sha256(salt || file), 0x hex (optional cross-check)"),
     ] = None,
 ) -> RecordPublic:
     """The signed-in centre's attested result: encrypted, pinned on IPFS and registered
@@ -255,6 +263,7 @@ def upload_record(
         category=category,
         issued_at=issued_at,
         signature=signature,
+        salt=salt,
         content_digest=content_digest,
     )
     del data

@@ -5,14 +5,22 @@ from ``eciespy`` (coincurve ECDH, HKDF-SHA256, AES-256-GCM). Nothing here is han
 
 Formats (all integers big-endian, all fields fixed-length, so the layouts are unambiguous):
 
-Record blob (what goes to IPFS)::
+Record blob (what goes to IPFS), version 2::
 
-    b"CLRE" | 0x01 | nonce (12 random bytes) | AES-256-GCM ciphertext || tag (16)
-    AAD = b"CLRE" | 0x01 | record_id (32 bytes, the on-chain bytes32) | patient (20-byte address)
+    b"CLRE" | 0x02 | nonce (12 random bytes) | AES-256-GCM(salt (32) || document) || tag (16)
+    AAD = b"CLRE" | 0x02 | record_id (32 bytes, the on-chain bytes32) | patient (20-byte address)
 
   The data key is a fresh random 256-bit key per record, so a random 96-bit nonce is safe.
   The AAD binds the blob to its record and patient: a blob moved to another record id or patient
   fails to decrypt; it also authenticates the header (magic and version).
+
+  Salted content digest. The centre draws a fresh 32-byte salt per record and attests
+  ``contentDigest = sha256(salt || document)``; the salt travels only inside the encrypted
+  payload, so the digest on the chain cannot be tested against candidate documents (a templated
+  result with few possible values) by anyone who cannot decrypt. A reader decrypts the payload,
+  and ``sha256(payload)`` is exactly the digest to compare (the payload is ``salt || document``);
+  the document is the payload without its first 32 bytes. Version 1 (no salt, digest =
+  sha256(document)) is no longer written or read.
 
 Wrapped data key (kept in the gateway DB, under the gateway's 256-bit key-encryption key)::
 
@@ -32,8 +40,8 @@ Envelope (``GET /v1/records/{id}``): :class:`Envelope`; byte strings of the chai
 
 The client opens it with :func:`open_envelope`: unseal the key with its private key, decrypt
 with the AAD rebuilt from the envelope's record id and patient, and compare
-``sha256(plaintext)`` with the content digest. A careful client passes the digest it read from
-the chain (``expected_digest=``) rather than trusting the envelope's copy.
+``sha256(salt || document)`` with the content digest. A careful client passes the digest it read
+from the chain (``expected_digest=``) rather than trusting the envelope's copy.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from gateway.errors import GatewayError
 
 __all__ = [
     "DATA_KEY_SIZE",
+    "SALT_SIZE",
     "DecryptionFailed",
     "DigestMismatch",
     "Envelope",
@@ -64,8 +73,11 @@ __all__ = [
     "decrypt_record",
     "encrypt_record",
     "new_data_key",
+    "new_salt",
     "open_envelope",
+    "open_record",
     "record_aad",
+    "salted_digest",
     "seal_envelope",
     "seal_key_to",
     "unseal_key",
@@ -79,7 +91,9 @@ TAG_SIZE = 16
 RECORD_ID_SIZE = 32
 RECORD_MAGIC = b"CLRE"
 KEY_MAGIC = b"CLKW"
-VERSION = 1
+VERSION = 1  # the wrapped-key format
+RECORD_VERSION = 2  # the record blob format: the payload is salt || document
+SALT_SIZE = 32
 _HEADER = 4 + 1
 _WRAPPED_KEY_SIZE = _HEADER + NONCE_SIZE + DATA_KEY_SIZE + TAG_SIZE
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -153,13 +167,17 @@ def _check_key(key: bytes, *, what: str) -> bytes:
     return key
 
 
-def _header(magic: bytes) -> bytes:
-    return magic + bytes([VERSION])
+def _header(magic: bytes, version: int = VERSION) -> bytes:
+    return magic + bytes([version])
 
 
 def record_aad(*, record_id: bytes, patient: str) -> bytes:
     """The associated data of a record blob: header | record_id (32) | patient (20)."""
-    return _header(RECORD_MAGIC) + _check_record_id(record_id) + _address_bytes(patient)
+    return (
+        _header(RECORD_MAGIC, RECORD_VERSION)
+        + _check_record_id(record_id)
+        + _address_bytes(patient)
+    )
 
 
 def _key_aad(*, record_id: bytes) -> bytes:
@@ -171,39 +189,73 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
+def new_salt() -> bytes:
+    """A fresh random 32-byte content-digest salt (one per record)."""
+    return os.urandom(SALT_SIZE)
+
+
+def _check_salt(salt: bytes) -> bytes:
+    if not isinstance(salt, bytes) or len(salt) != SALT_SIZE:
+        raise MalformedEnvelope(what="salt", reason=f"must be {SALT_SIZE} bytes")
+    return salt
+
+
+def salted_digest(salt: bytes, document: bytes) -> bytes:
+    """The content digest a centre attests: ``sha256(salt || document)``."""
+    return hashlib.sha256(_check_salt(salt) + document).digest()
+
+
 # -- record blobs ---------------------------------------------------------------------------
 
 
 def encrypt_record(
-    plaintext: bytes, *, record_id: bytes, patient: str, data_key: bytes | None = None
+    plaintext: bytes,
+    *,
+    record_id: bytes,
+    patient: str,
+    salt: bytes | None = None,
+    data_key: bytes | None = None,
 ) -> tuple[bytes, bytes]:
-    """Encrypt ``plaintext`` for ``record_id`` / ``patient``; return ``(blob, data_key)``.
+    """Encrypt ``salt || plaintext`` for ``record_id`` / ``patient``; ``(blob, data_key)``.
 
-    A fresh data key is drawn unless one is given (tests, re-encryption).
+    ``salt`` is the one the centre's attested digest was computed with (a fresh one is drawn
+    when none is given: tests); a fresh data key is drawn unless one is given.
     """
     key = new_data_key() if data_key is None else _check_key(data_key, what="data key")
+    payload = (new_salt() if salt is None else _check_salt(salt)) + plaintext
     aad = record_aad(record_id=record_id, patient=patient)
     nonce = os.urandom(NONCE_SIZE)
-    ciphertext = AESGCM(key).encrypt(nonce, plaintext, aad)
-    return _header(RECORD_MAGIC) + nonce + ciphertext, key
+    ciphertext = AESGCM(key).encrypt(nonce, payload, aad)
+    return _header(RECORD_MAGIC, RECORD_VERSION) + nonce + ciphertext, key
 
 
-def decrypt_record(blob: bytes, *, data_key: bytes, record_id: bytes, patient: str) -> bytes:
-    """Inverse of :func:`encrypt_record`. Raises :class:`MalformedEnvelope` for a blob that is
-    not of the format and :class:`DecryptionFailed` when authentication fails."""
+def open_record(
+    blob: bytes, *, data_key: bytes, record_id: bytes, patient: str
+) -> tuple[bytes, bytes]:
+    """Decrypt a record blob into ``(salt, document)``; ``sha256(salt || document)`` is the
+    content digest to compare. Raises :class:`MalformedEnvelope` for a blob that is not of the
+    format and :class:`DecryptionFailed` when authentication fails."""
     key = _check_key(data_key, what="data key")
     aad = record_aad(record_id=record_id, patient=patient)
     if not isinstance(blob, bytes) or len(blob) < _HEADER + NONCE_SIZE + TAG_SIZE:
         raise MalformedEnvelope(what="record blob", reason="too short")
     if blob[:4] != RECORD_MAGIC:
         raise MalformedEnvelope(what="record blob", reason="bad magic")
-    if blob[4] != VERSION:
+    if blob[4] != RECORD_VERSION:
         raise MalformedEnvelope(what="record blob", reason=f"unsupported version {blob[4]}")
     nonce = blob[_HEADER : _HEADER + NONCE_SIZE]
     try:
-        return AESGCM(key).decrypt(nonce, blob[_HEADER + NONCE_SIZE :], aad)
+        payload = AESGCM(key).decrypt(nonce, blob[_HEADER + NONCE_SIZE :], aad)
     except InvalidTag:
         raise DecryptionFailed(what="record blob") from None
+    if len(payload) < SALT_SIZE:
+        raise MalformedEnvelope(what="record blob", reason="payload shorter than its salt")
+    return payload[:SALT_SIZE], payload[SALT_SIZE:]
+
+
+def decrypt_record(blob: bytes, *, data_key: bytes, record_id: bytes, patient: str) -> bytes:
+    """The document of a record blob (:func:`open_record` without the salt)."""
+    return open_record(blob, data_key=data_key, record_id=record_id, patient=patient)[1]
 
 
 # -- wrapping under the gateway KEK ---------------------------------------------------------
@@ -301,7 +353,10 @@ class Envelope(BaseModel):
     cid: str = Field(min_length=1, max_length=256)
     ciphertext: str = Field(description="record blob, standard base64")
     sealed_key: str = Field(description="ECIES-sealed data key, standard base64")
-    content_digest: Hex32 = Field(description="sha256(plaintext), as registered on-chain")
+    content_digest: Hex32 = Field(
+        description="sha256(salt || document), as registered on-chain (the salt is inside the"
+        " encrypted record)"
+    )
     block_number: int = Field(ge=0, description="block at which consent was checked")
     event_count: int | None = Field(
         default=None,
@@ -386,12 +441,12 @@ def open_envelope(
     private_key: bytes | str,
     expected_digest: bytes | None = None,
 ) -> bytes:
-    """Client side: unseal, decrypt and digest-check an envelope; return the plaintext.
+    """Client side: unseal, decrypt and digest-check an envelope; return the document.
 
     ``envelope`` may be the model, its dict, or its JSON text. ``expected_digest`` (the on-chain
     ``contentDigest``), when given, must equal the envelope's and is what the plaintext is
-    checked against. Raises only :class:`MalformedEnvelope`, :class:`DecryptionFailed` and
-    :class:`DigestMismatch`.
+    checked against (``sha256(salt || document)``, the salt from inside the blob). Raises only
+    :class:`MalformedEnvelope`, :class:`DecryptionFailed` and :class:`DigestMismatch`.
     """
     try:
         if isinstance(envelope, Envelope):
@@ -406,10 +461,10 @@ def open_envelope(
     if expected_digest is not None and expected_digest != digest:
         raise DigestMismatch(expected=expected_digest, actual=digest)
     data_key = unseal_key(env.sealed_key_bytes, private_key=private_key)
-    plaintext = decrypt_record(
+    salt, document = open_record(
         env.ciphertext_bytes, data_key=data_key, record_id=env.record_id_bytes, patient=env.patient
     )
-    actual = hashlib.sha256(plaintext).digest()
+    actual = hashlib.sha256(salt + document).digest()
     if actual != digest:
         raise DigestMismatch(expected=digest, actual=actual)
-    return plaintext
+    return document

@@ -142,6 +142,7 @@ _CONTRACT_STATUS: Mapping[str, int] = {
     "ConsentNotFound": 404,
     "NoGuardian": 404,
     "BreakGlassNotOpen": 404,
+    "CategoryNotListed": 422,  # the upload names a category the registry does not list
     "AccessControlUnauthorizedAccount": 503,  # the gateway itself is not admitted
     "Panic": 502,
     "Reverted": 502,
@@ -742,9 +743,13 @@ class RecordService:
         category: str,
         issued_at: int,
         signature: str,
+        salt: str,
         content_digest: str | None = None,
     ) -> tuple[RecordPublic, bool]:
         """Encrypt, pin and register a centre's attested record; ``(record, created)``.
+
+        The attested digest is ``sha256(salt || data)``; the salt goes into the encrypted blob
+        (``gateway.envelope``) and nowhere else.
 
         Retrying the same attestation returns the existing record with ``created=False``.
         """
@@ -764,10 +769,13 @@ class RecordService:
                 reason="high-s signature (s > secp256k1n/2), which the registry refuses; "
                 "sign again with a signer that normalises s (EIP-2)",
             )
-        digest = hashlib.sha256(data).digest()
+        if not _BYTES32_RE.fullmatch(salt):
+            raise InvalidRequest("salt must be 32 bytes, 0x hex", field="salt")
+        salt_bytes = bytes.fromhex(salt[2:])
+        digest = env.salted_digest(salt_bytes, data)
         if content_digest is not None and content_digest.lower() != "0x" + digest.hex():
             raise InvalidRequest(
-                "content_digest is not sha256 of the uploaded file",
+                "content_digest is not sha256(salt || the uploaded file)",
                 expected="0x" + digest.hex(),
                 actual=content_digest,
             )
@@ -806,7 +814,9 @@ class RecordService:
         if not is_centre:
             raise Forbidden(account=principal.address, reason="not a checkup centre (CENTRE_ROLE)")
 
-        blob, data_key = env.encrypt_record(data, record_id=rid, patient=patient_addr)
+        blob, data_key = env.encrypt_record(
+            data, record_id=rid, patient=patient_addr, salt=salt_bytes
+        )
         wrapped = env.wrap_key(data_key, self._kek, record_id=rid)
         del data_key
         # The CID is known before anything leaves the process, and stored with the pending row:
@@ -1268,15 +1278,15 @@ class RecordService:
                 record_id=row.record_id, cid=cid, reason="does not match its CID or upload digest"
             )
         try:
-            plaintext = env.decrypt_record(
+            salt, plaintext = env.open_record(
                 blob, data_key=data_key, record_id=rid, patient=to_checksum_address(row.patient)
             )
         except env.EnvelopeError:
             raise BlobTampered(
                 record_id=row.record_id, cid=cid, reason="does not decrypt"
             ) from None
-        ok = "0x" + hashlib.sha256(plaintext).hexdigest() == row.content_digest
-        del plaintext
+        ok = "0x" + hashlib.sha256(salt + plaintext).hexdigest() == row.content_digest
+        del plaintext, salt
         if not ok:
             raise BlobTampered(record_id=row.record_id, cid=cid, reason="content digest mismatch")
         self._blob_cache.put(cid, blob)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from web3 import Web3
 
     from gateway.models import HealthPublic, RelayResult
-    from ledger.client import Gateway, Session
+    from ledger.client import Gateway, Session, Uploaded
     from ledger.eip712 import Domain
     from ledger.registry import ConsentRegistry, Receipt
 
@@ -940,6 +940,40 @@ admin_app.command(
 )(handled(_admin_role("EMERGENCY_ROLE", grant=True)))
 
 
+@admin_app.command(
+    "add-category",
+    help="List a record category (coarse: a kind of document, never a condition or a test).",
+)
+@handled
+def admin_add_category(
+    name: Annotated[str, typer.Argument(help="Category name, 1..32 ASCII characters.")],
+    who: AsOpt = "admin",
+    chain: ChainOpt = DEFAULT_CHAIN,
+    gateway: GatewayOpt = DEFAULT_GATEWAY,
+    registry: RegistryOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
+    category = _category(name)
+    admin = ctx.account(who)
+    contract = ctx.registry()
+    result: dict[str, Any] = {"category": name.strip(), "changed": False}
+    if not contract.is_category(category):
+        receipt = contract.add_category(admin, category)
+        result.update(changed=True, tx_hash=receipt.tx_hash, block_number=receipt.block_number)
+    if as_json:
+        _echo_json(result)
+    elif result["changed"]:
+        console.print(
+            f"listed category {result['category']}  tx {result['tx_hash']}  "
+            f"block {result['block_number']}",
+            highlight=False,
+        )
+    else:
+        console.print(f"category {result['category']} is already listed; nothing to do")
+
+
 # ------------------------------------------------------------------------------------ centre
 
 
@@ -1015,7 +1049,7 @@ def upload(
             filename=file.name,
             issued_at=issued_at,
         )
-    _confirm_record(ctx, result.record.record_id, data, patient=target, centre=centre.address)
+    _confirm_record(ctx, result, patient=target, centre=centre.address)
     rec = result.record
     if as_json:
         _echo_json({**rec.model_dump(), "created": result.created})
@@ -1082,9 +1116,7 @@ def upload_dir(
                     issued_at=int(issued) if issued else None,
                     progress=_offset_progress(progress, task, base),
                 )
-                _confirm_record(
-                    ctx, result.record.record_id, data, patient=target, centre=centre.address
-                )
+                _confirm_record(ctx, result, patient=target, centre=centre.address)
                 entry |= {
                     "status": "uploaded" if result.created else "existing",
                     "record_id": result.record.record_id,
@@ -1117,19 +1149,19 @@ def upload_dir(
         raise typer.Exit(1)
 
 
-def _confirm_record(ctx: Ctx, record_id: str, data: bytes, *, patient: str, centre: str) -> None:
-    """The chain (pinned registry) holds ``record_id`` for this patient, centre and content."""
-    import hashlib
-
+def _confirm_record(ctx: Ctx, result: Uploaded, *, patient: str, centre: str) -> None:
+    """The chain (pinned registry) holds the uploaded record for this patient, centre and the
+    salted content digest this client attested."""
     from ledger.contract_errors import UnknownRecord
 
+    record_id = result.record.record_id
     try:
         onchain = ctx.registry().record_of(bytes.fromhex(_record_id(record_id)[2:]))
     except UnknownRecord:
         onchain = None
     if (
         onchain is None
-        or onchain.content_digest != hashlib.sha256(data).digest()
+        or onchain.content_digest != result.content_digest
         or onchain.patient.lower() != patient.lower()
         or onchain.centre.lower() != centre.lower()
     ):

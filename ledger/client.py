@@ -22,7 +22,6 @@ do next) and the CLI's ``exit_code`` (1: refused or a check failed; 2: could not
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -38,7 +37,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ValidationError
 
-from gateway.envelope import Envelope, EnvelopeError, open_envelope
+from gateway.envelope import Envelope, EnvelopeError, new_salt, open_envelope, salted_digest
 from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.models import (
     AccessLogEntryPublic,
@@ -206,6 +205,7 @@ def _hint_for(status: int, code: str) -> str:
 class Uploaded:
     record: RecordPublic
     created: bool  # False: the same attestation had been uploaded before
+    content_digest: bytes  # what this client attested: sha256(salt || data)
 
 
 @dataclass(frozen=True)
@@ -472,8 +472,12 @@ class Session:
         issued_at: int | None = None,
         progress: ProgressFn | None = None,
     ) -> Uploaded:
-        """Attest ``data`` for ``patient`` (EIP-712, signed by this centre) and upload it."""
-        digest = hashlib.sha256(data).digest()
+        """Attest ``data`` for ``patient`` (EIP-712, signed by this centre) and upload it.
+
+        The attested digest is ``sha256(salt || data)`` with a fresh 32-byte salt, sent to the
+        gateway with the file and kept only inside the encrypted record."""
+        salt = new_salt()
+        digest = salted_digest(salt, data)
         attestation = RecordAttestation(
             patient=to_checksum_address(patient),
             category=category,
@@ -490,12 +494,13 @@ class Session:
                 "category": "0x" + attestation.category.hex(),
                 "issued_at": str(attestation.issued_at),
                 "signature": "0x" + signature.hex(),
+                "salt": "0x" + salt.hex(),
                 "content_digest": "0x" + digest.hex(),
             },
             files={"file": (filename, _ProgressReader(data, progress), "application/octet-stream")},
         )
         record: RecordPublic = _parse(RecordPublic, r.json(), "upload")
-        return Uploaded(record, created=r.status_code == 201)
+        return Uploaded(record, created=r.status_code == 201, content_digest=digest)
 
     def records(self, *, page_size: int = 1000) -> list[RecordPublic]:
         """My records (as patient) and my uploads (as centre)."""

@@ -54,6 +54,8 @@ from ledger.consent_types import ALL_SCOPE_ID, BREAK_GLASS_PURPOSES, Basis, Scop
 from ledger.events import (
     BreakGlassClosed,
     BreakGlassOpened,
+    CategoryAdded,
+    CategoryRemoved,
     CheckpointAnchored,
     ConsentGranted,
     ConsentRevoked,
@@ -194,6 +196,7 @@ class ConsentTimeline:
         self._break_glass: dict[tuple[str, str], _History[BreakGlassWindow]] = {}
         self._bg_keys_by_patient: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._roles: dict[tuple[bytes, str], _History[bool]] = {}
+        self._categories: dict[bytes, _History[bool]] = {}
         self._checkpoints: dict[str, list[CheckpointAnchored]] = defaultdict(list)
         self._by_patient: dict[str, list[RegistryEvent]] = defaultdict(list)
         self.extend(events)
@@ -280,6 +283,11 @@ class ConsentTimeline:
             if role is None:
                 role = self._roles[role_key] = _History()
             role.set(position, True if isinstance(event, RoleGranted) else None)
+        elif isinstance(event, CategoryAdded | CategoryRemoved):
+            listed = self._categories.get(event.category)
+            if listed is None:
+                listed = self._categories[event.category] = _History()
+            listed.set(position, True if isinstance(event, CategoryAdded) else None)
         elif isinstance(event, RoleAdminChanged):
             pass  # role administration does not change who may read
         else:  # pragma: no cover - EventDecoder only produces the types above
@@ -374,6 +382,15 @@ class ConsentTimeline:
     def has_role_at(self, role: bytes, account: str, block: int) -> bool:
         history = self._roles.get((bytes(role), account))
         return bool(history.at(block)) if history is not None else False
+
+    def category_listed_at(self, category: bytes, block: int) -> bool:
+        """Whether ``category`` was on the admin's list at the end of ``block``."""
+        history = self._categories.get(bytes(category))
+        return bool(history.at(block)) if history is not None else False
+
+    def categories(self) -> list[bytes]:
+        """The categories listed now (after the last folded event), in byte order."""
+        return sorted(c for c, history in self._categories.items() if history.last())
 
     def checkpoints(self, gateway: str | None = None) -> list[CheckpointAnchored]:
         """Anchored checkpoints in chain order (of one gateway, or of all)."""

@@ -15,6 +15,7 @@ __all__ = [
     "ALL_SCOPE_ID",
     "BREAK_GLASS_COOLDOWN_S",
     "BREAK_GLASS_PURPOSES",
+    "DEFAULT_CATEGORIES",
     "MAX_BREAK_GLASS_S",
     "NO_EXPIRY",
     "Basis",
@@ -41,6 +42,11 @@ MAX_BREAK_GLASS_S = 24 * 60 * 60
 
 BREAK_GLASS_COOLDOWN_S = 7 * 24 * 60 * 60
 """How long after a close the same institution cannot reopen (``BREAK_GLASS_COOLDOWN``), in s."""
+
+DEFAULT_CATEGORIES: tuple[str, ...] = ("checkup", "laboratory", "imaging", "prescription")
+"""The categories a new deployment lists. Coarse on purpose: every chain observer sees a
+record's category beside its patient's address, so a category names a kind of document, never
+a condition, a test or a specialty; finer classification stays inside the encrypted record."""
 
 
 class ScopeKind(IntEnum):

@@ -47,6 +47,8 @@ __all__ = [
     "BreakGlassCoolingDown",
     "BreakGlassNotOpen",
     "BreakGlassReasonReused",
+    "CategoryAlreadyListed",
+    "CategoryNotListed",
     "CheckpointNotGrowing",
     "ConsentNotFound",
     "ConsentUnchanged",
@@ -80,6 +82,7 @@ __all__ = [
     "StringTooLong",
     "UnknownContractError",
     "UnknownRecord",
+    "ZeroCategory",
     "ZeroPatient",
 ]
 
@@ -312,6 +315,26 @@ class CheckpointNotGrowing(ContractError):
     last_tree_size: int
 
 
+@dataclass(eq=False)
+class CategoryNotListed(ContractError):
+    """The category is not on the admin's list (a record's, a new Category grant's, or
+    one to remove)."""
+
+    category: bytes
+
+
+@dataclass(eq=False)
+class CategoryAlreadyListed(ContractError):
+    """The category is already on the list."""
+
+    category: bytes
+
+
+@dataclass(eq=False)
+class ZeroCategory(ContractError):
+    """The zero category cannot be listed."""
+
+
 # ---------------------------------------------------------------- OpenZeppelin errors
 
 
@@ -426,6 +449,9 @@ ERROR_CLASSES: Mapping[str, type[ContractError]] = {
         MissingReason,
         InvalidPurpose,
         CheckpointNotGrowing,
+        CategoryNotListed,
+        CategoryAlreadyListed,
+        ZeroCategory,
         AccessControlUnauthorizedAccount,
         AccessControlBadConfirmation,
         InvalidAccountNonce,

@@ -39,7 +39,7 @@ __all__ = ["DemoConfig", "checkup_pdf", "diagnostic_report", "run_demo"]
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 LAB = "laboratory"
-SUMMARY = "summary"
+SUMMARY = "checkup"
 
 
 @dataclass(frozen=True)
@@ -335,8 +335,8 @@ class _Demo:
             story.say(f"    tx     {rec.tx_hash}  block {rec.block_number}")
             onchain = registry.record_of(bytes.fromhex(rec.record_id[2:]))
             story.expect(
-                f"the {cat} record is registered on-chain with its sha256",
-                onchain.content_digest == hashlib.sha256(data).digest()
+                f"the {cat} record is registered on-chain with a salted digest (not its sha256)",
+                onchain.content_digest != hashlib.sha256(data).digest()
                 and onchain.patient == patient.address,
             )
         lab, lab_data = uploads[LAB]
@@ -391,7 +391,7 @@ class _Demo:
                 f"(consent checked at block {opened.envelope.block_number})"
             )
             story.expect(
-                "the doctor decrypts the report and its sha256 matches the chain",
+                "the doctor decrypts the report and sha256(salt || report) matches the chain",
                 opened.plaintext == lab_data,
             )
             self._show_lab_values(opened.plaintext)

@@ -1,6 +1,7 @@
 """Idempotent deployment of the consent registry, recorded in ``$CONSENT_HOME/deployment.json``.
 
-A second ``consent up`` reuses the recorded deployment after checking that the chain id
+A new registry lists the default coarse categories (``DEFAULT_CATEGORIES``). A second
+``consent up`` reuses the recorded deployment after checking that the chain id
 matches and that the code at the address is the compiled registry (immutables masked). When
 the local chain was reset (no code at the address) the registry is deployed anew.
 """
@@ -16,6 +17,7 @@ from web3 import Web3
 
 from ledger.build import Artifact
 from ledger.chain import ChainError, TxSender, deploy
+from ledger.consent_types import DEFAULT_CATEGORIES, category_id
 
 __all__ = ["Deployment", "DeploymentMismatch", "ensure_deployed", "load_deployment"]
 
@@ -76,7 +78,10 @@ def ensure_deployed(
             )
         if code:
             raise DeploymentMismatch(f"the code at {recorded.address} is not the compiled registry")
-    sent = deploy(w3, abi=artifact.abi, bytecode=artifact.bytecode, args=[admin], sender=sender)
+    categories = [category_id(c) for c in DEFAULT_CATEGORIES]
+    sent = deploy(
+        w3, abi=artifact.abi, bytecode=artifact.bytecode, args=[admin, categories], sender=sender
+    )
     address = sent.receipt["contractAddress"]
     assert address is not None
     created = Deployment(

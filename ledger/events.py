@@ -38,6 +38,8 @@ __all__ = [
     "OPENZEPPELIN_ACCESS_CONTROL_EVENTS",
     "BreakGlassClosed",
     "BreakGlassOpened",
+    "CategoryAdded",
+    "CategoryRemoved",
     "CheckpointAnchored",
     "ConsentGranted",
     "ConsentRevoked",
@@ -227,6 +229,20 @@ class CheckpointAnchored(RegistryEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class CategoryAdded(RegistryEvent):
+    category: bytes
+
+    name: ClassVar[str] = "CategoryAdded"
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRemoved(RegistryEvent):
+    category: bytes
+
+    name: ClassVar[str] = "CategoryRemoved"
+
+
+@dataclass(frozen=True, slots=True)
 class RoleGranted(RegistryEvent):
     role: bytes
     account: ChecksumAddress
@@ -263,6 +279,8 @@ EVENT_TYPES: tuple[type[RegistryEvent], ...] = (
     BreakGlassClosed,
     NonceBurned,
     CheckpointAnchored,
+    CategoryAdded,
+    CategoryRemoved,
     RoleGranted,
     RoleRevoked,
     RoleAdminChanged,

@@ -29,7 +29,7 @@ from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from ledger.build import Artifact, compile_contracts
 from ledger.chain import ChainError, Sent, TransactionFailed, TxSender, deploy
-from ledger.consent_types import Basis, RecordId, ScopeKind
+from ledger.consent_types import DEFAULT_CATEGORIES, Basis, RecordId, ScopeKind, category_id
 from ledger.contract_errors import ContractError, ErrorDecoder
 from ledger.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest
 from ledger.events import (
@@ -213,15 +213,17 @@ class ConsentRegistry:
         admin: str,
         sender: LocalAccount,
         artifact: Artifact | None = None,
+        categories: Sequence[str] = DEFAULT_CATEGORIES,
     ) -> tuple[ConsentRegistry, Receipt]:
-        """Deploy a new registry administered by ``admin``; ``sender`` pays."""
+        """Deploy a new registry administered by ``admin`` and listing ``categories``;
+        ``sender`` pays."""
         if artifact is None:
             artifact = compile_contracts()[REGISTRY_CONTRACT]
         sent = deploy(
             w3,
             abi=artifact.abi,
             bytecode=artifact.bytecode,
-            args=[to_checksum_address(admin)],
+            args=[to_checksum_address(admin), [category_id(c) for c in categories]],
             sender=TxSender(w3, sender),
         )
         address = sent.receipt["contractAddress"]
@@ -395,6 +397,10 @@ class ConsentRegistry:
         )
         return Checkpoint(int(tree_size), bytes(root_hash))
 
+    def is_category(self, category: bytes, *, block_identifier: BlockIdentifier = "latest") -> bool:
+        """Whether ``category`` (a bytes32 id) is on the admin's list."""
+        return bool(self._call("isCategory", bytes(category), block_identifier=block_identifier))
+
     def event_digest(self, *, block_identifier: BlockIdentifier = "latest") -> EventDigest:
         head, count = self._call("eventDigest", block_identifier=block_identifier)
         return EventDigest(bytes(head), int(count))
@@ -535,6 +541,16 @@ class ConsentRegistry:
     def anchor_checkpoint(self, gateway: LocalAccount, tree_size: int, root_hash: bytes) -> Receipt:
         args = (int(tree_size), bytes(root_hash))
         return Receipt.of(self._send(gateway, "anchorCheckpoint", *args))
+
+    # ---------------------------------------------------------------- writes: categories
+
+    def add_category(self, admin: LocalAccount, category: bytes) -> Receipt:
+        """``admin`` (DEFAULT_ADMIN_ROLE) lists ``category`` (a bytes32 id); keep it coarse."""
+        return Receipt.of(self._send(admin, "addCategory", bytes(category)))
+
+    def remove_category(self, admin: LocalAccount, category: bytes) -> Receipt:
+        """``admin`` takes ``category`` off the list (existing records and grants stay)."""
+        return Receipt.of(self._send(admin, "removeCategory", bytes(category)))
 
     # ---------------------------------------------------------------- writes: roles
 

@@ -668,7 +668,11 @@ def _diagnose(
             return problems, None
         if block is None:
             return problems, current
-        before = diagnoser.onchain(block - 1) if block > 0 else DigestState(_ZERO_HEAD, 0)
+        # The replay folds from zero at ``from_block`` (the deploy block): before it there is no
+        # registry to ask (a divergence among the constructor's own events lands here).
+        before = (
+            diagnoser.onchain(block - 1) if block > from_block else DigestState(_ZERO_HEAD, 0)
+        )
         after = diagnoser.onchain(block)
         ours = [log for log in current if log.block_number == block]
         truth = diagnoser.true_logs(block, before, after)

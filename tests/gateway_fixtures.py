@@ -46,6 +46,7 @@ from web3 import Web3
 
 from gateway.api import GatewayState
 from gateway.app import create_app
+from gateway.envelope import salted_digest
 from gateway.settings import Settings
 from gateway.siwe import SiweMessage
 from ledger import eip712
@@ -370,6 +371,13 @@ def login(stack: Stack, account: LocalAccount) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
+def salt_for(patient: str, data: bytes, issued_at: int) -> bytes:
+    """The tests' salt for one upload: fixed by (patient, data, issued_at), so a retried upload
+    is the same attestation. A real centre draws a fresh one (``ledger.client``)."""
+    seed = b"test salt|" + patient.encode() + str(issued_at).encode() + b"|" + data
+    return hashlib.sha256(seed).digest()
+
+
 def attest(
     stack: Stack,
     signer: LocalAccount,
@@ -379,11 +387,12 @@ def attest(
     category: str = "laboratory",
     issued_at: int | None = None,
 ) -> tuple[eip712.RecordAttestation, str]:
+    issued = issued_at if issued_at is not None else int(time.time())
     attestation = eip712.RecordAttestation(
         patient=patient,  # type: ignore[arg-type]
         category=category_id(category),
-        content_digest=hashlib.sha256(data).digest(),
-        issued_at=issued_at if issued_at is not None else int(time.time()),
+        content_digest=salted_digest(salt_for(patient, data, issued), data),
+        issued_at=issued,
     )
     signature = eip712.sign(signer, stack.domain, attestation)
     return attestation, "0x" + signature.hex()
@@ -417,6 +426,7 @@ def upload(
             "category": category,
             "issued_at": str(attestation.issued_at),
             "signature": signature,
+            "salt": "0x" + salt_for(patient, data, attestation.issued_at).hex(),
         },
     )
 

@@ -345,6 +345,31 @@ def test_unknown_record_is_one_line_exit_2(stack: Stack, tmp_path: Path) -> None
     assert not out.exists()
 
 
+def test_admin_add_category_lists_it_once_and_uploads_under_it_then_succeed(
+    stack: Stack, tmp_path: Path
+) -> None:
+    content = json.dumps({"dental": "panoramic"}).encode()
+    assert _run(stack, "admin", "add-centre", "centre").exit_code == 0
+    source = tmp_path / "dental.json"
+    source.write_bytes(content)
+    refused = _run(
+        stack, "upload", str(source), "--patient", "patient", "--category", "dental", "--json",
+        who="centre",
+    )  # fmt: skip
+    assert refused.exit_code == 1, refused.output + refused.stderr
+    assert "CategoryNotListed" in refused.output + refused.stderr
+    added = _run(stack, "admin", "add-category", "dental", "--json", who="admin")
+    assert added.exit_code == 0, added.output + added.stderr
+    body = json.loads(added.stdout)
+    assert body["changed"] is True
+    assert body["tx_hash"].startswith("0x")
+    again = _run(stack, "admin", "add-category", "dental", "--json", who="admin")
+    assert again.exit_code == 0
+    assert json.loads(again.stdout)["changed"] is False
+    record_id, _ = _upload(stack, tmp_path, content, "dental")
+    assert record_id.startswith("0x")
+
+
 def test_upload_dir_uploads_a_manifest_and_reports_failures(stack: Stack, tmp_path: Path) -> None:
     assert _run(stack, "admin", "add-centre", "centre").exit_code == 0
     files = tmp_path / "batch"
@@ -353,7 +378,7 @@ def test_upload_dir_uploads_a_manifest_and_reports_failures(stack: Stack, tmp_pa
     (files / "b.pdf").write_bytes(checkup_pdf(["batch"]))
     manifest = tmp_path / "m.csv"
     manifest.write_text(
-        "file,patient,category\na.json,patient,laboratory\nb.pdf,patient,summary\n"
+        "file,patient,category\na.json,patient,laboratory\nb.pdf,patient,checkup\n"
         "a.json,nobody-known,laboratory\n"
     )
     result = _run(

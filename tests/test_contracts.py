@@ -22,6 +22,7 @@ from ledger.chain import TxSender, deploy
 from ledger.consent_types import (
     ALL_SCOPE_ID,
     BREAK_GLASS_COOLDOWN_S,
+    DEFAULT_CATEGORIES,
     MAX_BREAK_GLASS_S,
     NO_EXPIRY,
     Basis,
@@ -38,6 +39,8 @@ from ledger.contract_errors import (
     BreakGlassCoolingDown,
     BreakGlassNotOpen,
     BreakGlassReasonReused,
+    CategoryAlreadyListed,
+    CategoryNotListed,
     CheckpointNotGrowing,
     ConsentNotFound,
     ConsentUnchanged,
@@ -69,6 +72,7 @@ from ledger.contract_errors import (
     SignatureExpired,
     UnknownContractError,
     UnknownRecord,
+    ZeroCategory,
     ZeroPatient,
 )
 from ledger.registry import (
@@ -205,8 +209,96 @@ def test_constructor_makes_the_admin_and_folds_its_role_granted(
 ) -> None:
     assert reg.has_role(DEFAULT_ADMIN_ROLE, a.admin.address)
     assert not reg.has_role(DEFAULT_ADMIN_ROLE, a.gateway.address)
-    # constructor RoleGranted + the fixture's three grants
-    assert reg.event_digest().count == 4
+    # constructor RoleGranted, one CategoryAdded per default category, the fixture's three grants
+    assert reg.event_digest().count == 1 + len(DEFAULT_CATEGORIES) + 3
+
+
+# ---------------------------------------------------------------- categories
+
+
+def test_the_deployment_lists_the_default_coarse_categories_with_an_event_each(
+    reg: ConsentRegistry, env: RegistryEnv
+) -> None:
+    for name in DEFAULT_CATEGORIES:
+        assert reg.is_category(category_id(name))
+    assert not reg.is_category(category_id("hiv-test"))
+    event = reg.contract.events.CategoryAdded()
+    logs = event.get_logs(from_block=env.deploy_block, to_block=env.deploy_block)
+    assert [bytes(log["args"]["category"]) for log in logs] == [
+        category_id(n) for n in DEFAULT_CATEGORIES
+    ]
+
+
+def test_a_record_under_an_unlisted_category_is_refused_with_the_category(
+    reg: ConsentRegistry, env: RegistryEnv, a: Actors
+) -> None:
+    attestation = attestation_for(reg.w3, a.patient.address, "hiv-test")
+    signature = eip712.sign(a.centre, reg.domain, attestation)
+    with reverts(CategoryNotListed, category=category_id("hiv-test")):
+        reg.register_record(a.gateway, attestation, signature, CID)
+
+
+def test_a_category_grant_naming_an_unlisted_category_is_refused(
+    reg: ConsentRegistry, a: Actors
+) -> None:
+    psychiatry = category_id("psychiatry")
+    with reverts(CategoryNotListed, category=psychiatry):
+        reg.grant(a.patient, a.doctor.address, ScopeKind.CATEGORY, psychiatry, 1, FAR)
+    request = grant_request(
+        reg,
+        signer=a.patient.address,
+        patient=a.patient.address,
+        grantee=a.doctor.address,
+        scope_id=psychiatry,
+    )
+    signature = eip712.sign(a.patient, reg.domain, request)
+    with reverts(CategoryNotListed, category=psychiatry):
+        reg.grant_by_sig(a.relayer, request, signature)
+
+
+def test_the_admin_adds_and_removes_a_category_with_a_folded_event_each(
+    reg: ConsentRegistry, env: RegistryEnv, a: Actors
+) -> None:
+    dental = category_id("dental")
+    before = reg.event_digest().count
+    added = reg.add_category(a.admin, dental)
+    assert events(reg, added, "CategoryAdded") == [{"category": dental}]
+    assert reg.is_category(dental)
+    register(reg, env, a.patient.address, "dental")
+    reg.grant(a.patient, a.doctor.address, ScopeKind.CATEGORY, dental, 1, FAR)
+    removed = reg.remove_category(a.admin, dental)
+    assert events(reg, removed, "CategoryRemoved") == [{"category": dental}]
+    assert not reg.is_category(dental)
+    # add, record, grant, remove: four events folded
+    assert reg.event_digest().count == before + 4
+    logs = reg.w3.eth.get_logs({"address": reg.address, "fromBlock": env.deploy_block})
+    assert recompute_digest(list(logs)) == (reg.event_digest().head, reg.event_digest().count)
+    # no new record and no new Category grant under it; the stored grant stays in force, may
+    # change its terms and can be revoked
+    with reverts(CategoryNotListed, category=dental):
+        register(reg, env, a.patient.address, "dental")
+    with reverts(CategoryNotListed, category=dental):
+        reg.grant(a.patient, a.relayer.address, ScopeKind.CATEGORY, dental, 1, FAR)
+    assert reg.consent_of(
+        a.patient.address, a.doctor.address, ScopeKind.CATEGORY, dental
+    ) == ConsentTerms(1, FAR)
+    reg.grant(a.patient, a.doctor.address, ScopeKind.CATEGORY, dental, 3, FAR)
+    reg.revoke(a.patient, a.doctor.address, ScopeKind.CATEGORY, dental)
+
+
+def test_category_changes_only_on_a_real_change_and_only_by_the_admin(
+    reg: ConsentRegistry, a: Actors
+) -> None:
+    with reverts(CategoryAlreadyListed, category=LAB):
+        reg.add_category(a.admin, LAB)
+    with reverts(CategoryNotListed, category=category_id("dental")):
+        reg.remove_category(a.admin, category_id("dental"))
+    with reverts(ZeroCategory):
+        reg.add_category(a.admin, bytes(32))
+    with reverts(AccessControlUnauthorizedAccount, account=a.centre.address):
+        reg.add_category(a.centre, category_id("dental"))
+    with reverts(AccessControlUnauthorizedAccount, account=a.gateway.address):
+        reg.remove_category(a.gateway, LAB)
 
 
 def test_public_constants_match_their_names(reg: ConsentRegistry) -> None:
@@ -1375,7 +1467,7 @@ def test_event_digest_equals_a_replay_of_the_raw_logs(
     head, count = recompute_digest(list(logs))
     digest = reg.event_digest()
     assert (digest.head, digest.count) == (head, count)
-    assert count == 4 + 12
+    assert count == 4 + len(DEFAULT_CATEGORIES) + 12  # the deployment's events, then these
     # and at any earlier block, the digest covers exactly the logs up to it
     middle = int(logs[8]["blockNumber"])
     earlier = [log for log in logs if log["blockNumber"] <= middle]

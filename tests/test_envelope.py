@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.envelope import (
+    SALT_SIZE,
     DecryptionFailed,
     DigestMismatch,
     Envelope,
@@ -23,7 +24,9 @@ from gateway.envelope import (
     encrypt_record,
     new_data_key,
     open_envelope,
+    open_record,
     record_aad,
+    salted_digest,
     seal_envelope,
     seal_key_to,
     unseal_key,
@@ -42,8 +45,11 @@ record_ids = st.binary(min_size=32, max_size=32)
 addresses = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
 
 
+SALT = bytes.fromhex("5a" * 32)
+
+
 def make_envelope(plaintext: bytes = b"checkup: all fine") -> Envelope:
-    blob, key = encrypt_record(plaintext, record_id=RECORD_ID, patient=PATIENT)
+    blob, key = encrypt_record(plaintext, record_id=RECORD_ID, patient=PATIENT, salt=SALT)
     return seal_envelope(
         record_id=RECORD_ID,
         patient=PATIENT,
@@ -51,7 +57,7 @@ def make_envelope(plaintext: bytes = b"checkup: all fine") -> Envelope:
         blob=blob,
         data_key=key,
         reader_public_key=READER_PK,
-        content_digest=hashlib.sha256(plaintext).digest(),
+        content_digest=salted_digest(SALT, plaintext),
         block_number=42,
     )
 
@@ -59,13 +65,35 @@ def make_envelope(plaintext: bytes = b"checkup: all fine") -> Envelope:
 # -- record blobs ---------------------------------------------------------------------------
 
 
+def test_the_salt_travels_inside_the_blob_and_salts_the_digest() -> None:
+    document = b"blood type: O+"
+    salt = bytes(range(32))
+    blob, key = encrypt_record(document, record_id=RECORD_ID, patient=PATIENT, salt=salt)
+    assert salt not in blob  # encrypted, not beside the ciphertext
+    assert open_record(blob, data_key=key, record_id=RECORD_ID, patient=PATIENT) == (
+        salt,
+        document,
+    )
+    assert salted_digest(salt, document) == hashlib.sha256(salt + document).digest()
+    assert salted_digest(salt, document) != hashlib.sha256(document).digest()
+    with pytest.raises(MalformedEnvelope):
+        salted_digest(b"short", document)
+
+
+def test_a_version_1_blob_is_refused() -> None:
+    blob, key = encrypt_record(b"x", record_id=RECORD_ID, patient=PATIENT)
+    old = blob[:4] + b"\x01" + blob[5:]
+    with pytest.raises(MalformedEnvelope, match="unsupported version 1"):
+        decrypt_record(old, data_key=key, record_id=RECORD_ID, patient=PATIENT)
+
+
 @settings(max_examples=100, deadline=None)
 @given(plaintext=st.binary(max_size=4096), record_id=record_ids, patient=addresses)
 def test_encrypt_decrypt_round_trip(plaintext: bytes, record_id: bytes, patient: str) -> None:
     blob, key = encrypt_record(plaintext, record_id=record_id, patient=patient)
     assert len(key) == 32
-    assert blob[:5] == b"CLRE\x01"
-    assert len(blob) == 5 + 12 + len(plaintext) + 16
+    assert blob[:5] == b"CLRE\x02"
+    assert len(blob) == 5 + 12 + SALT_SIZE + len(plaintext) + 16
     assert decrypt_record(blob, data_key=key, record_id=record_id, patient=patient) == plaintext
     # the patient address is compared as bytes: checksum case does not matter
     assert (
@@ -87,7 +115,7 @@ def test_each_encryption_draws_a_new_key_and_nonce() -> None:
 
 def test_aad_layout_is_documented() -> None:
     aad = record_aad(record_id=RECORD_ID, patient=PATIENT)
-    assert aad == b"CLRE\x01" + RECORD_ID + bytes.fromhex(PATIENT[2:])
+    assert aad == b"CLRE\x02" + RECORD_ID + bytes.fromhex(PATIENT[2:])
 
 
 @settings(max_examples=100, deadline=None)
@@ -131,7 +159,7 @@ def test_bad_arguments_are_malformed() -> None:
     with pytest.raises(MalformedEnvelope, match="too short"):
         decrypt_record(blob[:20], data_key=key, record_id=RECORD_ID, patient=PATIENT)
     with pytest.raises(MalformedEnvelope, match="version"):
-        decrypt_record(b"CLRE\x02" + blob[5:], data_key=key, record_id=RECORD_ID, patient=PATIENT)
+        decrypt_record(b"CLRE\x03" + blob[5:], data_key=key, record_id=RECORD_ID, patient=PATIENT)
     with pytest.raises(MalformedEnvelope):
         encrypt_record(b"x", record_id=b"short", patient=PATIENT)
 
@@ -222,7 +250,7 @@ def test_seal_rejects_bad_public_keys() -> None:
 @given(plaintext=st.binary(max_size=2048))
 def test_open_envelope_round_trip(plaintext: bytes) -> None:
     env = make_envelope(plaintext)
-    digest = hashlib.sha256(plaintext).digest()
+    digest = salted_digest(SALT, plaintext)
     assert open_envelope(env, private_key=READER_SK) == plaintext
     assert (
         open_envelope(env.model_dump(), private_key=READER_SK, expected_digest=digest) == plaintext
@@ -246,7 +274,7 @@ def test_envelope_shape() -> None:
     }
     assert body["record_id"] == "0x" + "11" * 32
     assert body["patient"] == PATIENT
-    assert base64.b64decode(body["ciphertext"])[:5] == b"CLRE\x01"
+    assert base64.b64decode(body["ciphertext"])[:5] == b"CLRE\x02"
     assert env.record_id_bytes == RECORD_ID
     # lower-case input comes out checksummed
     assert Envelope.model_validate({**body, "patient": PATIENT.lower()}).patient == PATIENT
@@ -259,7 +287,7 @@ def test_digest_mismatch_is_reported() -> None:
     forged = env.model_copy(update={"content_digest": wrong})
     with pytest.raises(DigestMismatch) as exc:
         open_envelope(forged, private_key=READER_SK)
-    assert exc.value.actual == hashlib.sha256(plaintext).digest()
+    assert exc.value.actual == salted_digest(SALT, plaintext)
     with pytest.raises(DigestMismatch):
         open_envelope(env, private_key=READER_SK, expected_digest=hashlib.sha256(b"chain").digest())
 

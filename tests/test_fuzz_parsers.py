@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import string
 from datetime import UTC, datetime, timedelta, timezone
@@ -37,6 +36,7 @@ from gateway.envelope import (
     MalformedEnvelope,
     encrypt_record,
     open_envelope,
+    salted_digest,
     seal_envelope,
 )
 from gateway.siwe import MalformedMessage, SiweError, SiweMessage, parse_message, verify
@@ -61,8 +61,9 @@ READER_PK = coincurve.PublicKey.from_secret(READER_SK).format(compressed=False)
 PATIENT = "0x" + "ab" * 20
 RECORD_ID = bytes(range(32))
 PLAINTEXT = b"checkup 2030-01-01: blood pressure 120/80"
-_BLOB, _DATA_KEY = encrypt_record(PLAINTEXT, record_id=RECORD_ID, patient=PATIENT)
-GOOD_DIGEST = hashlib.sha256(PLAINTEXT).digest()
+SALT = bytes.fromhex("c3" * 32)
+_BLOB, _DATA_KEY = encrypt_record(PLAINTEXT, record_id=RECORD_ID, patient=PATIENT, salt=SALT)
+GOOD_DIGEST = salted_digest(SALT, PLAINTEXT)
 GOOD_BODY: dict[str, Any] = seal_envelope(
     record_id=RECORD_ID,
     patient=PATIENT,

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select, update
 from web3 import Web3
 
+from gateway.envelope import salted_digest
 from gateway.ipfs import IpfsClient
 from gateway.models import RECORD
 from ledger import eip712
@@ -35,6 +36,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     login,
     new_account,
     relay,
+    salt_for,
     signed_grant,
     sqlite_gateway_fixture,
     upload,
@@ -208,7 +210,7 @@ def test_ipfs_killed_means_503_and_no_record_registered(
         attestation = eip712.RecordAttestation(
             patient=patient.address,
             category=category_id("laboratory"),
-            content_digest=hashlib.sha256(data).digest(),
+            content_digest=salted_digest(salt_for(patient.address, data, 1_700_000_000), data),
             issued_at=1_700_000_000,
         )
         record_id = eip712.record_id(stack.domain, attestation)

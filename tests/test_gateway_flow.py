@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.envelope import open_envelope
+from gateway.envelope import open_envelope, salted_digest
 from ledger.consent_types import Purpose, ScopeKind, category_id
 from ledger.registry import CENTRE_ROLE
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
@@ -19,6 +19,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     login,
     new_account,
     relay,
+    salt_for,
     signed_grant,
     signed_revoke,
     upload,
@@ -40,7 +41,11 @@ def test_upload_grant_fetch_decrypt_digest_matches(gateway: Stack) -> None:
     on_chain = gateway.registry.record_of(bytes.fromhex(record_id[2:]))
     assert on_chain.patient == patient.address
     assert on_chain.centre == gateway.centre.address
-    assert on_chain.content_digest == hashlib.sha256(data).digest()
+    # salted: sha256(salt || data), the salt only inside the encrypted blob
+    assert on_chain.content_digest == salted_digest(
+        salt_for(patient.address, data, on_chain.issued_at), data
+    )
+    assert on_chain.content_digest != hashlib.sha256(data).digest()
 
     patient_headers = login(gateway, patient)
     receipt = relay(
@@ -218,6 +223,19 @@ def test_upload_retry_of_the_same_attestation_is_idempotent(gateway: Stack) -> N
     assert again.status_code == 200, again.text
     assert again.json()["record_id"] == first.json()["record_id"]
     assert again.json()["tx_hash"] == first.json()["tx_hash"]
+
+
+def test_upload_under_an_unlisted_category_is_a_422_naming_it(gateway: Stack) -> None:
+    patient = new_account()
+    headers = login(gateway, gateway.centre)
+    r = upload(gateway, headers, patient=patient.address, data=b"positive", category="hiv-test")
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "contract_category_not_listed"
+    assert error["details"]["category"] == "0x" + category_id("hiv-test").hex()
+    mine = gateway.client.get("/v1/records", headers=login(gateway, patient))
+    assert mine.status_code == 200
+    assert mine.json()["records"] == []
 
 
 def test_forged_attestation_is_refused(gateway: Stack) -> None:

@@ -62,6 +62,7 @@ from tests.gateway_fixtures import (
     new_account,
     quiet_logs,
     relay,
+    salt_for,
     signed_grant,
     upload,
 )
@@ -194,6 +195,7 @@ def _prepare(remote: Remote, patient: str, data: bytes, issued_at: int) -> Prepa
             "category": "laboratory",
             "issued_at": str(issued_at),
             "signature": signature,
+            "salt": "0x" + salt_for(patient, data, issued_at).hex(),
         },
     )
     record_id = "0x" + bytes(eip712.record_id(remote.domain, attestation)).hex()
@@ -339,9 +341,9 @@ def _fetch_own(remote: Remote, patient: LocalAccount, record_id: str, data: byte
         headers=login(remote, patient),  # type: ignore[arg-type]
     )
     assert r.status_code == 200, r.text
-    opened = open_envelope(
-        r.json(), private_key=patient.key, expected_digest=hashlib.sha256(data).digest()
-    )
+    on_chain = remote.registry.record_of(bytes.fromhex(record_id[2:])).content_digest
+    assert on_chain != hashlib.sha256(data).digest()  # salted
+    opened = open_envelope(r.json(), private_key=patient.key, expected_digest=on_chain)
     assert opened == data
 
 
