@@ -56,6 +56,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     login,
     new_account,
     relay,
+    salt_for,
     signed_grant,
     sqlite_gateway_fixture,
     upload,
@@ -360,6 +361,7 @@ def test_a_high_s_attestation_is_refused_before_any_transaction(sqlite_gateway: 
             "category": "laboratory",
             "issued_at": str(attestation.issued_at),
             "signature": "0x" + flipped.hex(),
+            "salt": "0x" + salt_for(patient.address, data, attestation.issued_at).hex(),
         },
     )
     assert r.status_code == 422, r.text
