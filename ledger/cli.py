@@ -933,7 +933,8 @@ admin_app.command("remove-centre", help="Remove a checkup centre (revokes CENTRE
     handled(_admin_role("CENTRE_ROLE", grant=False))
 )
 admin_app.command(
-    "add-gateway", help="Admit a gateway account (GATEWAY_ROLE: relays, registers, anchors)."
+    "add-gateway",
+    help="Admit a gateway account (GATEWAY_ROLE: registers records, anchors checkpoints).",
 )(handled(_admin_role("GATEWAY_ROLE", grant=True)))
 admin_app.command(
     "add-emergency", help="Admit an emergency institution (EMERGENCY_ROLE: break-glass)."

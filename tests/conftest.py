@@ -70,3 +70,14 @@ def ipfs_node(service_dir: Path) -> Iterator[IpfsNode]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture
+def throwaway_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
+    """An anvil node of the test's own, for tests that kill it or move its clock for good."""
+    node = AnvilNode(port=free_port(), log_path=tmp_path / "anvil.log")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()

@@ -123,6 +123,32 @@ def funded_account(w3: Web3, wei: int = 10**21) -> LocalAccount:
     return account
 
 
+def own_registry_stack(
+    *,
+    home: Path,
+    w3: Web3,
+    chain_url: str,
+    ipfs_url: str,
+    service_dir: Path,
+    relayer: LocalAccount | None = None,
+    **options: Any,
+) -> Stack:
+    """A gateway on a registry of its own, deployed now (the audit demands the log of every
+    gateway that anchored on a registry, and the session registry has many); the relayer is a
+    fresh funded account unless given. ``options`` go to :func:`build_stack`."""
+    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
+    return build_stack(
+        home=home,
+        w3=w3,
+        chain_url=chain_url,
+        ipfs_url=ipfs_url,
+        registry=registry,
+        deployment=deployment,
+        relayer=relayer or funded_account(w3),
+        **options,
+    )
+
+
 def build_stack(
     *,
     home: Path,

@@ -26,6 +26,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     gateway_registry_fixture,
     login,
     new_account,
+    own_registry_stack,
     relay,
     signed_grant,
     upload,
@@ -44,17 +45,14 @@ def own_gateway(
 ) -> Iterator[Stack]:
     """A gateway on a registry of its own: the audit demands the log of every gateway that
     anchored on the registry, and the session registry has many."""
-    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
     backend = str(request.param)
     database_url, schema = _postgres_url() if backend == "postgres" else (None, None)
-    stack = build_stack(
+    stack = own_registry_stack(
         home=tmp_path / "gw",
         w3=w3,
         chain_url=anvil.url,
         ipfs_url=ipfs_node.url,
-        registry=registry,
-        deployment=deployment,
-        relayer=fresh_relayer(w3, registry),
+        service_dir=service_dir,
         database_url=database_url,
         backend=backend,
     )

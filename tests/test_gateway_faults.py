@@ -35,6 +35,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     gateway_registry_fixture,
     login,
     new_account,
+    own_registry_stack,
     relay,
     salt_for,
     signed_grant,
@@ -163,16 +164,6 @@ def throwaway_ipfs(tmp_path: Path) -> Iterator[IpfsNode]:
         node.stop()
 
 
-@pytest.fixture
-def throwaway_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
-    node = AnvilNode(port=free_port(), log_path=tmp_path / "anvil.log")
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
-
-
 def test_ipfs_killed_means_503_and_no_record_registered(
     tmp_path: Path,
     anvil: Any,
@@ -237,14 +228,12 @@ def test_chain_killed_means_503_never_200(
     tmp_path: Path, throwaway_anvil: AnvilNode, ipfs_node: IpfsNode, service_dir: Path
 ) -> None:
     chain = connect(throwaway_anvil.url)
-    registry, deployment = deploy_registry(chain, cache_dir=service_dir / "build")
-    stack = build_stack(
+    stack = own_registry_stack(
         home=tmp_path / "gw",
         w3=chain,
         chain_url=throwaway_anvil.url,
         ipfs_url=ipfs_node.url,
-        registry=registry,
-        deployment=deployment,
+        service_dir=service_dir,
         relayer=dev_accounts()[1],
         anchor_enabled=False,
         chain_timeout_s=2.0,

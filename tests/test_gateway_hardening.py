@@ -55,6 +55,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     gateway_registry_fixture,
     login,
     new_account,
+    own_registry_stack,
     relay,
     salt_for,
     signed_grant,
@@ -83,28 +84,16 @@ def _granted_record(stack: Stack) -> tuple[str, Any, dict[str, str]]:
 # --------------------------------------------------------------------------- stale node
 
 
-@pytest.fixture
-def throwaway_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
-    node = AnvilNode(port=free_port(), log_path=tmp_path / "anvil.log")
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
-
-
 def test_a_stale_chain_head_fails_every_decision_closed_on_both_fetch_paths(
     tmp_path: Path, throwaway_anvil: AnvilNode, ipfs_node: Any, service_dir: Path
 ) -> None:
     chain = connect(throwaway_anvil.url)
-    registry, deployment = deploy_registry(chain, cache_dir=service_dir / "build")
-    stack = build_stack(
+    stack = own_registry_stack(
         home=tmp_path / "gw",
         w3=chain,
         chain_url=throwaway_anvil.url,
         ipfs_url=ipfs_node.url,
-        registry=registry,
-        deployment=deployment,
+        service_dir=service_dir,
         relayer=dev_accounts()[1],
         anchor_enabled=False,
         max_head_age_s=30.0,

@@ -40,6 +40,7 @@ from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     gateway_registry_fixture,
     login,
     new_account,
+    own_registry_stack,
     quiet_logs,
     relay,
     signed_grant,
@@ -378,15 +379,12 @@ def test_a_signer_that_flips_after_the_estimate_costs_at_most_the_cap(
     relayed transaction reverts, the route has answered 202, the outcome endpoint names the
     registry's error, and the relayer paid gas_used x price with gas_used <= the cap."""
     w3 = connect(manual_anvil.url)
-    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
-    stack = build_stack(
+    stack = own_registry_stack(
         home=_home(tmp_path, "gw", service_dir),
         w3=w3,
         chain_url=manual_anvil.url,
         ipfs_url=ipfs_node.url,
-        registry=registry,
-        deployment=deployment,
-        relayer=funded_account(w3),
+        service_dir=service_dir,
         anchor_enabled=False,
         relay_receipt_wait_s=0.5,
     )

@@ -54,12 +54,10 @@ from tests.gateway_fixtures import (
     PG_DSN,
     Stack,
     attest,
-    build_stack,
     close_stack,
-    deploy_registry,
-    fresh_relayer,
     login,
     new_account,
+    own_registry_stack,
     quiet_logs,
     relay,
     salt_for,
@@ -576,18 +574,15 @@ def test_postgres_connections_killed_under_load_the_gateway_reconnects(
     app_name = f"consent-reliability-{uuid.uuid4().hex[:8]}"
     admin.execute(f'CREATE SCHEMA "{schema}"')
     # A registry of its own: the audit demands the log of every gateway that anchored on it.
-    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
     auditor = new_account()
     stack: Stack | None = None
     try:
-        stack = build_stack(
+        stack = own_registry_stack(
             home=tmp_path / "gw",
             w3=w3,
             chain_url=anvil.url,
             ipfs_url=ipfs_node.url,
-            registry=registry,
-            deployment=deployment,
-            relayer=fresh_relayer(w3, registry),
+            service_dir=service_dir,
             database_url=(
                 "postgresql+psycopg://postgres@127.0.0.1:5432/test"
                 f"?options=-csearch_path%3D{schema}&application_name={app_name}"

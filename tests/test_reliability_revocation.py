@@ -38,12 +38,10 @@ from ledger.registry import REGISTRY_CONTRACT
 from ledger.replay import RpcClient
 from tests.gateway_fixtures import (
     Stack,
-    build_stack,
     close_stack,
-    deploy_registry,
-    fresh_relayer,
     login,
     new_account,
+    own_registry_stack,
     quiet_logs,
     relay,
     signed_grant,
@@ -192,16 +190,13 @@ def test_no_read_is_served_at_or_after_the_revoke_block_and_the_audit_proves_it(
 ) -> None:
     quiet_logs()
     # A registry of its own: the audit demands the log of every gateway that anchored on it.
-    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
     auditor = new_account()
-    stack = build_stack(
+    stack = own_registry_stack(
         home=tmp_path / "gw",
         w3=w3,
         chain_url=anvil.url,
         ipfs_url=ipfs_node.url,
-        registry=registry,
-        deployment=deployment,
-        relayer=fresh_relayer(w3, registry),
+        service_dir=service_dir,
         auditors=auditor.address,
         checkpoint_every=64,
         checkpoint_interval_s=0.5,
