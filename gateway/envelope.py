@@ -61,6 +61,8 @@ from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import GatewayError
+from ledger import content_digest
+from ledger.content_digest import SALT_SIZE, new_salt
 
 __all__ = [
     "DATA_KEY_SIZE",
@@ -93,7 +95,6 @@ RECORD_MAGIC = b"CLRE"
 KEY_MAGIC = b"CLKW"
 VERSION = 1  # the wrapped-key format
 RECORD_VERSION = 2  # the record blob format: the payload is salt || document
-SALT_SIZE = 32
 _HEADER = 4 + 1
 _WRAPPED_KEY_SIZE = _HEADER + NONCE_SIZE + DATA_KEY_SIZE + TAG_SIZE
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -189,11 +190,6 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
-def new_salt() -> bytes:
-    """A fresh random 32-byte content-digest salt (one per record)."""
-    return os.urandom(SALT_SIZE)
-
-
 def _check_salt(salt: bytes) -> bytes:
     if not isinstance(salt, bytes) or len(salt) != SALT_SIZE:
         raise MalformedEnvelope(what="salt", reason=f"must be {SALT_SIZE} bytes")
@@ -201,8 +197,8 @@ def _check_salt(salt: bytes) -> bytes:
 
 
 def salted_digest(salt: bytes, document: bytes) -> bytes:
-    """The content digest a centre attests: ``sha256(salt || document)``."""
-    return hashlib.sha256(_check_salt(salt) + document).digest()
+    """``ledger.content_digest.salted_digest``, with a malformed salt as ``MalformedEnvelope``."""
+    return content_digest.salted_digest(_check_salt(salt), document)
 
 
 # -- record blobs ---------------------------------------------------------------------------

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from eth_typing import ChecksumAddress
     from web3 import Web3
 
-    from gateway.models import HealthPublic, RelayResult
-    from ledger.client import Gateway, Session, Uploaded
+    from gateway.models import HealthPublic
+    from ledger.client import Gateway, RelayResult, Session, Uploaded
     from ledger.eip712 import Domain
     from ledger.registry import ConsentRegistry, Receipt
 
@@ -1535,7 +1535,7 @@ def _scope_flag(record: str | None, category: str | None) -> str:
 
 
 def _direct_result(action: str, receipt: Receipt) -> RelayResult:
-    from gateway.models import RelayResult
+    from ledger.client import RelayResult
 
     return RelayResult.model_validate(
         {

@@ -37,7 +37,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ValidationError
 
-from gateway.envelope import Envelope, EnvelopeError, new_salt, open_envelope, salted_digest
+from gateway.envelope import Envelope, EnvelopeError, open_envelope
 from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.models import (
     AccessLogEntryPublic,
@@ -53,6 +53,7 @@ from gateway.models import (
     SessionPublic,
 )
 from gateway.siwe import SiweMessage
+from ledger.content_digest import new_salt, salted_digest
 from ledger.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest, sign
 from ledger.registry import GATEWAY_ROLE, ConsentRegistry
 
@@ -66,6 +67,7 @@ __all__ = [
     "Opened",
     "ProgressFn",
     "RecordNotFound",
+    "RelayResult",  # the relay answer, re-exported so the CLI speaks the API through this module
     "Session",
     "SiweSiteMismatch",
     "Uploaded",
