@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_STAMP := hardhat_local/node_modules/.installed
 
-.PHONY: up test install lint typecheck pytest clean-state
+.PHONY: up test install lint typecheck pytest clean-state abi
 
 up: install
 	$(BIN)/consent up
@@ -37,6 +37,10 @@ typecheck:
 
 pytest:
 	$(BIN)/pytest
+
+# Rewrite the registry ABI shipped in the package after a contract's interface changed.
+abi: install
+	$(BIN)/python -m ledger.chain.abi
 
 clean-state:
 	rm -rf .consent

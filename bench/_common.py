@@ -21,9 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ledger.devstack.services import free_port
+from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import state_paths
-from ledger.services import free_port
-from ledger.stack import StackConfig, StackInfo, start_stack
 
 #: The load generators sign in hundreds of accounts from one loopback address: the per-address
 #: limit on nonces and logins is lifted for them (``nonce_flood.py`` measures it in force).

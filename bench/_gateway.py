@@ -25,14 +25,14 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from bench._common import Stack
-from ledger.build import compile_contracts
-from ledger.chain import connect, dev_accounts
+from ledger.chain.build import compile_contracts
+from ledger.chain.keys import DEV_NAMES
+from ledger.chain.node import connect, dev_accounts
+from ledger.chain.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
 from ledger.client import Gateway, Session
-from ledger.consent_types import ScopeKind, category_id, purposes_mask
-from ledger.eip712 import Domain, GrantRequest, RevokeRequest
-from ledger.keys import DEV_NAMES
 from ledger.paths import state_paths
-from ledger.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
+from ledger.protocol.eip712 import Domain, GrantRequest, RevokeRequest
 
 DEV = dict(zip(DEV_NAMES, dev_accounts(), strict=True))
 #: Every benchmark's own gateway: the auditor may export the log, and the relayer policy's

@@ -61,8 +61,10 @@ _GAS_BUDGETS = {
 def _over_budget(operation: str, gas: int) -> bool:
     for name, budget in _GAS_BUDGETS.items():
         # "revoke" must not match "revokeBySig" / "revokeFor": a name, then nothing or " (...)"
-        if operation == name or operation.startswith((name + " (", name + ":")) or (
-            name.endswith("scope") and operation.startswith(name)
+        if (
+            operation == name
+            or operation.startswith((name + " (", name + ":"))
+            or (name.endswith("scope") and operation.startswith(name))
         ):
             return gas > budget
     return False

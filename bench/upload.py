@@ -32,9 +32,9 @@ from bench._gateway import (
     process_tree_cpu,
     world,
 )
-from gateway.envelope import new_salt, salted_digest
-from ledger.consent_types import category_id
-from ledger.eip712 import RecordAttestation, sign
+from ledger.protocol.consent_types import category_id
+from ledger.protocol.eip712 import RecordAttestation, sign
+from ledger.protocol.envelope import new_salt, salted_digest
 
 
 def main(argv: list[str] | None = None) -> int:

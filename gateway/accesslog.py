@@ -34,7 +34,7 @@ plus, in the same transaction, the sequencer row (``SELECT ... FOR
 UPDATE`` on PostgreSQL; ``UPDATE ... RETURNING`` on SQLite, which takes the database write lock
 first and so never deadlocks on a lock upgrade). Leaf hashes are mirrored in memory (loaded at
 start, extended on append, topped up from the database when another replica appended), and
-:class:`gateway.merkle.MerkleTree` answers roots and proofs from them in O(log n).
+:class:`ledger.protocol.merkle.MerkleTree` answers roots and proofs from them in O(log n).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, Integer, bindparam, insert, select, update
 
 from gateway.db import is_postgres
-from gateway.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 from gateway.models import ACCESS_LOG, CHECKPOINT, LOG_SEQUENCER, Checkpoint
+from ledger.protocol.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 
 __all__ = ["LEAF_VERSION", "AccessLog", "Appended", "Decision", "canonical_leaf"]
 

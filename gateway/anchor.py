@@ -20,10 +20,11 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 
 from gateway.accesslog import AccessLog
-from gateway.errors import ContractRejected, GatewayError
+from gateway.errors import ContractRejected
 from gateway.metrics import Metrics
 from gateway.models import Checkpoint
 from gateway.service import ChainAccess
+from ledger.protocol.errors import DomainError
 
 __all__ = ["Anchorer"]
 
@@ -128,7 +129,7 @@ class Anchorer:
                     self._last_at = self._clock()
                     return None
                 raise
-            except GatewayError:
+            except DomainError:
                 raise
             row: Checkpoint | None
             try:

@@ -24,20 +24,22 @@ from sqlalchemy import Engine
 from gateway import db
 from gateway.accesslog import AccessLog
 from gateway.anchor import Anchorer
-from gateway.envelope import Envelope
 from gateway.errors import (
     ChainIdMismatch,
     ChainUnavailable,
     Forbidden,
-    GatewayError,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
 )
 from gateway.ipfs import IpfsClient
-from gateway.merkle import MerkleError
 from gateway.metrics import Metrics
-from gateway.models import (
+from gateway.relay import ConsentDirectory, ConsentRelay
+from gateway.service import AuthService, ChainAccess, Principal, RecordService, parse_purpose
+from ledger.protocol.envelope import Envelope
+from ledger.protocol.errors import DomainError
+from ledger.protocol.merkle import MerkleError
+from ledger.protocol.wire import (
     AccessLogEntryPublic,
     AccessLogPage,
     CheckpointPublic,
@@ -54,8 +56,6 @@ from gateway.models import (
     RelayResult,
     SessionPublic,
 )
-from gateway.relay import ConsentDirectory, ConsentRelay
-from gateway.service import AuthService, ChainAccess, Principal, RecordService, parse_purpose
 
 __all__ = ["ERROR_RESPONSES", "GatewayState", "router"]
 
@@ -312,7 +312,7 @@ def fetch_record(
     the caller holds consent for ``purpose`` at the block named in ``block_number``
     (``event_count`` and ``chain_time`` name the exact ledger state and time the chain
     evaluated). Every decision is appended to the access log. Open it with
-    ``gateway.envelope.open_envelope``."""
+    ``ledger.protocol.envelope.open_envelope``."""
     # The envelope's JSON, assembled by the service (the ciphertext's base64 is cached per
     # verified blob): no model validation and dump of ~90 KB of base64 per read.
     body = state.records.fetch_json(principal, record_id, parse_purpose(purpose))
@@ -566,7 +566,7 @@ _EXPORT_EXAMPLE = {
     responses={
         200: {
             "description": "The export document that `consent audit run --access-log` reads "
-            "(format documented in ledger.audit).",
+            "(format documented in ledger.audit.core).",
             "content": {"application/json": {"example": _EXPORT_EXAMPLE}},
         },
         **_pick(401, 503),
@@ -584,7 +584,7 @@ def export_access_log(state: StateDep, principal: PrincipalDep) -> Response:
     every exported checkpoint covers exported leaves only."""
     if principal.address not in state.auditors:
         raise Forbidden(account=principal.address, reason="not an auditor (CONSENT_AUDITORS)")
-    from ledger.audit import ExportedCheckpoint, build_access_log_export
+    from ledger.audit.core import ExportedCheckpoint, build_access_log_export
 
     log = state.access_log
     checkpoints = log.checkpoints()
@@ -641,7 +641,7 @@ def healthz(state: StateDep) -> JSONResponse:
             if not state.chain.w3.eth.get_code(state.chain.address):
                 details["contract"] = f"no code at {state.chain.address}"
     except Exception as exc:  # never the node's URL: it may carry an API key
-        details["chain"] = exc.message if isinstance(exc, GatewayError) else type(exc).__name__
+        details["chain"] = exc.message if isinstance(exc, DomainError) else type(exc).__name__
     try:
         ipfs_id = state.ipfs.id().id
     except Exception as exc:

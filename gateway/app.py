@@ -34,20 +34,21 @@ from gateway.errors import (
     BodyTooLarge,
     ChainIdMismatch,
     ChainUnavailable,
-    GatewayError,
     PayloadTooLarge,
+    http_status_of,
 )
 from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.relay import ConsentDirectory, ConsentRelay, RelayLedger, RelayPolicy
-from gateway.rpc import KeepAliveRpc
 from gateway.service import AuthService, ChainAccess, RecordService
 from gateway.settings import Settings, get_settings
-from ledger.build import compile_contracts
-from ledger.chain import connect
-from ledger.registry import REGISTRY_CONTRACT
+from ledger.chain.build import compile_contracts
+from ledger.chain.node import connect
+from ledger.chain.registry import REGISTRY_CONTRACT
+from ledger.chain.rpc import KeepAliveRpc
+from ledger.protocol.errors import DomainError
 
 __all__ = ["BodyLimitMiddleware", "ChainIdRefused", "create_app", "error_body"]
 
@@ -61,12 +62,12 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def _gateway_error_response(exc: GatewayError) -> JSONResponse:
+def _gateway_error_response(exc: DomainError) -> JSONResponse:
     body = exc.to_dict()
     code = str(body.pop("code"))
     message = str(body.pop("message"))
     return JSONResponse(
-        error_body(code, message, body), status_code=exc.http_status, headers=exc.headers()
+        error_body(code, message, body), status_code=http_status_of(exc), headers=exc.headers()
     )
 
 
@@ -95,10 +96,10 @@ def _allowed_methods(request: Request) -> list[str]:
 
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, GatewayError)
-        if exc.http_status >= 500:
+        assert isinstance(exc, DomainError)
+        if http_status_of(exc) >= 500:
             log.warning(
-                "%s %s -> %d %s", request.method, request.url.path, exc.http_status, exc.code
+                "%s %s -> %d %s", request.method, request.url.path, http_status_of(exc), exc.code
             )
         if isinstance(exc, ChainUnavailable):  # the URL (maybe with an API key): log only
             log.warning("chain node %s: %s", exc.url, exc.reason)
@@ -133,7 +134,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
 
-    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(DomainError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -5,7 +5,13 @@ stable machine-readable ``code`` and the ``http_status`` that the single FastAPI
 handler maps it to. Errors carry the offending values as attributes (and in ``fields``, for the
 JSON body), never only inside a message string.
 
-The tree (classes live in their modules for now; ``code`` and ``http_status`` after the name)::
+The protocol's errors (envelope, Merkle, SIWE) are :class:`ledger.protocol.errors.DomainError`
+subclasses with no HTTP status; :data:`PROTOCOL_STATUS` below gives them theirs, and
+:func:`http_status_of` is the one lookup the handlers use.
+
+The tree (``code`` and HTTP status after the name)::
+
+    DomainError                                               (ledger.protocol.errors)
 
     GatewayError                    gateway_error 500
     ├── IpfsError                   ipfs_error 502            (gateway.ipfs)
@@ -14,14 +20,14 @@ The tree (classes live in their modules for now; ``code`` and ``http_status`` af
     │   ├── IpfsApiError            ipfs_api_error 502        other error answer of the RPC API
     │   ├── IpfsProtocolError       ipfs_protocol_error 502   answer not of the documented shape
     │   └── InvalidCid              invalid_cid 400           text is not a CID we accept
-    ├── EnvelopeError               envelope_error 400        (gateway.envelope)
+    ├── EnvelopeError               envelope_error 400        (ledger.protocol.envelope)
     │   ├── MalformedEnvelope       malformed_envelope 400    bad blob / key / field encoding
     │   ├── DecryptionFailed        decryption_failed 400     AEAD tag: wrong key, AAD, tamper
     │   └── DigestMismatch          digest_mismatch 502       sha256(plaintext) != contentDigest
-    ├── MerkleError                 merkle_error 400          (gateway.merkle)
+    ├── MerkleError                 merkle_error 400          (ledger.protocol.merkle)
     │   ├── InvalidTreeSize         invalid_tree_size 400
     │   └── LeafIndexOutOfRange     leaf_index_out_of_range 400
-    └── SiweError                   siwe_error 401            (gateway.siwe)
+    └── SiweError                   siwe_error 401            (ledger.protocol.siwe)
         ├── MalformedMessage        siwe_malformed_message 400
         ├── DomainMismatch          siwe_domain_mismatch 401
         ├── UriMismatch             siwe_uri_mismatch 401
@@ -38,40 +44,48 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-__all__ = ["GatewayError"]
+from ledger.protocol.envelope import DigestMismatch, EnvelopeError
+from ledger.protocol.errors import DomainError
+from ledger.protocol.merkle import MerkleError
+from ledger.protocol.siwe import MalformedMessage, SiweError
+
+__all__ = ["PROTOCOL_STATUS", "DomainError", "GatewayError", "http_status_of"]
 
 
-class GatewayError(Exception):
-    """Root of every gateway domain error.
-
-    Subclasses override ``code`` and ``http_status`` and pass their offending values as
-    keyword ``fields`` (also set as typed attributes by the subclass ``__init__``).
-    """
+class GatewayError(DomainError):
+    """Root of every gateway domain error: a :class:`DomainError` with the HTTP status the
+    single FastAPI exception handler answers with. Subclasses override ``code`` and
+    ``http_status`` and pass their offending values as keyword ``fields``."""
 
     code: ClassVar[str] = "gateway_error"
     http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, **fields: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fields: Mapping[str, object] = MappingProxyType(dict(fields))
 
-    def headers(self) -> dict[str, str]:
-        """HTTP headers the response carries (``Retry-After`` on a 429); none by default."""
-        return {}
+# The protocol's errors carry no HTTP status; this is the one place that gives them one.
+# The most specific class listed in an error's MRO wins.
+PROTOCOL_STATUS: Mapping[type[DomainError], int] = MappingProxyType(
+    {
+        EnvelopeError: 400,
+        DigestMismatch: 502,
+        MerkleError: 400,
+        SiweError: 401,
+        MalformedMessage: 400,
+    }
+)
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready body: ``{"code", "message", **fields}`` (fields rendered with ``str``
-        when not a JSON scalar)."""
-        body: dict[str, object] = {"code": self.code, "message": self.message}
-        for key, value in self.fields.items():
-            if value is None or isinstance(value, (bool, int, float, str)):
-                body[key] = value
-            elif isinstance(value, bytes):
-                body[key] = "0x" + value.hex()
-            else:
-                body[key] = str(value)
-        return body
+
+def http_status_of(error: DomainError | type[DomainError]) -> int:
+    """The HTTP status a domain error is answered with (500 for an unmapped one)."""
+    if isinstance(error, GatewayError):
+        return error.http_status  # an instance may carry its own (a contract error's)
+    cls = error if isinstance(error, type) else type(error)
+    if issubclass(cls, GatewayError):
+        return cls.http_status
+    for klass in cls.__mro__:
+        status = PROTOCOL_STATUS.get(klass)
+        if status is not None:
+            return status
+    return 500
 
 
 # -- service errors (gateway.app, gateway.service, gateway.relay) ---------------------------

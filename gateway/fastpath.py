@@ -20,8 +20,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import ChainUnavailable, GatewayError
+from gateway.errors import ChainUnavailable, http_status_of
 from gateway.service import AuthService, RecordService, parse_purpose
+from ledger.protocol.errors import DomainError
 
 __all__ = ["FetchFastPath", "bearer_token"]
 
@@ -42,7 +43,7 @@ class FetchFastPath:
         auth: Callable[[], AuthService],
         records: Callable[[], RecordService],
         route: BaseRoute | None,
-        error_response: Callable[[GatewayError], Response],
+        error_response: Callable[[DomainError], Response],
     ) -> None:
         self.app = app
         self._auth = auth
@@ -70,9 +71,9 @@ class FetchFastPath:
             body = await run_in_threadpool(
                 self._records().fetch_json, principal, path.group(1), purpose
             )
-        except GatewayError as exc:
-            if exc.http_status >= 500:
-                log.warning("GET %s -> %d %s", scope["path"], exc.http_status, exc.code)
+        except DomainError as exc:
+            if http_status_of(exc) >= 500:
+                log.warning("GET %s -> %d %s", scope["path"], http_status_of(exc), exc.code)
             if isinstance(exc, ChainUnavailable):  # the URL (maybe with an API key): log only
                 log.warning("chain node %s: %s", exc.url, exc.reason)
             await self._error_response(exc)(scope, receive, send)

@@ -24,9 +24,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import GatewayError, RateLimited
+from gateway.errors import RateLimited
 from gateway.fastpath import bearer_token
 from gateway.service import AuthService
+from ledger.protocol.errors import DomainError
 
 __all__ = ["AUTH_FIRST", "RATE_LIMITED", "RateLimiter", "RequestGuard"]
 
@@ -86,7 +87,7 @@ class RequestGuard:
         *,
         auth: Callable[[], AuthService],
         limiter: RateLimiter,
-        error_response: Callable[[GatewayError], Response],
+        error_response: Callable[[DomainError], Response],
     ) -> None:
         self.app = app
         self._auth = auth
@@ -114,7 +115,7 @@ class RequestGuard:
             try:
                 if auth.cached(token) is None:  # no I/O when cached
                     await run_in_threadpool(auth.authenticate, token)
-            except GatewayError as exc:
+            except DomainError as exc:
                 response = self._error_response(exc)
                 # The body was never read: close the connection instead of draining it.
                 response.headers["Connection"] = "close"

@@ -1,4 +1,4 @@
-"""Database tables (sqlmodel) and the API's request / response models.
+"""Database tables (sqlmodel); the API's request / response models are in ``ledger.protocol.wire``.
 
 Tables keep no plaintext: a record row holds the CID and the data key wrapped under the KEK;
 session rows hold the sha256 of the bearer token, never the token. Byte strings of the chain
@@ -8,9 +8,6 @@ the same on SQLite and PostgreSQL; times are UNIX seconds (float).
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, Table
 from sqlmodel import Field as DbField
 from sqlmodel import SQLModel
@@ -25,32 +22,14 @@ __all__ = [
     "RELAYED_TX",
     "TABLES",
     "AccessLogEntry",
-    "AccessLogEntryPublic",
-    "AccessLogPage",
     "AuthNonce",
     "AuthSession",
     "Checkpoint",
-    "CheckpointPublic",
-    "ConsentPublic",
-    "ConsentsPublic",
-    "ConsistencyPublic",
-    "HealthPublic",
     "LogSequencer",
-    "LoginRequest",
-    "NoncePublic",
     "Record",
     "RecordBase",
-    "RecordPublic",
-    "RecordsPublic",
-    "RelayPending",
-    "RelayPolicyPublic",
-    "RelayRequest",
-    "RelayResult",
     "RelayedTx",
-    "SessionPublic",
 ]
-
-Hex32 = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
 
 # --------------------------------------------------------------------------------- tables
 
@@ -175,202 +154,3 @@ TABLES: tuple[Table, ...] = (
     CHECKPOINT,
     RELAYED_TX,
 )
-
-# ------------------------------------------------------------------------------ API models
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class NoncePublic(_Out):
-    nonce: str = Field(examples=["f1c9a0d2b7e34e5c8a6d"])
-    expires_at: float = Field(description="UNIX seconds", examples=[1767225600.0])
-    domain: str = Field(examples=["127.0.0.1:8000"])
-    uri: str = Field(examples=["http://127.0.0.1:8000"])
-    chain_id: int | None = Field(examples=[31337])
-
-
-class LoginRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "message": "127.0.0.1:8000 wants you to sign in with your Ethereum account:\n"
-                    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\n\nSign in to Consent Ledger\n\n"
-                    "URI: http://127.0.0.1:8000\nVersion: 1\nChain ID: 31337\n"
-                    "Nonce: f1c9a0d2b7e34e5c8a6d\nIssued At: 2026-01-01T00:00:00.000Z",
-                    "signature": "0x" + "ab" * 65,
-                }
-            ]
-        },
-    )
-
-    message: str = Field(min_length=1, max_length=8192, description="EIP-4361 message")
-    signature: str = Field(pattern=r"^(0x)?[0-9a-fA-F]{130}$", description="personal_sign")
-
-
-class SessionPublic(_Out):
-    token: str = Field(description="Bearer token for the Authorization header")
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the scheme name, not a secret
-    address: str = Field(examples=["0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"])
-    expires_at: float
-
-
-class RecordPublic(_Out):
-    record_id: str = Field(examples=["0x" + "1f" * 32])
-    patient: str
-    centre: str
-    category: str = Field(description="category name", examples=["laboratory"])
-    category_id: str = Field(description="bytes32 category id, 0x hex")
-    content_digest: str
-    issued_at: int
-    cid: str = Field(examples=["bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"])
-    size: int
-    tx_hash: str | None
-    block_number: int | None
-
-
-class RecordsPublic(_Out):
-    records: list[RecordPublic]
-
-
-class ConsentPublic(_Out):
-    patient: str
-    grantee: str
-    scope_kind: Literal["record", "category", "all"]
-    scope_id: str
-    purposes: list[int] = Field(description="purpose ids (0 treatment, 1 research, ...)")
-    purpose_names: list[str]
-    expires_at: int
-    active: bool = Field(description="in force at the block named in the response")
-
-
-class ConsentsPublic(_Out):
-    block_number: int
-    granted: list[ConsentPublic] = Field(description="consents the caller granted as patient")
-    received: list[ConsentPublic] = Field(description="consents granted to the caller")
-
-
-class RelayRequest(BaseModel):
-    """A patient's signed EIP-712 ``GrantConsent`` or ``RevokeConsent``, for the gateway to
-    relay (it pays the gas)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "action": "grant",
-                    "request": {
-                        "patient": "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
-                        "grantee": "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
-                        "scopeKind": 0,
-                        "scopeId": "0x" + "1f" * 32,
-                        "purposes": 1,
-                        "expiresAt": 1767225600,
-                        "signer": "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
-                        "nonce": 0,
-                        "deadline": 1767225600,
-                    },
-                    "signature": "0x" + "ab" * 65,
-                }
-            ]
-        },
-    )
-
-    action: Literal["grant", "revoke"]
-    request: dict[str, int | str] = Field(
-        description="GrantRequest / RevokeRequest fields as the contract names them"
-    )
-    signature: str = Field(pattern=r"^(0x)?[0-9a-fA-F]+$")
-
-
-class RelayResult(_Out):
-    action: Literal["grant", "revoke"]
-    tx_hash: str
-    block_number: int
-    status: Literal["mined"] = "mined"
-    gas_used: int
-
-
-class RelayPending(_Out):
-    """A relayed transaction sent but not mined within the policy's receipt wait (202)."""
-
-    action: Literal["grant", "revoke"]
-    tx_hash: str
-    status: Literal["pending"] = "pending"
-    status_url: str = Field(
-        description="GET it for the outcome: 200 with the receipt once mined, 202 while "
-        "pending, the registry's error once it reverted",
-        examples=["/v1/consents/relays/0x" + "ab" * 32],
-    )
-
-
-class RelayPolicyPublic(_Out):
-    """The published relayer policy: what this gateway pays for, and the limits it applies."""
-
-    relayer: str = Field(description="the account that sends and pays for relayed consents")
-    gas_cap: int = Field(
-        description="the gas limit of every relayed transaction; a relay whose estimate or "
-        "whose signer's ERC-1271 check needs more is refused (403 relay_gas_cap_exceeded)",
-        examples=[200_000],
-    )
-    patient_quota_per_hour: int = Field(
-        description="relayed transactions per patient in any rolling hour (429 "
-        "relay_quota_exceeded)",
-        examples=[10],
-    )
-    rate_per_minute: int = Field(
-        description="relayed transactions of all patients in any rolling minute (429 "
-        "relay_rate_limited)",
-        examples=[60],
-    )
-    receipt_wait_s: float = Field(
-        description="how long POST /v1/consents waits for the receipt before answering 202",
-        examples=[5.0],
-    )
-
-
-class CheckpointPublic(_Out):
-    tree_size: int
-    root_hash: str
-    gateway: str
-    tx_hash: str
-    block_number: int
-    anchored_at: float
-
-
-class AccessLogEntryPublic(_Out):
-    index: int
-    leaf: str = Field(description="the canonical JSON leaf, verbatim")
-    leaf_hash: str = Field(description="SHA-256(0x00 || leaf), 0x hex")
-    entry: dict[str, object]
-    inclusion_proof: list[str] | None = Field(
-        description="RFC 9162 PATH against the checkpoint; null until a checkpoint covers it"
-    )
-
-
-class AccessLogPage(_Out):
-    checkpoint: CheckpointPublic | None
-    log_size: int
-    entries: list[AccessLogEntryPublic]
-
-
-class ConsistencyPublic(_Out):
-    first: int
-    second: int
-    first_root: str
-    second_root: str
-    proof: list[str]
-
-
-class HealthPublic(_Out):
-    status: Literal["ok", "degraded"]
-    chain_id: int | None
-    latest_block: int | None
-    contract: str | None
-    ipfs_node_id: str | None
-    database: str
-    details: dict[str, str]

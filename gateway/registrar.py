@@ -3,7 +3,7 @@
 The upload path sends one ``registerRecord`` per record, so it skips web3's contract machinery:
 the calldata is ABI-encoded with a precomputed selector, the gas limit is a fixed bound (no
 ``eth_estimateGas``), the fee comes from a base fee cached for a second, and the transaction is
-signed locally with the registrar account's :class:`ledger.chain.TxSender` nonce (its own
+signed locally with the registrar account's :class:`ledger.chain.node.TxSender` nonce (its own
 account: relayed consents and anchoring send from others) and sent raw over the gateway's
 keep-alive JSON-RPC transport, with short receipt polling.
 
@@ -35,8 +35,8 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamFailed,
 )
-from ledger.chain import TxSender
-from ledger.eip712 import RecordAttestation
+from ledger.chain.node import TxSender
+from ledger.protocol.eip712 import RecordAttestation
 
 __all__ = ["Registered", "Registrar", "TxLookup", "registration_gas_limit"]
 

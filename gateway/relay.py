@@ -58,22 +58,23 @@ from gateway.errors import (
     UpstreamFailed,
 )
 from gateway.metrics import Metrics
-from gateway.models import (
-    RELAYED_TX,
+from gateway.models import RELAYED_TX
+from gateway.service import ChainAccess
+from ledger.chain.node import ANVIL_CHAIN_ID
+from ledger.protocol.consent_types import Purpose, ScopeKind, purposes_of
+from ledger.protocol.eip712 import GrantRequest, RevokeRequest
+from ledger.protocol.eip712 import digest as typed_digest
+from ledger.protocol.errors import DomainError
+from ledger.protocol.events import ConsentGranted as ConsentGrantedEvent
+from ledger.protocol.events import ConsentRevoked as ConsentRevokedEvent
+from ledger.protocol.events import EventDecoder, RawLog, registry_event_abi
+from ledger.protocol.wire import (
     ConsentPublic,
     ConsentsPublic,
     RelayPending,
     RelayPolicyPublic,
     RelayResult,
 )
-from gateway.service import ChainAccess
-from ledger.chain import ANVIL_CHAIN_ID
-from ledger.consent_types import Purpose, ScopeKind, purposes_of
-from ledger.eip712 import GrantRequest, RevokeRequest
-from ledger.eip712 import digest as typed_digest
-from ledger.events import ConsentGranted as ConsentGrantedEvent
-from ledger.events import ConsentRevoked as ConsentRevokedEvent
-from ledger.events import EventDecoder, RawLog, registry_event_abi
 
 __all__ = [
     "ConsentDirectory",
@@ -508,7 +509,7 @@ class ConsentRelay:
         except ChainUnavailable:
             sender.resync()  # it may or may not have reached the node: it stays counted
             raise
-        except GatewayError:
+        except DomainError:
             sender.resync()  # the node refused it: nothing was sent
             self.ledger.forget(row)
             raise

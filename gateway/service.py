@@ -59,8 +59,6 @@ from sqlalchemy import Connection, Engine, Table, delete, insert, or_, select, u
 from sqlalchemy.exc import IntegrityError, OperationalError
 from web3 import Web3
 
-from gateway import envelope as env
-from gateway import siwe
 from gateway.accesslog import AccessLog, Decision
 from gateway.errors import (
     AttestationInvalid,
@@ -73,7 +71,6 @@ from gateway.errors import (
     ContractRejected,
     DatabaseUnavailable,
     Forbidden,
-    GatewayError,
     InvalidRequest,
     PayloadTooLarge,
     RecordNotFound,
@@ -84,24 +81,20 @@ from gateway.errors import (
 )
 from gateway.ipfs import IpfsClient, IpfsError, IpfsUnavailable, compute_cid, verify_cid
 from gateway.metrics import Metrics
-from gateway.models import (
-    AUTH_NONCE,
-    AUTH_SESSION,
-    RECORD,
-    NoncePublic,
-    Record,
-    RecordPublic,
-    SessionPublic,
-)
+from gateway.models import AUTH_NONCE, AUTH_SESSION, RECORD, Record
 from gateway.registrar import Registrar
-from gateway.rpc import HttpxRpc, KeepAliveRpc, RpcTransport, RpcTransportError
-from ledger.chain import TxSender
-from ledger.consent_types import Basis, Purpose, category_id, category_name
-from ledger.contract_errors import ContractError, ErrorDecoder
-from ledger.eip712 import Domain, RecordAttestation
-from ledger.eip712 import record_id as attestation_record_id
-from ledger.eip712 import recover_signer as recover_typed_signer
-from ledger.registry import CENTRE_ROLE, ConsentRegistry
+from ledger.chain.node import TxSender
+from ledger.chain.registry import CENTRE_ROLE, ConsentRegistry
+from ledger.chain.rpc import HttpxRpc, KeepAliveRpc, RpcTransport, RpcTransportError
+from ledger.protocol import envelope as env
+from ledger.protocol import siwe
+from ledger.protocol.consent_types import Basis, Purpose, category_id, category_name
+from ledger.protocol.contract_errors import ContractError, ErrorDecoder
+from ledger.protocol.eip712 import Domain, RecordAttestation
+from ledger.protocol.eip712 import record_id as attestation_record_id
+from ledger.protocol.eip712 import recover_signer as recover_typed_signer
+from ledger.protocol.errors import DomainError
+from ledger.protocol.wire import NoncePublic, RecordPublic, SessionPublic
 
 __all__ = [
     "AuthService",
@@ -292,7 +285,7 @@ class ChainAccess:
             yield
         except ContractError as exc:
             raise contract_rejection(exc) from exc
-        except GatewayError:
+        except DomainError:
             raise
         except (OSError, TimeoutError) as exc:  # requests' errors are OSErrors
             raise ChainUnavailable(url=self.url, reason=type(exc).__name__) from exc
@@ -485,7 +478,7 @@ class AuthService:
             _purge_expired(conn, AUTH_NONCE, AUTH_NONCE.c.nonce, now)
         try:
             chain_id: int | None = self._chain_id()
-        except GatewayError:
+        except DomainError:
             chain_id = None
         return NoncePublic(
             nonce=nonce, expires_at=expires, domain=self.domain, uri=self.uri, chain_id=chain_id
@@ -749,7 +742,7 @@ class RecordService:
         """Encrypt, pin and register a centre's attested record; ``(record, created)``.
 
         The attested digest is ``sha256(salt || data)``; the salt goes into the encrypted blob
-        (``gateway.envelope``) and nowhere else.
+        (``ledger.protocol.envelope``) and nowhere else.
 
         Retrying the same attestation returns the existing record with ``created=False``.
         """
@@ -919,7 +912,7 @@ class RecordService:
             # Older than any upload may take: its uploader died. Resolve it, then look again.
             try:
                 self._recover_row(existing)
-            except GatewayError as exc:
+            except DomainError as exc:
                 log.warning("could not resolve pending upload %s: %s", rid_hex, exc.code)
                 break
             again = self._row(rid_hex, include_pending=True)

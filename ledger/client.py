@@ -37,9 +37,13 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ValidationError
 
-from gateway.envelope import Envelope, EnvelopeError, open_envelope
-from gateway.merkle import leaf_hash, verify_consistency, verify_inclusion
-from gateway.models import (
+from ledger.chain.registry import GATEWAY_ROLE, ConsentRegistry
+from ledger.protocol.content_digest import new_salt, salted_digest
+from ledger.protocol.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest, sign
+from ledger.protocol.envelope import Envelope, EnvelopeError, open_envelope
+from ledger.protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
+from ledger.protocol.siwe import SiweMessage
+from ledger.protocol.wire import (
     AccessLogEntryPublic,
     AccessLogPage,
     CheckpointPublic,
@@ -52,10 +56,6 @@ from gateway.models import (
     RelayResult,
     SessionPublic,
 )
-from gateway.siwe import SiweMessage
-from ledger.content_digest import new_salt, salted_digest
-from ledger.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest, sign
-from ledger.registry import GATEWAY_ROLE, ConsentRegistry
 
 __all__ = [
     "ClientError",

@@ -19,16 +19,16 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.logs import DISCARD
 
-from ledger import eip712
-from ledger.build import compile_contracts
-from ledger.consent_types import RecordId, category_id
-from ledger.registry import (
+from ledger.chain.build import compile_contracts
+from ledger.chain.registry import (
     CENTRE_ROLE,
     EMERGENCY_ROLE,
     GATEWAY_ROLE,
     ConsentRegistry,
     Receipt,
 )
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import RecordId, category_id
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 

@@ -16,8 +16,8 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.chain import connect, dev_accounts
-from ledger.services import AnvilNode, IpfsNode, free_port
+from ledger.chain.node import connect, dev_accounts
+from ledger.devstack.services import AnvilNode, IpfsNode, free_port
 
 
 @dataclass

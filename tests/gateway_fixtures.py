@@ -46,16 +46,16 @@ from web3 import Web3
 
 from gateway.api import GatewayState
 from gateway.app import create_app
-from gateway.envelope import salted_digest
 from gateway.settings import Settings
-from gateway.siwe import SiweMessage
-from ledger import eip712
-from ledger.build import compile_contracts
-from ledger.chain import dev_accounts
-from ledger.consent_types import ScopeKind, category_id, purposes_mask
-from ledger.deployment import Deployment
-from ledger.registry import CENTRE_ROLE, GATEWAY_ROLE, REGISTRY_CONTRACT, ConsentRegistry
-from ledger.services import free_port
+from ledger.chain.build import compile_contracts
+from ledger.chain.deployment import Deployment
+from ledger.chain.node import dev_accounts
+from ledger.chain.registry import CENTRE_ROLE, GATEWAY_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.devstack.services import free_port
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
+from ledger.protocol.envelope import salted_digest
+from ledger.protocol.siwe import SiweMessage
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 

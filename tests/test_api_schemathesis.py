@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, settings
 from web3 import Web3
 
 from gateway.api import router
-from ledger.chain import dev_accounts
+from ledger.chain.node import dev_accounts
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     build_stack,

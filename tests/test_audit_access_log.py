@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.accesslog import Decision, canonical_leaf
-from gateway.merkle import leaf_hash, root_hash
-from ledger.audit import (
+from ledger.audit.core import (
     DEFAULT_ANCHOR_INTERVAL_S,
     DEFAULT_MAX_TIME_SKEW_S,
     AccessLogError,
@@ -23,9 +22,10 @@ from ledger.audit import (
     load_access_log,
     run_audit,
 )
-from ledger.consent_types import Purpose
-from ledger.registry import GATEWAY_ROLE
-from ledger.replay import BlockClock
+from ledger.audit.replay import BlockClock
+from ledger.chain.registry import GATEWAY_ROLE
+from ledger.protocol.consent_types import Purpose
+from ledger.protocol.merkle import leaf_hash, root_hash
 from tests.test_audit_world import Gateway, World, increase_time, world_fixture
 
 

@@ -11,10 +11,10 @@ from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import events as ev
-from ledger.build import compile_contracts
-from ledger.consent_types import ScopeKind
-from ledger.events import (
+from ledger.chain.build import compile_contracts
+from ledger.protocol import events as ev
+from ledger.protocol.consent_types import ScopeKind
+from ledger.protocol.events import (
     EventDecoder,
     MalformedLog,
     RawLog,

@@ -13,11 +13,11 @@ from fhir.resources.R4B.consent import Consent
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ledger.audit import run_audit
-from ledger.audit_cli import app
-from ledger.audit_report import render_html, render_terminal, report_to_json
-from ledger.fhir_export import audit_event_resources, consent_resources, export_fhir
-from ledger.replay import BlockClock
+from ledger.audit.core import run_audit
+from ledger.audit.fhir import audit_event_resources, consent_resources, export_fhir
+from ledger.audit.html_report import render_html, render_terminal, report_to_json
+from ledger.audit.replay import BlockClock
+from ledger.cli.audit import app
 from tests.test_audit_world import World, world_fixture
 
 
@@ -250,7 +250,7 @@ def test_consent_audit_run_on_a_self_named_export_with_entries_dropped_exits_non
     world, tmp_path, home
 ) -> None:
     """The reproduced attack, through the ``consent`` command line."""
-    from ledger.cli import app as consent_app
+    from ledger.cli.main import app as consent_app
     from tests.test_audit_access_log import _self_named_export
 
     log = tmp_path / "self-named.json"

@@ -7,10 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ledger.audit import FindingKind, run_audit
-from ledger.consent_state import ConsentTimeline
-from ledger.events import ConsentRevoked
-from ledger.replay import (
+from ledger.audit.core import FindingKind, run_audit
+from ledger.audit.replay import (
     DigestMismatchKind,
     RangeTooLarge,
     RpcClient,
@@ -21,6 +19,8 @@ from ledger.replay import (
     read_event_digest,
     replay,
 )
+from ledger.audit.state import ConsentTimeline
+from ledger.protocol.events import ConsentRevoked
 from tests.test_audit_world import (
     ForwardingTransport,
     World,

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ledger.consent_state import ConsentTimeline, OutOfOrderEvent
-from ledger.consent_types import Basis, Purpose, ScopeKind
-from ledger.replay import BlockClock, replay
+from ledger.audit.replay import BlockClock, replay
+from ledger.audit.state import ConsentTimeline, OutOfOrderEvent
+from ledger.protocol.consent_types import Basis, Purpose, ScopeKind
 from tests.test_audit_world import World, world_fixture
 
 
@@ -145,9 +145,14 @@ def test_the_replay_ends_a_guardians_grants_with_the_guardian(anvil, chain, requ
     replacement, a nonce burn and a break-glass close agrees with the contract at every block."""
     from eth_utils.crypto import keccak
 
-    from ledger.consent_types import ALL_SCOPE_ID
-    from ledger.events import EventDecoder, GuardianRemoved, NonceBurned, registry_event_abi
-    from ledger.replay import RpcClient
+    from ledger.audit.replay import RpcClient
+    from ledger.protocol.consent_types import ALL_SCOPE_ID
+    from ledger.protocol.events import (
+        EventDecoder,
+        GuardianRemoved,
+        NonceBurned,
+        registry_event_abi,
+    )
     from tests._registry_helpers import deploy_env, register
 
     env = deploy_env(chain, anvil.accounts)

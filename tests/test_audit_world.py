@@ -27,15 +27,15 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from gateway.accesslog import Decision, canonical_leaf
-from gateway.merkle import leaf_hash, root_hash
-from ledger import eip712
-from ledger.audit import AccessLogExport, ExportedCheckpoint, build_access_log_export
-from ledger.build import compile_contracts
-from ledger.chain import dev_accounts
-from ledger.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_id
-from ledger.events import EventDecoder, registry_event_abi
-from ledger.registry import CENTRE_ROLE, EMERGENCY_ROLE, GATEWAY_ROLE, ConsentRegistry
-from ledger.replay import RpcClient
+from ledger.audit.core import AccessLogExport, ExportedCheckpoint, build_access_log_export
+from ledger.audit.replay import RpcClient
+from ledger.chain.build import compile_contracts
+from ledger.chain.node import dev_accounts
+from ledger.chain.registry import CENTRE_ROLE, EMERGENCY_ROLE, GATEWAY_ROLE, ConsentRegistry
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_id
+from ledger.protocol.events import EventDecoder, registry_event_abi
+from ledger.protocol.merkle import leaf_hash, root_hash
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
@@ -120,7 +120,7 @@ def audit_time_skew(w3: Web3) -> float:
     node's clock runs ahead of this machine's. The session node's clock is moved forward for
     good by the audit world (``evm_increaseTime`` outside any snapshot), while a gateway stamps
     leaves with this machine's clock."""
-    from ledger.audit import DEFAULT_MAX_TIME_SKEW_S
+    from ledger.audit.core import DEFAULT_MAX_TIME_SKEW_S
 
     ahead = head_timestamp(w3) - time.time()
     return DEFAULT_MAX_TIME_SKEW_S + max(0.0, ahead)

@@ -1,7 +1,7 @@
 """The ``consent`` CLI: documented, helpful, honest about failures, and the demo holds.
 
-Real services: a session stack (anvil + js-ipfs + gateway via ``ledger.stack.start_stack`` on
-free ports in a temp dir, checkpoints anchored every second), stopped in ``finally``; and
+Real services: a session stack (anvil + js-ipfs + gateway via ``ledger.devstack.stack.start_stack``
+on free ports in a temp dir, checkpoints anchored every second), stopped in ``finally``; and
 ``consent demo --fresh``, which starts and stops its own.
 """
 
@@ -20,14 +20,14 @@ import pytest
 from eth_account import Account
 from typer.testing import CliRunner
 
-from ledger.chain import dev_accounts
-from ledger.cli import app, command_names, parse_expiry, parse_purposes
-from ledger.consent_types import NO_EXPIRY
-from ledger.demo import checkup_pdf, diagnostic_report
-from ledger.keys import Keystore
+from ledger.chain.keys import Keystore
+from ledger.chain.node import dev_accounts
+from ledger.cli.demo import checkup_pdf, diagnostic_report
+from ledger.cli.main import app, command_names, parse_expiry, parse_purposes
+from ledger.devstack.services import free_port
+from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import PROJECT_ROOT, state_paths
-from ledger.services import free_port
-from ledger.stack import StackConfig, StackInfo, start_stack
+from ledger.protocol.consent_types import NO_EXPIRY
 
 runner = CliRunner()
 PATIENT = dev_accounts()[3]
@@ -392,8 +392,8 @@ def test_upload_dir_uploads_a_manifest_and_reports_failures(stack: Stack, tmp_pa
 
 
 def _records_registered_since(stack: Stack, block: int) -> list[object]:
-    from ledger.chain import connect
-    from ledger.registry import ConsentRegistry
+    from ledger.chain.node import connect
+    from ledger.chain.registry import ConsentRegistry
 
     w3 = connect(stack.info.anvil.url)
     registry = ConsentRegistry(w3, stack.info.deployment.address)
@@ -405,7 +405,7 @@ def _records_registered_since(stack: Stack, block: int) -> list[object]:
 def test_upload_dir_refuses_a_path_outside_dir_and_uploads_nothing(
     stack: Stack, tmp_path: Path, hostile: str
 ) -> None:
-    from ledger.chain import connect
+    from ledger.chain.node import connect
 
     assert _run(stack, "admin", "add-centre", "centre").exit_code == 0
     secret = tmp_path / "outside.key"
@@ -464,9 +464,9 @@ def test_demo_exits_0_on_a_fresh_stack() -> None:
 
 
 def test_the_patient_sees_every_break_glass_opening(stack: Stack, tmp_path: Path) -> None:
-    from ledger.chain import connect
-    from ledger.keys import DEV_NAMES
-    from ledger.registry import ConsentRegistry
+    from ledger.chain.keys import DEV_NAMES
+    from ledger.chain.node import connect
+    from ledger.chain.registry import ConsentRegistry
 
     content = diagnostic_report(patient=PATIENT.address, issued_at=1_770_000_002)
     record_id, _ = _upload(stack, tmp_path, content, "laboratory")
@@ -511,11 +511,11 @@ def test_the_patient_sees_every_break_glass_opening(stack: Stack, tmp_path: Path
 
 
 def test_nonce_burn_voids_a_signed_request_held_back(stack: Stack) -> None:
-    from ledger import eip712
-    from ledger.chain import connect
-    from ledger.consent_types import ALL_SCOPE_ID, ScopeKind
-    from ledger.contract_errors import InvalidAccountNonce
-    from ledger.registry import ConsentRegistry
+    from ledger.chain.node import connect
+    from ledger.chain.registry import ConsentRegistry
+    from ledger.protocol import eip712
+    from ledger.protocol.consent_types import ALL_SCOPE_ID, ScopeKind
+    from ledger.protocol.contract_errors import InvalidAccountNonce
 
     reg = ConsentRegistry(connect(stack.info.anvil.url), stack.info.deployment.address)
     doctor, relayer = dev_accounts()[4], dev_accounts()[5]

@@ -30,15 +30,15 @@ from eth_account.signers.local import LocalAccount
 from typer.testing import CliRunner
 from web3 import Web3
 
-from gateway.envelope import encrypt_record, seal_key_to
-from ledger.chain import TxSender, connect, deploy, dev_accounts
-from ledger.cli import app
-from ledger.consent_types import ScopeKind
-from ledger.keys import DEV_NAMES
+from ledger.chain.keys import DEV_NAMES
+from ledger.chain.node import TxSender, connect, deploy, dev_accounts
+from ledger.chain.registry import ConsentRegistry
+from ledger.cli.main import app
+from ledger.devstack.services import free_port
+from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import state_paths
-from ledger.registry import ConsentRegistry
-from ledger.services import free_port
-from ledger.stack import StackConfig, StackInfo, start_stack
+from ledger.protocol.consent_types import ScopeKind
+from ledger.protocol.envelope import encrypt_record, seal_key_to
 
 runner = CliRunner()
 DEV = dict(zip(DEV_NAMES, dev_accounts(), strict=True))

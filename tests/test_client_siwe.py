@@ -17,8 +17,8 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from gateway.siwe import parse_message
 from ledger.client import Gateway, SiweSiteMismatch
+from ledger.protocol.siwe import parse_message
 
 REAL = "gateway.hospital.example"
 

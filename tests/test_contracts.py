@@ -16,10 +16,18 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 from web3 import Web3
 
-from ledger import eip712
-from ledger.build import compile_contracts
-from ledger.chain import TxSender, deploy
-from ledger.consent_types import (
+from ledger.chain.build import compile_contracts
+from ledger.chain.node import TxSender, deploy
+from ledger.chain.registry import (
+    CENTRE_ROLE,
+    DEFAULT_ADMIN_ROLE,
+    EMERGENCY_ROLE,
+    GATEWAY_ROLE,
+    ConsentRegistry,
+    ConsentTerms,
+)
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import (
     ALL_SCOPE_ID,
     BREAK_GLASS_COOLDOWN_S,
     DEFAULT_CATEGORIES,
@@ -31,7 +39,7 @@ from ledger.consent_types import (
     category_id,
     purposes_mask,
 )
-from ledger.contract_errors import (
+from ledger.protocol.contract_errors import (
     ERROR_CLASSES,
     AccessControlBadConfirmation,
     AccessControlUnauthorizedAccount,
@@ -74,14 +82,6 @@ from ledger.contract_errors import (
     UnknownRecord,
     ZeroCategory,
     ZeroPatient,
-)
-from ledger.registry import (
-    CENTRE_ROLE,
-    DEFAULT_ADMIN_ROLE,
-    EMERGENCY_ROLE,
-    GATEWAY_ROLE,
-    ConsentRegistry,
-    ConsentTerms,
 )
 from tests._registry_helpers import (
     CID,

@@ -3,7 +3,7 @@ guardian's signature) / guardian set, replace and remove / break-glass open and 
 cool-down and the fresh-reason rule) / nonce burn / time travel sequences against the real
 registry; after every step the contract's ``hasConsent`` and ``accessBasis`` equal a pure Python
 model for every (patient, grantee, record, purpose) of a fixed sample, and so does the audit's
-replay (``ledger.replay.replay`` proven complete against the event digest, folded into a
+replay (``ledger.audit.replay.replay`` proven complete against the event digest, folded into a
 ``ConsentTimeline``), whose ``grant_at`` also equals the contract's ``consentOf`` for every grant
 the model knows (guardian grants whose guardian was removed or replaced read as absent).
 
@@ -41,9 +41,11 @@ from hypothesis.stateful import (
 )
 from web3 import Web3
 
-from ledger import eip712
-from ledger.consent_state import ConsentTimeline
-from ledger.consent_types import (
+from ledger.audit.replay import RpcClient, replay
+from ledger.audit.state import ConsentTimeline
+from ledger.chain.registry import ConsentRegistry, Receipt
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import (
     ALL_SCOPE_ID,
     BREAK_GLASS_COOLDOWN_S,
     BREAK_GLASS_PURPOSES,
@@ -52,7 +54,7 @@ from ledger.consent_types import (
     ScopeKind,
     category_id,
 )
-from ledger.contract_errors import (
+from ledger.protocol.contract_errors import (
     BreakGlassAlreadyOpen,
     BreakGlassCoolingDown,
     BreakGlassNotOpen,
@@ -65,9 +67,7 @@ from ledger.contract_errors import (
     NoGuardian,
     RecordNotOwned,
 )
-from ledger.events import EventDecoder, registry_event_abi
-from ledger.registry import ConsentRegistry, Receipt
-from ledger.replay import RpcClient, replay
+from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests._registry_helpers import (
     RegistryEnv,
     deploy_env,

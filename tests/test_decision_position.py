@@ -31,13 +31,13 @@ import pytest
 from eth_utils.address import to_checksum_address
 
 from gateway.accesslog import Decision, canonical_leaf
-from ledger.audit import FindingKind, Severity, load_access_log, run_audit
-from ledger.chain import connect, dev_accounts
-from ledger.consent_state import ConsentTimeline
-from ledger.consent_types import Basis, Purpose, ScopeKind, purposes_mask
-from ledger.events import EventDecoder, registry_event_abi
-from ledger.replay import BlockClock, RpcClient, replay
-from ledger.services import AnvilNode, IpfsNode, free_port
+from ledger.audit.core import FindingKind, Severity, load_access_log, run_audit
+from ledger.audit.replay import BlockClock, RpcClient, replay
+from ledger.audit.state import ConsentTimeline
+from ledger.chain.node import connect, dev_accounts
+from ledger.devstack.services import AnvilNode, IpfsNode, free_port
+from ledger.protocol.consent_types import Basis, Purpose, ScopeKind, purposes_mask
+from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     build_stack,

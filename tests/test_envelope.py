@@ -13,7 +13,8 @@ from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.envelope import (
+from gateway.errors import http_status_of
+from ledger.protocol.envelope import (
     SALT_SIZE,
     DecryptionFailed,
     DigestMismatch,
@@ -33,7 +34,7 @@ from gateway.envelope import (
     unwrap_key,
     wrap_key,
 )
-from gateway.errors import GatewayError
+from ledger.protocol.errors import DomainError
 
 PATIENT = "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
 OTHER = "0xFFcf8FDEE72ac11b5c542428B35EEF5769C409f0"
@@ -378,7 +379,8 @@ def test_fuzzed_blobs_and_keys_raise_only_documented_errors(
 
 
 def test_error_tree_and_codes() -> None:
-    assert issubclass(EnvelopeError, GatewayError)
+    assert issubclass(EnvelopeError, DomainError)
+    assert not hasattr(EnvelopeError, "http_status")  # a protocol error names no HTTP status
     err = DigestMismatch(expected=b"\x01", actual=b"\x02")
     assert err.to_dict() == {
         "code": "digest_mismatch",
@@ -386,5 +388,5 @@ def test_error_tree_and_codes() -> None:
         "expected": "0x01",
         "actual": "0x02",
     }
-    assert DecryptionFailed.http_status == 400
-    assert DigestMismatch.http_status == 502
+    assert http_status_of(DecryptionFailed) == 400
+    assert http_status_of(DigestMismatch) == 502

@@ -14,12 +14,13 @@ import httpx
 import pytest
 from eth_account import Account
 
-from ledger import build
-from ledger.build import SOLC_VERSION, compile_contracts
-from ledger.chain import DevKeyOnPublicChain, TxSender, dev_accounts, ensure_not_dev_key
-from ledger.deployment import REGISTRY_CONTRACT, DeploymentMismatch, ensure_deployed
+from ledger.chain import abi as shipped_abi
+from ledger.chain import build
+from ledger.chain.build import SOLC_VERSION, compile_contracts
+from ledger.chain.deployment import REGISTRY_CONTRACT, DeploymentMismatch, ensure_deployed
+from ledger.chain.node import DevKeyOnPublicChain, TxSender, dev_accounts, ensure_not_dev_key
+from ledger.devstack.services import free_port
 from ledger.paths import hardhat_local_dir
-from ledger.services import free_port
 
 
 def _fresh_compile() -> dict[str, build.Artifact]:
@@ -36,6 +37,18 @@ def test_compiling_twice_gives_identical_bytecode() -> None:
         assert first[name].bytecode == second[name].bytecode, name
         assert first[name].deployed_bytecode == second[name].deployed_bytecode, name
         assert first[name].abi == second[name].abi, name
+
+
+def test_shipped_abi_matches_a_fresh_compile() -> None:
+    """The ABI files in the package are exactly what the current sources compile to: a change
+    to a contract's interface without ``make abi`` fails here, not in a pip-installed client."""
+    fresh = _fresh_compile()
+    for name in shipped_abi.SHIPPED:
+        shipped = shipped_abi.load_abi(name)
+        assert shipped == fresh[name].abi, f"{name}: run `make abi`"
+        text = shipped_abi.render(fresh[name].abi)
+        packaged = (Path(shipped_abi.__file__).parent / "abi" / f"{name}.json").read_text()
+        assert packaged == text, f"{name}: shipped file is not in canonical form; run `make abi`"
 
 
 def test_build_cache_is_keyed_by_sources(tmp_path: Path) -> None:

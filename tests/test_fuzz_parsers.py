@@ -1,12 +1,14 @@
 """Hostile input to the parsers: each raises only its documented errors, never anything else.
 
-- ``gateway.envelope.open_envelope``: only ``MalformedEnvelope``, ``DecryptionFailed`` and
+- ``ledger.protocol.envelope.open_envelope``: only ``MalformedEnvelope``, ``DecryptionFailed`` and
   ``DigestMismatch``; a tampered ciphertext or sealed key never opens.
-- ``gateway.siwe.parse_message`` / ``verify``: only ``SiweError`` subclasses (``parse_message``:
-  only ``MalformedMessage``); a signature verifies only for the exact text it signed.
-- ``ledger.eip712`` (the gateway's attestation check): building a ``RecordAttestation`` from
-  malformed fields and recovering a signer from random bytes raise only ``ValueError``.
-- ``ledger.contract_errors.ErrorDecoder.decode``: never raises; any revert data gives a
+- ``ledger.protocol.siwe.parse_message`` / ``verify``: only ``SiweError`` subclasses
+  (``parse_message``: only ``MalformedMessage``); a signature verifies only for the exact text it
+  signed.
+- ``ledger.protocol.eip712`` (the gateway's attestation check): building a
+  ``RecordAttestation`` from malformed fields and recovering a signer from random bytes raise
+  only ``ValueError``.
+- ``ledger.protocol.contract_errors.ErrorDecoder.decode``: never raises; any revert data gives a
   ``ContractError``, and well-formed data round-trips to its class and values.
 """
 
@@ -30,7 +32,18 @@ from eth_utils.crypto import keccak
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.envelope import (
+from ledger.chain.build import compile_contracts
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import ScopeKind
+from ledger.protocol.contract_errors import (
+    ContractError,
+    ErrorDecoder,
+    Panic,
+    Reverted,
+    RevertedWithReason,
+    UnknownContractError,
+)
+from ledger.protocol.envelope import (
     DecryptionFailed,
     DigestMismatch,
     MalformedEnvelope,
@@ -39,18 +52,7 @@ from gateway.envelope import (
     salted_digest,
     seal_envelope,
 )
-from gateway.siwe import MalformedMessage, SiweError, SiweMessage, parse_message, verify
-from ledger import eip712
-from ledger.build import compile_contracts
-from ledger.consent_types import ScopeKind
-from ledger.contract_errors import (
-    ContractError,
-    ErrorDecoder,
-    Panic,
-    Reverted,
-    RevertedWithReason,
-    UnknownContractError,
-)
+from ledger.protocol.siwe import MalformedMessage, SiweError, SiweMessage, parse_message, verify
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,7 +13,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from gateway import merkle
+from ledger.protocol import merkle
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     _drop_schema,
@@ -207,11 +207,11 @@ def test_an_auditor_exports_the_whole_log_and_it_audits_clean(
     gateway = own_gateway
     import httpx
 
-    from ledger.audit import ACCESS_LOG_FORMAT, load_access_log, run_audit
-    from ledger.build import compile_contracts
-    from ledger.events import EventDecoder, registry_event_abi
-    from ledger.registry import REGISTRY_CONTRACT
-    from ledger.replay import RpcClient
+    from ledger.audit.core import ACCESS_LOG_FORMAT, load_access_log, run_audit
+    from ledger.audit.replay import RpcClient
+    from ledger.chain.build import compile_contracts
+    from ledger.chain.registry import REGISTRY_CONTRACT
+    from ledger.protocol.events import EventDecoder, registry_event_abi
 
     record_id, _patient, doctor, stranger = _setup(gateway)
     url = f"/v1/records/{record_id}?purpose=treatment"

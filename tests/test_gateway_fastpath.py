@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from gateway.envelope import Envelope, open_envelope
+from ledger.protocol.envelope import Envelope, open_envelope
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     gateway_fixture,

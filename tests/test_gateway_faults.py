@@ -18,14 +18,14 @@ import pytest
 from sqlalchemy import select, update
 from web3 import Web3
 
-from gateway.envelope import salted_digest
 from gateway.ipfs import IpfsClient
 from gateway.models import RECORD
-from ledger import eip712
-from ledger.chain import connect, dev_accounts
-from ledger.consent_types import category_id
-from ledger.contract_errors import UnknownRecord
-from ledger.services import AnvilNode, IpfsNode, free_port
+from ledger.chain.node import connect, dev_accounts
+from ledger.devstack.services import AnvilNode, IpfsNode, free_port
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import category_id
+from ledger.protocol.contract_errors import UnknownRecord
+from ledger.protocol.envelope import salted_digest
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     build_stack,

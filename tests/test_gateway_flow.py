@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from gateway.envelope import open_envelope, salted_digest
-from ledger.consent_types import Purpose, ScopeKind, category_id
-from ledger.registry import CENTRE_ROLE
+from ledger.chain.registry import CENTRE_ROLE
+from ledger.protocol.consent_types import Purpose, ScopeKind, category_id
+from ledger.protocol.envelope import open_envelope, salted_digest
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     chain_time,

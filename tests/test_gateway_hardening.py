@@ -38,11 +38,11 @@ from web3 import Web3
 from gateway.app import ChainIdRefused, create_app
 from gateway.db import init_db, make_engine
 from gateway.models import AUTH_NONCE, AUTH_SESSION, RECORD
-from gateway.rpc import HttpxRpc
 from gateway.service import PURGE_BATCH
 from gateway.settings import Settings
-from ledger.chain import connect, dev_accounts
-from ledger.services import AnvilNode, ServiceProcess, free_port
+from ledger.chain.node import connect, dev_accounts
+from ledger.chain.rpc import HttpxRpc
+from ledger.devstack.services import AnvilNode, ServiceProcess, free_port
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     attest,

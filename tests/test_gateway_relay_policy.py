@@ -23,11 +23,11 @@ from web3 import Web3
 from gateway.models import RELAYED_TX
 from gateway.relay import parse_grant
 from gateway.settings import Settings
-from ledger import eip712
-from ledger.build import compile_contracts
-from ledger.chain import TxSender, connect, deploy, dev_accounts
-from ledger.consent_types import ScopeKind, category_id, purposes_mask
-from ledger.services import AnvilNode, free_port
+from ledger.chain.build import compile_contracts
+from ledger.chain.node import TxSender, connect, deploy, dev_accounts
+from ledger.devstack.services import AnvilNode, free_port
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     build_stack,

@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import insert, select
 from web3 import Web3
 
-from gateway.envelope import encrypt_record
 from gateway.ipfs import IpfsClient
 from gateway.models import RECORD
-from ledger import eip712
-from ledger.registry import ConsentRegistry
+from ledger.chain.registry import ConsentRegistry
+from ledger.protocol import eip712
+from ledger.protocol.envelope import encrypt_record
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     attest,

@@ -1,7 +1,7 @@
 """Kubo RPC API client: local CID computation, protocol details on a mock, and a real js-ipfs node.
 
 The real node comes from the shared session fixture ``ipfs_node`` (tests/conftest.py,
-``ledger.services.IpfsNode``): js-ipfs 0.66.1 from hardhat_local, offline, throw-away repo.
+``ledger.devstack.services.IpfsNode``): js-ipfs 0.66.1 from hardhat_local, offline, throw-away repo.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from gateway.ipfs import (
     parse_cid,
     verify_cid,
 )
-from ledger.services import IpfsNode, free_port
+from ledger.devstack.services import IpfsNode, free_port
 
 EMPTY_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 HELLO_CID = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"

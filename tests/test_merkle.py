@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
-from gateway.merkle import (
+from ledger.protocol.errors import DomainError
+from ledger.protocol.merkle import (
     EMPTY_ROOT,
     InvalidTreeSize,
     LeafIndexOutOfRange,
@@ -338,7 +338,8 @@ def test_bad_requests_raise_documented_errors() -> None:
         tree.consistency_proof(5, 4)
     with pytest.raises(InvalidTreeSize):
         tree.consistency_proof(-1)
-    assert issubclass(MerkleError, GatewayError)
+    assert issubclass(MerkleError, DomainError)
+    assert not hasattr(MerkleError, "http_status")  # a protocol error names no HTTP status
     assert LeafIndexOutOfRange(index=1, tree_size=0).to_dict()["code"] == "leaf_index_out_of_range"
 
 

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from ledger.client import Gateway
-from ledger.consent_types import category_id
+from ledger.protocol.consent_types import category_id
 from tests.gateway_fixtures import (  # noqa: F401 - fixtures
     Stack,
     attest,

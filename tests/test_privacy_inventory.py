@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ledger.build import compile_contracts
+from ledger.chain.build import compile_contracts
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NO_FIELDS = "(no fields)"

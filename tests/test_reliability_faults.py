@@ -1,7 +1,7 @@
 """Fault injection on a real stack: the gateway, IPFS node, chain node and database fail mid-work.
 
-Most tests share one stack of their own (``ledger.stack.start_stack`` on free ports in a temp
-dir: anvil, js-ipfs and the gateway as a uvicorn subprocess), never the session services, and
+Most tests share one stack of their own (``ledger.devstack.stack.start_stack`` on free ports in a
+temp dir: anvil, js-ipfs and the gateway as a uvicorn subprocess), never the session services, and
 stop every process by its PID in ``finally``. After each fault the stack must hold these
 invariants (:func:`_problems`):
 
@@ -38,18 +38,18 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from gateway.envelope import open_envelope
 from gateway.ipfs import IpfsClient
-from ledger import eip712
-from ledger.audit import FindingKind, load_access_log, run_audit
-from ledger.build import compile_contracts
-from ledger.chain import connect, dev_accounts
-from ledger.events import EventDecoder, registry_event_abi
+from ledger.audit.core import FindingKind, load_access_log, run_audit
+from ledger.audit.replay import RpcClient
+from ledger.chain.build import compile_contracts
+from ledger.chain.node import connect, dev_accounts
+from ledger.chain.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.devstack.services import AnvilNode, free_port
+from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import StatePaths
-from ledger.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
-from ledger.replay import RpcClient
-from ledger.services import AnvilNode, free_port
-from ledger.stack import StackConfig, StackInfo, start_stack
+from ledger.protocol import eip712
+from ledger.protocol.envelope import open_envelope
+from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.gateway_fixtures import (
     PG_DSN,
     Stack,

@@ -9,7 +9,7 @@ the patient's own wallet — with the anchoring thread sending checkpoints meanw
   request started after the revoke's receipt was in was denied (the very next request);
 - the gateway logged exactly the decisions the clients saw (none lost, none invented);
 - the auditor's export (``GET /v1/access-log/export``) audits clean against the replayed chain
-  (``ledger.audit.run_audit``: every allowed read covered, every denial justified, the log
+  (``ledger.audit.core.run_audit``: every allowed read covered, every denial justified, the log
   consistent with its anchored checkpoints), and — checked directly on the leaves — no allowed
   read names a block >= the revoke's block for that grantee.
 """
@@ -30,12 +30,12 @@ import httpx
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.audit import FindingKind, load_access_log, run_audit
-from ledger.build import compile_contracts
-from ledger.consent_types import ScopeKind, category_id
-from ledger.events import EventDecoder, registry_event_abi
-from ledger.registry import REGISTRY_CONTRACT
-from ledger.replay import RpcClient
+from ledger.audit.core import FindingKind, load_access_log, run_audit
+from ledger.audit.replay import RpcClient
+from ledger.chain.build import compile_contracts
+from ledger.chain.registry import REGISTRY_CONTRACT
+from ledger.protocol.consent_types import ScopeKind, category_id
+from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.gateway_fixtures import (
     Stack,
     close_stack,

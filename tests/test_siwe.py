@@ -18,8 +18,9 @@ from eth_account.messages import encode_defunct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
-from gateway.siwe import (
+from gateway.errors import http_status_of
+from ledger.protocol.errors import DomainError
+from ledger.protocol.siwe import (
     AddressMismatch,
     BadSignature,
     ChainMismatch,
@@ -393,9 +394,10 @@ def test_statement_is_optional_and_resources_may_be_empty() -> None:
 def test_siwe_errors_are_gateway_errors() -> None:
     for cls in (MalformedMessage, DomainMismatch, UriMismatch, ChainMismatch, Expired):
         assert issubclass(cls, SiweError)
-    assert issubclass(SiweError, GatewayError)
-    assert MalformedMessage.http_status == 400
-    assert BadSignature.http_status == 401
+    assert issubclass(SiweError, DomainError)
+    assert not hasattr(SiweError, "http_status")  # a protocol error names no HTTP status
+    assert http_status_of(MalformedMessage) == 400
+    assert http_status_of(BadSignature) == 401
 
 
 @settings(max_examples=500, deadline=None)

@@ -1,8 +1,8 @@
 """Slither on the registry: no high or medium finding unless justified in the source.
 
 Slither (slither-analyzer, a dev dependency) compiles through crytic-compile in its
-``solc-json`` mode, pointed at the project's solc (``ledger.build.solc_binary()``, the npm-backed
-front unless a native solc 0.8.30 is on PATH), which only needs ``--version`` and
+``solc-json`` mode, pointed at the project's solc (``ledger.chain.build.solc_binary()``, the
+npm-backed front unless a native solc 0.8.30 is on PATH), which only needs ``--version`` and
 ``--standard-json``. The standard-JSON input is the build's own (same sources, EVM version and
 optimizer), with two changes crytic-compile needs: OpenZeppelin units are named by their path
 on disk (``hardhat_local/node_modules/@openzeppelin/...``, reached through a remapping) so it can
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from ledger.build import _SETTINGS, _resolve_imports, _source_units, solc_binary
+from ledger.chain.build import _SETTINGS, _resolve_imports, _source_units, solc_binary
 from ledger.paths import PROJECT_ROOT, contracts_dir, hardhat_local_dir
 
 ANALYSED = "contracts/ConsentRegistry.sol"

@@ -29,7 +29,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError
 
-from ledger.consent_types import RecordId, ScopeKind
+from ledger.protocol.consent_types import RecordId, ScopeKind
 
 __all__ = [
     "DOMAIN_NAME",

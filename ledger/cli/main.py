@@ -35,18 +35,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ledger.devstack.services import ServiceError
 from ledger.paths import StatePaths, state_paths
-from ledger.services import ServiceError
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
     from eth_typing import ChecksumAddress
     from web3 import Web3
 
-    from gateway.models import HealthPublic
+    from ledger.chain.registry import ConsentRegistry, Receipt
     from ledger.client import Gateway, RelayResult, Session, Uploaded
-    from ledger.eip712 import Domain
-    from ledger.registry import ConsentRegistry, Receipt
+    from ledger.protocol.eip712 import Domain
+    from ledger.protocol.wire import HealthPublic
 
 __all__ = ["EXIT_CODES", "Ctx", "app", "main", "parse_expiry", "parse_purposes"]
 
@@ -137,10 +137,10 @@ def _fail(message: str, *, code: int = 2) -> typer.Exit:
 
 def _describe(exc: BaseException, ctx: Ctx | None) -> tuple[str, int] | None:
     """One readable line and an exit code for a known failure (else None)."""
-    from ledger.chain import ChainError, ChainUnavailable, DevKeyOnPublicChain
+    from ledger.chain.keys import KeystoreError, WrongPassword
+    from ledger.chain.node import ChainError, ChainUnavailable, DevKeyOnPublicChain
     from ledger.client import ClientError
-    from ledger.contract_errors import ContractError, UnknownRecord
-    from ledger.keys import KeystoreError, WrongPassword
+    from ledger.protocol.contract_errors import ContractError, UnknownRecord
 
     chain_url = ctx.chain_url if ctx is not None else DEFAULT_CHAIN
     if isinstance(exc, CliError):
@@ -284,7 +284,7 @@ class Ctx:
     def _load_anchors(self) -> Anchors:
         from eth_utils.address import to_checksum_address
 
-        from ledger.deployment import load_deployment
+        from ledger.chain.deployment import load_deployment
 
         path = self.paths.deployment
         try:
@@ -363,7 +363,7 @@ class Ctx:
 
     def w3(self) -> Web3:
         """The client's own chain node (``--chain``), checked against the pinned chain id."""
-        from ledger.chain import ChainUnavailable, connect
+        from ledger.chain.node import ChainUnavailable, connect
 
         if self._w3 is None:
             w3 = connect(self.chain_url)
@@ -390,8 +390,8 @@ class Ctx:
 
     def registry(self) -> ConsentRegistry:
         """The pinned registry on the client's own chain node."""
-        from ledger.build import compile_contracts
-        from ledger.registry import REGISTRY_CONTRACT, ConsentRegistry
+        from ledger.chain.build import compile_contracts
+        from ledger.chain.registry import REGISTRY_CONTRACT, ConsentRegistry
 
         if self._registry is None:
             anchors = self.anchors()
@@ -412,13 +412,13 @@ class Ctx:
     # -- identities --------------------------------------------------------------------------
 
     def keystore(self) -> Any:
-        from ledger.keys import Keystore
+        from ledger.chain.keys import Keystore
 
         return Keystore(self.paths.keys)
 
     def account(self, name: str | None) -> LocalAccount:
         """The acting identity (unlocks a keystore key with the password)."""
-        from ledger.keys import DEV_NAMES, dev_account
+        from ledger.chain.keys import DEV_NAMES, dev_account
 
         if not name:
             raise CliError("say who acts with --as NAME (or CONSENT_AS); see `consent key list`")
@@ -441,7 +441,7 @@ class Ctx:
         """An address from a 0x address, a keystore name or a dev name (no unlocking)."""
         from eth_utils.address import to_checksum_address
 
-        from ledger.keys import KeystoreError, resolve_address
+        from ledger.chain.keys import KeystoreError, resolve_address
 
         try:
             found = resolve_address(who, keystore=self.keystore(), chain_id=self.chain_id())
@@ -458,8 +458,8 @@ class Ctx:
 
     def names(self) -> dict[str, str]:
         """Lower-case address -> a name to show (dev names and keystore names)."""
-        from ledger.chain import dev_accounts
-        from ledger.keys import DEV_NAMES
+        from ledger.chain.keys import DEV_NAMES
+        from ledger.chain.node import dev_accounts
 
         out = {a.address.lower(): n for n, a in zip(DEV_NAMES, dev_accounts(), strict=True)}
         try:
@@ -499,7 +499,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 864
 
 def parse_expiry(text: str, *, now: int | None = None) -> int:
     """UNIX seconds for ``30d`` / ``12h`` / ``never`` / ``2026-12-31`` (ISO date or time)."""
-    from ledger.consent_types import NO_EXPIRY
+    from ledger.protocol.consent_types import NO_EXPIRY
 
     now = int(time.time()) if now is None else now
     value = text.strip().lower()
@@ -521,7 +521,7 @@ def parse_expiry(text: str, *, now: int | None = None) -> int:
 
 def parse_purposes(values: list[str]) -> list[int]:
     """Purpose ids from names (treatment, research, ...) or numbers."""
-    from ledger.consent_types import Purpose
+    from ledger.protocol.consent_types import Purpose
 
     ids: list[int] = []
     for raw in values:
@@ -543,7 +543,7 @@ def parse_purposes(values: list[str]) -> list[int]:
 
 
 def _purpose_name(pid: int) -> str:
-    from ledger.consent_types import Purpose
+    from ledger.protocol.consent_types import Purpose
 
     return Purpose(pid).name.lower() if pid in Purpose._value2member_map_ else str(pid)
 
@@ -556,7 +556,7 @@ def _record_id(text: str) -> str:
 
 
 def _category(text: str) -> bytes:
-    from ledger.consent_types import category_id
+    from ledger.protocol.consent_types import category_id
 
     try:
         return category_id(text.strip())
@@ -567,7 +567,7 @@ def _category(text: str) -> bytes:
 def _scope(
     ctx: Ctx, record: str | None, category: str | None, everything: bool
 ) -> tuple[Any, bytes, str]:
-    from ledger.consent_types import ALL_SCOPE_ID, ScopeKind
+    from ledger.protocol.consent_types import ALL_SCOPE_ID, ScopeKind
 
     chosen = [x for x in (record, category) if x is not None] + (["all"] if everything else [])
     if len(chosen) != 1:
@@ -590,7 +590,7 @@ def _scope_text(kind: str, scope_id: str) -> str:
 
 
 def _when(ts: int | float | None) -> str:
-    from ledger.consent_types import NO_EXPIRY
+    from ledger.protocol.consent_types import NO_EXPIRY
 
     if ts is None:
         return "-"
@@ -641,7 +641,7 @@ def up(
     gateway_port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
 ) -> None:
     """Start the chain node, the IPFS node and the gateway; stay in the foreground."""
-    from ledger.stack import StackConfig, run_stack
+    from ledger.devstack.stack import StackConfig, run_stack
 
     config = StackConfig(
         paths=state_paths(home),
@@ -852,8 +852,8 @@ def key_list(
     ] = True,
 ) -> None:
     """List the keystore's keys (and the dev accounts usable on the local chain only)."""
-    from ledger.chain import dev_accounts
-    from ledger.keys import DEV_NAMES
+    from ledger.chain.keys import DEV_NAMES
+    from ledger.chain.node import dev_accounts
 
     ctx = Ctx(home=home)
     rows = [
@@ -888,7 +888,7 @@ def _admin_role(role_name: str, *, grant: bool) -> Callable[..., None]:
         home: HomeOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        from ledger import registry as reg
+        from ledger.chain import registry as reg
 
         ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
         role = getattr(reg, role_name)
@@ -1153,7 +1153,7 @@ def upload_dir(
 def _confirm_record(ctx: Ctx, result: Uploaded, *, patient: str, centre: str) -> None:
     """The chain (pinned registry) holds the uploaded record for this patient, centre and the
     salted content digest this client attested."""
-    from ledger.contract_errors import UnknownRecord
+    from ledger.protocol.contract_errors import UnknownRecord
 
     record_id = result.record.record_id
     try:
@@ -1362,8 +1362,8 @@ def grant(
 ) -> None:
     """Patient: grant consent (EIP-712 signed, relayed by the gateway: you pay no gas; with
     --direct you send it yourself). Exit 0 only once the chain shows the grant."""
-    from ledger.consent_types import purposes_mask
-    from ledger.eip712 import GrantRequest
+    from ledger.protocol.consent_types import purposes_mask
+    from ledger.protocol.eip712 import GrantRequest
 
     ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
     kind, scope_id, scope_text = _scope(ctx, record, category, everything)
@@ -1460,7 +1460,7 @@ def revoke(
     """Patient: revoke a consent (signed, relayed; with --direct you send it yourself, paying
     gas). Exit 0 only once the chain shows no consent left; the grantee's next request is
     denied."""
-    from ledger.eip712 import RevokeRequest
+    from ledger.protocol.eip712 import RevokeRequest
 
     ctx = Ctx(home=home, gateway_url=gateway, chain_url=chain, registry_address=registry)
     kind, scope_id, scope_text = _scope(ctx, record, category, everything)
@@ -1710,7 +1710,7 @@ def nonce_burn(
 def _break_glass_openings(ctx: Ctx, patient: str) -> list[dict[str, Any]]:
     """Every break-glass opening for ``patient``, read from the registry's logs on the chain
     (institution, reason hash, window, and the close if it was closed early)."""
-    from ledger.deployment import load_deployment
+    from ledger.chain.deployment import load_deployment
 
     contract = ctx.registry()
     deployment = load_deployment(ctx.paths.deployment)
@@ -1962,7 +1962,7 @@ def demo(
 ) -> None:
     """A guided story on the local chain: admin, centre, patient, doctor, insurer, auditor —
     with real transactions. Exit 0 only if every expectation held."""
-    from ledger.demo import DemoConfig, run_demo
+    from ledger.cli.demo import DemoConfig, run_demo
 
     code = run_demo(
         DemoConfig(
@@ -1983,7 +1983,7 @@ def demo(
 def _mount_optional() -> None:
     """Sub-apps that live in their own modules."""
     try:
-        from ledger.audit_cli import app as audit_app  # type: ignore[import-not-found,unused-ignore]
+        from ledger.cli.audit import app as audit_app  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return
     app.add_typer(audit_app, name="audit")

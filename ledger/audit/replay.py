@@ -46,8 +46,8 @@ from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 
-from ledger.chain import ChainError, ChainUnavailable
-from ledger.events import EventDecoder, RawLog, RegistryEvent
+from ledger.chain.node import ChainError, ChainUnavailable
+from ledger.protocol.events import EventDecoder, RawLog, RegistryEvent
 
 __all__ = [
     "EVENT_DIGEST_SELECTOR",
@@ -670,9 +670,7 @@ def _diagnose(
             return problems, current
         # The replay folds from zero at ``from_block`` (the deploy block): before it there is no
         # registry to ask (a divergence among the constructor's own events lands here).
-        before = (
-            diagnoser.onchain(block - 1) if block > from_block else DigestState(_ZERO_HEAD, 0)
-        )
+        before = diagnoser.onchain(block - 1) if block > from_block else DigestState(_ZERO_HEAD, 0)
         after = diagnoser.onchain(block)
         ours = [log for log in current if log.block_number == block]
         truth = diagnoser.true_logs(block, before, after)

@@ -1,4 +1,4 @@
-"""Render an :class:`ledger.audit.AuditReport`: rich terminal summary, JSON, self-contained HTML.
+"""Render an :class:`ledger.audit.core.AuditReport`: terminal summary, JSON, self-contained HTML.
 
 The HTML report has no external assets (inline CSS, inline SVG): a verdict banner, the replay's
 proof of completeness, every finding, and per patient a timeline — one lane per counterpart
@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from ledger.audit import AuditReport, EntryVerdict, GatewayCoverage, Severity
-from ledger.consent_state import ConsentTimeline
-from ledger.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_name, purposes_of
-from ledger.events import (
+from ledger.audit.core import AuditReport, EntryVerdict, GatewayCoverage, Severity
+from ledger.audit.state import ConsentTimeline
+from ledger.protocol.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_name, purposes_of
+from ledger.protocol.events import (
     BreakGlassClosed,
     BreakGlassOpened,
     ConsentGranted,

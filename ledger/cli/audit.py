@@ -1,6 +1,6 @@
 """``consent audit``: replay and verify the ledger, show consent at a block, export FHIR.
 
-Mounted into the ``consent`` CLI as the ``audit`` sub-app (``ledger.cli``). Exit codes:
+Mounted into the ``consent`` CLI as the ``audit`` sub-app (``ledger.cli.main``). Exit codes:
 
 - 0: clean (notices allowed, e.g. a fresh unanchored tail, or a role holder that never anchored
   and whose log was not given);
@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger.audit import (
+from ledger.audit.core import (
     DEFAULT_ANCHOR_INTERVAL_S,
     DEFAULT_MAX_TIME_SKEW_S,
     AccessLogError,
@@ -32,14 +32,14 @@ from ledger.audit import (
     load_access_log,
     run_audit,
 )
-from ledger.audit_report import render_html, render_terminal, report_to_json
-from ledger.chain import ChainError
-from ledger.consent_state import ConsentTimeline
-from ledger.consent_types import NO_EXPIRY, ScopeKind, category_name, purposes_of
-from ledger.deployment import load_deployment
-from ledger.events import EventDecoder, MalformedLog, registry_event_abi
+from ledger.audit.html_report import render_html, render_terminal, report_to_json
+from ledger.audit.replay import BlockClock, ProgressFn, ReplayError, RpcClient, replay
+from ledger.audit.state import ConsentTimeline
+from ledger.chain.deployment import load_deployment
+from ledger.chain.node import ChainError
 from ledger.paths import state_paths
-from ledger.replay import BlockClock, ProgressFn, ReplayError, RpcClient, replay
+from ledger.protocol.consent_types import NO_EXPIRY, ScopeKind, category_name, purposes_of
+from ledger.protocol.events import EventDecoder, MalformedLog, registry_event_abi
 
 __all__ = ["app"]
 
@@ -146,7 +146,7 @@ def _target(
 
 
 def _decoder(home: Path | None) -> EventDecoder:
-    from ledger.build import BuildError, compile_contracts
+    from ledger.chain.build import BuildError, compile_contracts
 
     try:
         artifacts = compile_contracts(cache_dir=state_paths(home).build_cache)
@@ -234,7 +234,7 @@ def _login(
     origin: str, as_name: str, *, rpc: str, home: Path | None, registry: str | None = None
 ) -> str:
     """A session token; the gateway must name the audited registry (the CLI's pinning rule)."""
-    from ledger.cli import CliError, Ctx
+    from ledger.cli.main import CliError, Ctx
     from ledger.client import ClientError
 
     ctx = Ctx(home=home, gateway_url=origin, chain_url=rpc, registry_address=registry)
@@ -369,8 +369,8 @@ def _purpose_names(mask: int) -> list[str]:
 
 def _patient_address(text: str, *, home: Path | None, chain_id: int | None) -> str:
     """A 0x address, a keystore name, or (on the local chain) a dev account name."""
-    from ledger.chain import ANVIL_CHAIN_ID
-    from ledger.keys import Keystore, KeystoreError, resolve_address
+    from ledger.chain.keys import Keystore, KeystoreError, resolve_address
+    from ledger.chain.node import ANVIL_CHAIN_ID
     from ledger.paths import state_paths
 
     try:
@@ -499,7 +499,7 @@ def state(
     table = Table(title=f"Consent of {who} at block {result.target_block}")
     for column in ("grantee", "scope", "purposes", "expires", "basis"):
         table.add_column(column)
-    from ledger.audit_report import _iso
+    from ledger.audit.html_report import _iso
 
     for row in rows:
         table.add_row(
@@ -546,7 +546,7 @@ def export(
     chunk_blocks: ChunkOpt = 10_000,
 ) -> None:
     """Export consents as FHIR ``Consent`` and logged reads as ``AuditEvent`` (validated)."""
-    from ledger.fhir_export import export_fhir
+    from ledger.audit.fhir import export_fhir
 
     report, client = _audit(
         rpc=rpc,

@@ -60,9 +60,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.errors import GatewayError
-from ledger import content_digest
-from ledger.content_digest import SALT_SIZE, new_salt
+from ledger.protocol import content_digest
+from ledger.protocol.content_digest import SALT_SIZE, new_salt
+from ledger.protocol.errors import DomainError
 
 __all__ = [
     "DATA_KEY_SIZE",
@@ -103,11 +103,10 @@ _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 # -- errors ---------------------------------------------------------------------------------
 
 
-class EnvelopeError(GatewayError):
+class EnvelopeError(DomainError):
     """Root of record encryption / envelope errors."""
 
     code: ClassVar[str] = "envelope_error"
-    http_status: ClassVar[int] = 400
 
 
 class MalformedEnvelope(EnvelopeError):
@@ -135,7 +134,6 @@ class DigestMismatch(EnvelopeError):
     """The plaintext's sha256 is not the expected content digest."""
 
     code: ClassVar[str] = "digest_mismatch"
-    http_status: ClassVar[int] = 502
 
     def __init__(self, *, expected: bytes, actual: bytes) -> None:
         super().__init__(
@@ -197,7 +195,7 @@ def _check_salt(salt: bytes) -> bytes:
 
 
 def salted_digest(salt: bytes, document: bytes) -> bytes:
-    """``ledger.content_digest.salted_digest``, with a malformed salt as ``MalformedEnvelope``."""
+    """``content_digest.salted_digest``, with a malformed salt as ``MalformedEnvelope``."""
     return content_digest.salted_digest(_check_salt(salt), document)
 
 

@@ -37,7 +37,7 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from ledger.consent_types import ScopeKind
+from ledger.protocol.consent_types import ScopeKind
 
 __all__ = [
     "ERROR_CLASSES",

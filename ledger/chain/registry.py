@@ -3,9 +3,9 @@
 Reads (``has_consent``, ``access_basis``, ``consent_of`` ...) are ``eth_call``s, optionally at a
 given block. Writes (``grant``, ``revoke``, ``register_record`` ...) take the ``LocalAccount``
 that sends them: the transaction is built and signed locally, sent raw, and its receipt polled
-(``ledger.chain.TxSender``); they return a frozen ``Receipt``. A revert, at estimate time or
-in a view, raises the ``ledger.contract_errors`` class of its custom error, with the decoded
-arguments (``ExpiryInPast(expires_at=..., now_timestamp=...)``).
+(``ledger.chain.node.TxSender``); they return a frozen ``Receipt``. A revert, at estimate time or
+in a view, raises the ``ledger.protocol.contract_errors`` class of its custom error, with the
+decoded arguments (``ExpiryInPast(expires_at=..., now_timestamp=...)``).
 
 Each account's nonce is tracked locally by one ``TxSender`` per account and client; after
 rewinding the chain under a live client (``evm_revert``) call ``reset_nonces()``.
@@ -27,12 +27,18 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
-from ledger.build import Artifact, compile_contracts
-from ledger.chain import ChainError, Sent, TransactionFailed, TxSender, deploy
-from ledger.consent_types import DEFAULT_CATEGORIES, Basis, RecordId, ScopeKind, category_id
-from ledger.contract_errors import ContractError, ErrorDecoder
-from ledger.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest
-from ledger.events import (
+from ledger.chain.build import Artifact, compile_contracts
+from ledger.chain.node import ChainError, Sent, TransactionFailed, TxSender, deploy
+from ledger.protocol.consent_types import (
+    DEFAULT_CATEGORIES,
+    Basis,
+    RecordId,
+    ScopeKind,
+    category_id,
+)
+from ledger.protocol.contract_errors import ContractError, ErrorDecoder
+from ledger.protocol.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest
+from ledger.protocol.events import (
     BreakGlassClosed,
     BreakGlassOpened,
     EventDecoder,

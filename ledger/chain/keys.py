@@ -17,7 +17,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ledger.chain import ANVIL_CHAIN_ID, DevKeyOnPublicChain, dev_accounts
+from ledger.chain.node import ANVIL_CHAIN_ID, DevKeyOnPublicChain, dev_accounts
 
 __all__ = [
     "DEV_NAMES",
@@ -141,6 +141,5 @@ def resolve_address(text: str, *, keystore: Keystore, chain_id: int) -> str:
             if identity.name == text:
                 return str(to_checksum_address(identity.address))
     raise KeystoreError(
-        f"{text!r} is neither a 0x address, a keystore name nor a dev name; "
-        "see `consent key list`"
+        f"{text!r} is neither a 0x address, a keystore name nor a dev name; see `consent key list`"
     )

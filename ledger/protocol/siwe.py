@@ -47,7 +47,7 @@ from eth_account.messages import defunct_hash_message, encode_defunct
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from gateway.errors import GatewayError
+from ledger.protocol.errors import DomainError
 
 __all__ = [
     "AddressMismatch",
@@ -70,16 +70,14 @@ __all__ = [
 # -- errors ---------------------------------------------------------------------------------
 
 
-class SiweError(GatewayError):
+class SiweError(DomainError):
     """Root of Sign-In with Ethereum failures."""
 
     code: ClassVar[str] = "siwe_error"
-    http_status: ClassVar[int] = 401
 
 
 class MalformedMessage(SiweError):
     code: ClassVar[str] = "siwe_malformed_message"
-    http_status: ClassVar[int] = 400
 
     def __init__(self, *, reason: str, line: int | None = None) -> None:
         where = f" (line {line + 1})" if line is not None else ""

@@ -15,9 +15,9 @@ from pathlib import Path
 from eth_typing import ChecksumAddress
 from web3 import Web3
 
-from ledger.build import Artifact
-from ledger.chain import ChainError, TxSender, deploy
-from ledger.consent_types import DEFAULT_CATEGORIES, category_id
+from ledger.chain.build import Artifact
+from ledger.chain.node import ChainError, TxSender, deploy
+from ledger.protocol.consent_types import DEFAULT_CATEGORIES, category_id
 
 __all__ = ["Deployment", "DeploymentMismatch", "ensure_deployed", "load_deployment"]
 

@@ -2,10 +2,10 @@
 
 :func:`run_audit` does, in order:
 
-1. **Replay and completeness** (``ledger.replay``): every registry log from the deploy block to
-   ``head - confirmations``, checked against the on-chain event digest; divergences are named
-   (``event_missing`` / ``event_extra`` / ``event_altered`` / ``event_reordered``).
-2. **Consent state** (``ledger.consent_state``): the events folded into a timeline that answers
+1. **Replay and completeness** (``ledger.audit.replay``): every registry log from the deploy
+   block to ``head - confirmations``, checked against the on-chain event digest; divergences are
+   named (``event_missing`` / ``event_extra`` / ``event_altered`` / ``event_reordered``).
+2. **Consent state** (``ledger.audit.state``): the events folded into a timeline that answers
    ``accessBasis`` at any block.
 3. **Which logs**: every account that held ``GATEWAY_ROLE`` at some block of the audited range
    (replayed ``RoleGranted`` / ``RoleRevoked``) or anchored a checkpoint in it is listed
@@ -110,24 +110,7 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from gateway.merkle import (
-    EMPTY_ROOT,
-    MerkleTree,
-    leaf_hash,
-    verify_consistency,
-    verify_inclusion,
-)
-from ledger.chain import ChainError
-from ledger.consent_state import ConsentTimeline
-from ledger.consent_types import Basis
-from ledger.events import (
-    CheckpointAnchored,
-    EventDecoder,
-    MalformedLog,
-    RoleGranted,
-    RoleRevoked,
-)
-from ledger.replay import (
+from ledger.audit.replay import (
     BlockClock,
     DigestMismatchKind,
     DigestProblem,
@@ -136,6 +119,23 @@ from ledger.replay import (
     RpcClient,
     gc_paused,
     replay,
+)
+from ledger.audit.state import ConsentTimeline
+from ledger.chain.node import ChainError
+from ledger.protocol.consent_types import Basis
+from ledger.protocol.events import (
+    CheckpointAnchored,
+    EventDecoder,
+    MalformedLog,
+    RoleGranted,
+    RoleRevoked,
+)
+from ledger.protocol.merkle import (
+    EMPTY_ROOT,
+    MerkleTree,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
 )
 
 __all__ = [
@@ -1287,7 +1287,7 @@ def _coverage_findings(
 
 @dataclass
 class AuditReport:
-    """Everything an audit established; rendered by ``ledger.audit_report``."""
+    """Everything an audit established; rendered by ``ledger.audit.html_report``."""
 
     chain_id: int | None
     registry: ChecksumAddress

@@ -38,7 +38,7 @@ import hashlib
 from collections.abc import MutableMapping, Sequence
 from typing import ClassVar
 
-from gateway.errors import GatewayError
+from ledger.protocol.errors import DomainError
 
 __all__ = [
     "EMPTY_ROOT",
@@ -63,11 +63,10 @@ _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
 
-class MerkleError(GatewayError):
+class MerkleError(DomainError):
     """A Merkle request that cannot be answered (bad sizes or indices)."""
 
     code: ClassVar[str] = "merkle_error"
-    http_status: ClassVar[int] = 400
 
 
 class InvalidTreeSize(MerkleError):

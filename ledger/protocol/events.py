@@ -13,7 +13,7 @@ skip what it cannot read.
 Decoding costs a few microseconds a log (web3's contract event helpers cost ~230 µs).
 
 :class:`RawLog` is a log exactly as the node returned it (topics and data as bytes), which is
-what the event digest is computed from (see ``ledger.replay``).
+what the event digest is computed from (see ``ledger.audit.replay``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from ledger.consent_types import ScopeKind
+from ledger.protocol.consent_types import ScopeKind
 
 __all__ = [
     "EVENT_TYPES",
@@ -473,7 +473,9 @@ class EventDecoder:
                 raise ValueError(f"anonymous event {entry['name']} cannot be decoded by topic0")
             cls = by_name.get(entry["name"])
             if cls is None:
-                raise ValueError(f"ABI event {entry['name']} has no dataclass in ledger.events")
+                raise ValueError(
+                    f"ABI event {entry['name']} has no dataclass in ledger.protocol.events"
+                )
             topic0 = keccak(text=event_signature(entry))
             self._specs[topic0] = self._spec(cls, entry)
 

@@ -31,9 +31,16 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.consent import Consent
 
-from ledger.audit import AuditReport, EntryVerdict, LogVerification
-from ledger.consent_state import ConsentTimeline, GrantInForce
-from ledger.consent_types import NO_EXPIRY, Basis, Purpose, ScopeKind, category_name, purposes_of
+from ledger.audit.core import AuditReport, EntryVerdict, LogVerification
+from ledger.audit.state import ConsentTimeline, GrantInForce
+from ledger.protocol.consent_types import (
+    NO_EXPIRY,
+    Basis,
+    Purpose,
+    ScopeKind,
+    category_name,
+    purposes_of,
+)
 
 __all__ = [
     "ACT_REASON",

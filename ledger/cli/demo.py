@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from ledger.chain import ANVIL_CHAIN_ID, dev_accounts
-from ledger.keys import DEV_NAMES
+from ledger.chain.keys import DEV_NAMES
+from ledger.chain.node import ANVIL_CHAIN_ID, dev_accounts
 
 __all__ = ["DemoConfig", "checkup_pdf", "diagnostic_report", "run_demo"]
 
@@ -166,9 +166,9 @@ def _short(value: str, keep: int = 10) -> str:
 @contextlib.contextmanager
 def _fresh_stack(console: Console) -> Iterator[tuple[str, str, Path]]:
     """A throw-away stack on free ports in a temp dir (checkpoints anchored every second)."""
+    from ledger.devstack.services import free_port
+    from ledger.devstack.stack import StackConfig, start_stack
     from ledger.paths import state_paths
-    from ledger.services import free_port
-    from ledger.stack import StackConfig, start_stack
 
     with tempfile.TemporaryDirectory(prefix="consent-demo-", ignore_cleanup_errors=True) as tmp:
         paths = state_paths(Path(tmp) / "home")
@@ -202,12 +202,12 @@ def run_demo(config: DemoConfig, *, console: Console) -> int:
 def _run(
     config: DemoConfig, console: Console, gateway_url: str, chain_url: str, home: Path | None
 ) -> int:
-    from ledger.build import compile_contracts
-    from ledger.chain import connect
+    from ledger.chain.build import compile_contracts
+    from ledger.chain.deployment import load_deployment
+    from ledger.chain.node import connect
+    from ledger.chain.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
     from ledger.client import Gateway
-    from ledger.deployment import load_deployment
     from ledger.paths import state_paths
-    from ledger.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
 
     accounts = dict(zip(DEV_NAMES, dev_accounts(), strict=True))
     story = _Story(console, config.pause)
@@ -296,7 +296,7 @@ class _Demo:
 
     def rest(self, total: int) -> int:
         from ledger.client import ConsentDenied, GatewayRefused
-        from ledger.consent_types import Purpose, category_id
+        from ledger.protocol.consent_types import Purpose, category_id
 
         story, gw, registry, accounts = self.story, self.gw, self.registry, self.accounts
         patient, doctor, insurer = accounts["patient"], accounts["doctor"], accounts["insurer"]
@@ -571,10 +571,10 @@ class _Demo:
     def _audit(self, who: Any, uploads: dict[str, Any]) -> None:
         import httpx
 
-        from ledger.audit import AccessLogExport, build_access_log_export, run_audit
-        from ledger.consent_types import Basis
-        from ledger.events import EventDecoder, registry_event_abi
-        from ledger.replay import BlockClock, RpcClient
+        from ledger.audit.core import AccessLogExport, build_access_log_export, run_audit
+        from ledger.audit.replay import BlockClock, RpcClient
+        from ledger.protocol.consent_types import Basis
+        from ledger.protocol.events import EventDecoder, registry_event_abi
 
         story, registry = self.story, self.registry
         decoder = EventDecoder(registry_event_abi(self.interface_abi))
@@ -685,7 +685,7 @@ def _ids(uploads: dict[str, Any]) -> set[str]:
 
 
 def _purpose_name(pid: int) -> str:
-    from ledger.consent_types import Purpose
+    from ledger.protocol.consent_types import Purpose
 
     return Purpose(pid).name.lower() if pid in Purpose._value2member_map_ else str(pid)
 
@@ -709,8 +709,8 @@ def _deploy_block(registry: Any) -> int:
 def _grant_request(
     registry: Any, patient: Any, grantee: ChecksumAddress, category: str, purpose: int
 ) -> Any:
-    from ledger.consent_types import ScopeKind, category_id, purposes_mask
-    from ledger.eip712 import GrantRequest
+    from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
+    from ledger.protocol.eip712 import GrantRequest
 
     now = int(time.time())
     return GrantRequest(
@@ -727,8 +727,8 @@ def _grant_request(
 
 
 def _revoke_request(registry: Any, patient: Any, grantee: ChecksumAddress, category: str) -> Any:
-    from ledger.consent_types import ScopeKind, category_id
-    from ledger.eip712 import RevokeRequest
+    from ledger.protocol.consent_types import ScopeKind, category_id
+    from ledger.protocol.eip712 import RevokeRequest
 
     return RevokeRequest(
         patient=patient.address,

@@ -29,7 +29,7 @@ guardian grant reads as absent (``consentOf`` returns zeroes for it), so removin
 ends every grant it made, and re-appointing it revives none.
 
 The timestamp is that of the block the question is asked at (``block.timestamp`` in an
-``eth_call`` at that block): callers fetch it (``ledger.replay.BlockClock``).
+``eth_call`` at that block): callers fetch it (``ledger.audit.replay.BlockClock``).
 
 Questions can also be asked *after exactly C events* (:meth:`ConsentTimeline.access_after_events`):
 the registry counts every event it emits (the event digest's count, which ``accessDecision``
@@ -50,8 +50,8 @@ from typing import Generic, TypeVar
 
 from eth_typing import ChecksumAddress
 
-from ledger.consent_types import ALL_SCOPE_ID, BREAK_GLASS_PURPOSES, Basis, ScopeKind
-from ledger.events import (
+from ledger.protocol.consent_types import ALL_SCOPE_ID, BREAK_GLASS_PURPOSES, Basis, ScopeKind
+from ledger.protocol.events import (
     BreakGlassClosed,
     BreakGlassOpened,
     CategoryAdded,
