@@ -1,83 +1,20 @@
-"""Shared fixtures: real services, started once per session and stopped in ``finally``.
+"""The test suite's fixtures, as pytest plugins (one module per kind of service).
 
-- ``anvil``: a real anvil node on a free port (no state file); ``chain`` isolates each test's
-  chain changes with ``evm_snapshot`` / ``evm_revert``.
-- ``ipfs_node``: a real js-ipfs node (offline) on a free port with a throw-away repo.
+- ``tests.plugins.services``: the session's anvil, IPFS node and compiled-contract cache;
+  ``chain`` (each test's changes reverted with ``evm_snapshot`` / ``evm_revert``).
+- ``tests.plugins.gateway``: the session gateways (SQLite and PostgreSQL) and their registry.
+- ``tests.plugins.audit``: the audit world, a consent history built once per session.
+
+Plain helper functions live in ``tests.helpers``; test modules import those, never fixtures
+and never each other.
 """
 
-from __future__ import annotations
-
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
-from ledger.chain.node import connect, dev_accounts
-from ledger.devstack.services import AnvilNode, IpfsNode, free_port
+pytest.register_assert_rewrite("tests.helpers")
 
-
-@dataclass
-class Anvil:
-    node: AnvilNode
-    url: str
-    chain_id: int
-    accounts: list[LocalAccount]
-
-
-@pytest.fixture(scope="session")
-def service_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="consent-test-") as d:
-        yield Path(d)
-
-
-@pytest.fixture(scope="session")
-def anvil(service_dir: Path) -> Iterator[Anvil]:
-    node = AnvilNode(port=free_port(), log_path=service_dir / "anvil.log")
-    try:
-        node.start()
-        yield Anvil(node=node, url=node.url, chain_id=node.chain_id, accounts=dev_accounts())
-    finally:
-        node.stop()
-
-
-@pytest.fixture(scope="session")
-def w3(anvil: Anvil) -> Web3:
-    return connect(anvil.url)
-
-
-@pytest.fixture
-def chain(w3: Web3) -> Iterator[Web3]:
-    """The session chain, with every change this test makes reverted afterwards."""
-    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-    try:
-        yield w3
-    finally:
-        reverted = w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
-        assert reverted.get("result") is True, reverted
-
-
-@pytest.fixture(scope="session")
-def ipfs_node(service_dir: Path) -> Iterator[IpfsNode]:
-    node = IpfsNode(
-        repo=service_dir / "ipfs", api_port=free_port(), log_path=service_dir / "ipfs.log"
-    )
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
-
-
-@pytest.fixture
-def throwaway_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
-    """An anvil node of the test's own, for tests that kill it or move its clock for good."""
-    node = AnvilNode(port=free_port(), log_path=tmp_path / "anvil.log")
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
+pytest_plugins = [
+    "tests.plugins.services",
+    "tests.plugins.gateway",
+    "tests.plugins.audit",
+]

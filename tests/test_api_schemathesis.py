@@ -37,12 +37,11 @@ from web3 import Web3
 
 from gateway.api import router
 from ledger.chain.node import dev_accounts
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
     build_stack,
     close_stack,
     fresh_relayer,
-    gateway_registry_fixture,
     login,
     quiet_logs,
 )

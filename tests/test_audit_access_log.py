@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -26,12 +25,7 @@ from ledger.audit.replay import BlockClock
 from ledger.chain.registry import GATEWAY_ROLE
 from ledger.protocol.consent_types import Purpose
 from ledger.protocol.merkle import leaf_hash, root_hash
-from tests.test_audit_world import Gateway, World, increase_time, world_fixture
-
-
-@pytest.fixture
-def world(w3, anvil) -> Iterator[World]:
-    yield from world_fixture(w3, anvil.url)
+from tests.helpers.audit_world import Gateway, World, increase_time, self_named_export
 
 
 def audit(world: World, export: AccessLogExport, **kw):
@@ -363,19 +357,9 @@ def test_changed_entry_message_names_the_anchored_root_not_the_gateway_as_root(w
     assert finding.details["log_root"] != root
 
 
-def _self_named_export(world, *, name: str) -> AccessLogExport:
-    """The reproduced attack: the gateway's log with anchored entry 4 dropped and the rest
-    renumbered, exported under an address that never held GATEWAY_ROLE and with no checkpoints,
-    so there is nothing on-chain to compare it with."""
-    leaves = world.leaves[:4] + world.leaves[5:]
-    doc = world.export_doc(leaves, checkpoints=[])
-    doc["gateway"] = name
-    return AccessLogExport.from_document(doc, source="self-named.json")
-
-
 def test_self_named_export_with_entries_dropped_cannot_be_verified(world) -> None:
     stranger = world.actors.stranger.address
-    report = audit(world, _self_named_export(world, name=stranger), target_block=world.end_block)
+    report = audit(world, self_named_export(world, name=stranger), target_block=world.end_block)
     assert report.exit_code == 2, [(f.kind, f.message) for f in report.findings]
     (named,) = only(report, FindingKind.LOG_NOT_A_GATEWAY)
     assert named.details["gateway"] == stranger
@@ -397,7 +381,7 @@ def test_self_named_export_naming_another_role_holder_is_checked_against_its_anc
     other = world.actors.researcher
     registry.grant_role(world.actors.admin, GATEWAY_ROLE, other.address)
     registry.reset_nonces()
-    report = audit(world, _self_named_export(world, name=other.address))
+    report = audit(world, self_named_export(world, name=other.address))
     assert report.exit_code == 2, [(f.kind, f.message) for f in report.findings]
     assert FindingKind.LOG_NOT_A_GATEWAY not in kinds(report)
     (missing,) = only(report, FindingKind.LOG_NOT_SUPPLIED)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
@@ -18,12 +17,8 @@ from ledger.audit.fhir import audit_event_resources, consent_resources, export_f
 from ledger.audit.html_report import render_html, render_terminal, report_to_json
 from ledger.audit.replay import BlockClock
 from ledger.cli.audit import app
-from tests.test_audit_world import World, world_fixture
-
-
-@pytest.fixture
-def world(w3, anvil) -> Iterator[World]:
-    yield from world_fixture(w3, anvil.url)
+from tests.helpers.audit_world import increase_time, self_named_export
+from tests.helpers.build import share_build_cache
 
 
 @pytest.fixture
@@ -130,8 +125,10 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """One state directory (and so one contract build cache) for the CLI tests."""
-    return tmp_path_factory.mktemp("audit-home")
+    """One state directory for the CLI tests, on the session's contract build cache."""
+    home = tmp_path_factory.mktemp("audit-home")
+    share_build_cache(home)
+    return home
 
 
 def cli(world, home, *args: str):
@@ -251,11 +248,10 @@ def test_consent_audit_run_on_a_self_named_export_with_entries_dropped_exits_non
 ) -> None:
     """The reproduced attack, through the ``consent`` command line."""
     from ledger.cli.main import app as consent_app
-    from tests.test_audit_access_log import _self_named_export
 
     log = tmp_path / "self-named.json"
     log.write_text(
-        json.dumps(_self_named_export(world, name=world.actors.stranger.address).to_document())
+        json.dumps(self_named_export(world, name=world.actors.stranger.address).to_document())
     )
     args = [
         "audit", "run", "--rpc", world.url, "--registry", world.address,
@@ -291,8 +287,6 @@ def test_cli_run_without_the_logs_of_a_gateway_that_anchored_exits_two(world, ho
 
 
 def test_cli_run_with_a_stale_unanchored_tail_exits_two(world, chain, tmp_path, home) -> None:
-    from tests.test_audit_world import increase_time
-
     log = tmp_path / "log.json"
     log.write_text(json.dumps(world.export_doc()))
     increase_time(chain, 120)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -21,18 +19,12 @@ from ledger.audit.replay import (
 )
 from ledger.audit.state import ConsentTimeline
 from ledger.protocol.events import ConsentRevoked
-from tests.test_audit_world import (
+from tests.helpers.audit_world import (
     ForwardingTransport,
     World,
     logs_rewriter,
     proxy_transport,
-    world_fixture,
 )
-
-
-@pytest.fixture
-def world(w3, anvil) -> Iterator[World]:
-    yield from world_fixture(w3, anvil.url)
 
 
 def lying(world: World, change) -> RpcClient:

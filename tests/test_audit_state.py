@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from ledger.audit.replay import BlockClock, replay
 from ledger.audit.state import ConsentTimeline, OutOfOrderEvent
 from ledger.protocol.consent_types import Basis, Purpose, ScopeKind
-from tests.test_audit_world import World, world_fixture
-
-
-@pytest.fixture
-def world(w3, anvil) -> Iterator[World]:
-    yield from world_fixture(w3, anvil.url)
 
 
 @pytest.fixture
@@ -153,7 +145,7 @@ def test_the_replay_ends_a_guardians_grants_with_the_guardian(anvil, chain, requ
         NonceBurned,
         registry_event_abi,
     )
-    from tests._registry_helpers import deploy_env, register
+    from tests.helpers.registry import deploy_env, register
 
     env = deploy_env(chain, anvil.accounts)
     reg = env.client(chain)

@@ -28,6 +28,7 @@ from ledger.devstack.services import free_port
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import PROJECT_ROOT, state_paths
 from ledger.protocol.consent_types import NO_EXPIRY
+from tests.helpers.build import share_build_cache
 
 runner = CliRunner()
 PATIENT = dev_accounts()[3]
@@ -253,6 +254,7 @@ class Stack:
 def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="consent-cli-", ignore_cleanup_errors=True) as tmp:
         paths = state_paths(Path(tmp) / "home")
+        share_build_cache(paths.home)
         config = StackConfig(
             paths=paths,
             chain_port=free_port(),

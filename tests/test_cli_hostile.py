@@ -39,6 +39,7 @@ from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import state_paths
 from ledger.protocol.consent_types import ScopeKind
 from ledger.protocol.envelope import encrypt_record, seal_key_to
+from tests.helpers.build import share_build_cache
 
 runner = CliRunner()
 DEV = dict(zip(DEV_NAMES, dev_accounts(), strict=True))
@@ -150,6 +151,7 @@ def fronted() -> Iterator[Fronted]:
     server = _serve_front(front, upstream)
     with tempfile.TemporaryDirectory(prefix="consent-front-", ignore_cleanup_errors=True) as tmp:
         paths = state_paths(Path(tmp) / "home")
+        share_build_cache(paths.home)
         config = StackConfig(
             paths=paths,
             chain_port=free_port(),

@@ -83,7 +83,7 @@ from ledger.protocol.contract_errors import (
     ZeroCategory,
     ZeroPatient,
 )
-from tests._registry_helpers import (
+from tests.helpers.registry import (
     CID,
     Actors,
     RegistryEnv,

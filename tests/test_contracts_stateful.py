@@ -68,7 +68,7 @@ from ledger.protocol.contract_errors import (
     RecordNotOwned,
 )
 from ledger.protocol.events import EventDecoder, registry_event_abi
-from tests._registry_helpers import (
+from tests.helpers.registry import (
     RegistryEnv,
     deploy_env,
     increase_time,

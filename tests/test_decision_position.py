@@ -38,25 +38,18 @@ from ledger.chain.node import connect, dev_accounts
 from ledger.devstack.services import AnvilNode, IpfsNode, free_port
 from ledger.protocol.consent_types import Basis, Purpose, ScopeKind, purposes_mask
 from ledger.protocol.events import EventDecoder, registry_event_abi
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.audit_world import World
+from tests.helpers.gateway import (
     Stack,
     build_stack,
     close_stack,
     deploy_registry,
-    gateway_fixture,
-    gateway_registry_fixture,
     login,
     new_account,
     relay,
     signed_grant,
     upload,
 )
-from tests.test_audit_world import World, world_fixture
-
-
-@pytest.fixture
-def world(w3: Any, anvil: Any) -> Iterator[World]:
-    yield from world_fixture(w3, anvil.url)
 
 
 def _replayed(world: World) -> tuple[ConsentTimeline, BlockClock]:

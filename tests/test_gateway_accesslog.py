@@ -14,24 +14,19 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.protocol import merkle
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.audit_world import audit_time_skew
+from tests.helpers.gateway import (
     Stack,
-    _drop_schema,
-    _postgres_url,
-    build_stack,
     close_stack,
-    deploy_registry,
-    fresh_relayer,
-    gateway_fixture,
-    gateway_registry_fixture,
+    drop_schema,
     login,
     new_account,
     own_registry_stack,
+    postgres_url,
     relay,
     signed_grant,
     upload,
 )
-from tests.test_audit_world import audit_time_skew
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -46,7 +41,7 @@ def own_gateway(
     """A gateway on a registry of its own: the audit demands the log of every gateway that
     anchored on the registry, and the session registry has many."""
     backend = str(request.param)
-    database_url, schema = _postgres_url() if backend == "postgres" else (None, None)
+    database_url, schema = postgres_url() if backend == "postgres" else (None, None)
     stack = own_registry_stack(
         home=tmp_path / "gw",
         w3=w3,
@@ -61,7 +56,7 @@ def own_gateway(
     finally:
         close_stack(stack)
         if schema is not None:
-            _drop_schema(schema)
+            drop_schema(schema)
 
 
 def _hex(text: str) -> bytes:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 
 from ledger.protocol.envelope import Envelope, open_envelope
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
-    gateway_fixture,
-    gateway_registry_fixture,
     login,
     new_account,
     relay,

@@ -26,20 +26,17 @@ from ledger.protocol import eip712
 from ledger.protocol.consent_types import category_id
 from ledger.protocol.contract_errors import UnknownRecord
 from ledger.protocol.envelope import salted_digest
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
     build_stack,
     close_stack,
-    deploy_registry,
     fresh_relayer,
-    gateway_registry_fixture,
     login,
     new_account,
     own_registry_stack,
     relay,
     salt_for,
     signed_grant,
-    sqlite_gateway_fixture,
     upload,
 )
 

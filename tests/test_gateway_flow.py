@@ -11,17 +11,17 @@ import pytest
 from ledger.chain.registry import CENTRE_ROLE
 from ledger.protocol.consent_types import Purpose, ScopeKind, category_id
 from ledger.protocol.envelope import open_envelope, salted_digest
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
     chain_time,
-    gateway_fixture,
-    gateway_registry_fixture,
     login,
     new_account,
+    personal_sign,
     relay,
     salt_for,
     signed_grant,
     signed_revoke,
+    siwe_message,
     upload,
 )
 
@@ -258,8 +258,6 @@ def test_forged_attestation_is_refused(gateway: Stack) -> None:
 
 
 def test_replayed_siwe_message_is_refused(gateway: Stack) -> None:
-    from tests.gateway_fixtures import personal_sign, siwe_message
-
     account = new_account()
     nonce = gateway.client.post("/v1/auth/nonce").json()["nonce"]
     message = siwe_message(gateway, account, nonce)
@@ -281,8 +279,6 @@ def test_replayed_siwe_message_is_refused(gateway: Stack) -> None:
 def test_siwe_message_for_another_site_or_chain_is_refused(
     gateway: Stack, fields: dict[str, object], code: str
 ) -> None:
-    from tests.gateway_fixtures import personal_sign, siwe_message
-
     account = new_account()
     nonce = gateway.client.post("/v1/auth/nonce").json()["nonce"]
     message = siwe_message(gateway, account, nonce, **fields)

@@ -43,23 +43,19 @@ from gateway.settings import Settings
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.rpc import HttpxRpc
 from ledger.devstack.services import AnvilNode, ServiceProcess, free_port
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
     attest,
     build_stack,
     close_stack,
-    deploy_registry,
     fresh_relayer,
     funded_account,
-    gateway_fixture,
-    gateway_registry_fixture,
     login,
     new_account,
     own_registry_stack,
     relay,
     salt_for,
     signed_grant,
-    sqlite_gateway_fixture,
     upload,
 )
 

@@ -28,16 +28,12 @@ from ledger.chain.node import TxSender, connect, deploy, dev_accounts
 from ledger.devstack.services import AnvilNode, free_port
 from ledger.protocol import eip712
 from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
     build_stack,
     chain_time,
     close_stack,
-    deploy_registry,
-    fresh_relayer,
     funded_account,
-    gateway_fixture,
-    gateway_registry_fixture,
     login,
     new_account,
     own_registry_stack,

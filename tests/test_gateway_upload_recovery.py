@@ -24,16 +24,14 @@ from gateway.models import RECORD
 from ledger.chain.registry import ConsentRegistry
 from ledger.protocol import eip712
 from ledger.protocol.envelope import encrypt_record
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
     attest,
     build_stack,
     close_stack,
     fresh_relayer,
-    gateway_registry_fixture,
     login,
     new_account,
-    sqlite_gateway_fixture,
     upload,
 )
 

@@ -7,11 +7,9 @@ from typing import Any
 
 from ledger.client import Gateway
 from ledger.protocol.consent_types import category_id
-from tests.gateway_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.gateway import (
     Stack,
     attest,
-    gateway_fixture,
-    gateway_registry_fixture,
     login,
     new_account,
     salt_for,

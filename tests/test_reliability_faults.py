@@ -50,7 +50,9 @@ from ledger.paths import StatePaths
 from ledger.protocol import eip712
 from ledger.protocol.envelope import open_envelope
 from ledger.protocol.events import EventDecoder, registry_event_abi
-from tests.gateway_fixtures import (
+from tests.helpers.audit_world import audit_time_skew
+from tests.helpers.build import share_build_cache
+from tests.helpers.gateway import (
     PG_DSN,
     Stack,
     attest,
@@ -64,7 +66,6 @@ from tests.gateway_fixtures import (
     signed_grant,
     upload,
 )
-from tests.test_audit_world import audit_time_skew
 
 BIG = 8 * 1024 * 1024  # an upload large enough that encrypting + adding it takes a while
 
@@ -74,7 +75,7 @@ BIG = 8 * 1024 * 1024  # an upload large enough that encrypting + adding it take
 
 @dataclass
 class Remote:
-    """A stack of our own, shaped like ``tests.gateway_fixtures.Stack`` for its helpers."""
+    """A stack of our own, shaped like ``tests.helpers.gateway.Stack`` for its helpers."""
 
     info: StackInfo
     paths: StatePaths
@@ -114,6 +115,7 @@ def _wait_health(remote: Remote, status: int, timeout_s: float = 60.0) -> dict[s
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
     paths = StatePaths(tmp_path_factory.mktemp("fault-stack"))
+    share_build_cache(paths.home)
     auditor = new_account()
     config = StackConfig(
         paths,

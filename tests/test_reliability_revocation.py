@@ -36,7 +36,8 @@ from ledger.chain.build import compile_contracts
 from ledger.chain.registry import REGISTRY_CONTRACT
 from ledger.protocol.consent_types import ScopeKind, category_id
 from ledger.protocol.events import EventDecoder, registry_event_abi
-from tests.gateway_fixtures import (
+from tests.helpers.audit_world import audit_time_skew
+from tests.helpers.gateway import (
     Stack,
     close_stack,
     login,
@@ -48,7 +49,6 @@ from tests.gateway_fixtures import (
     signed_revoke,
     upload,
 )
-from tests.test_audit_world import audit_time_skew
 
 N_PATIENTS = 5
 N_GRANTEES = 20

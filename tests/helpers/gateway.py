@@ -1,20 +1,12 @@
-"""Gateway test fixtures and helpers (a plain module; the test files import it).
+"""Gateway test helpers: a real gateway stack and the calls a client makes to it.
 
-Import the fixtures by their function names (``gateway_fixture`` ...); pytest knows them as
-``gateway``, ``gateway_registry`` and ``sqlite_gateway``.
+Plain functions (the fixtures built on them are in ``tests.plugins.gateway``).
 
-Session fixtures build a real stack on the shared ``anvil`` and ``ipfs_node`` (from conftest):
-compile + deploy the registry (admin = dev account 0), admit dev account 2 as a centre and the
-gateway's three accounts (gateway account: dev account 1 for the SQLite app; registrar and
-relayer, and all three for the PostgreSQL app: fresh funded accounts, so no two apps share a
-nonce), write the deployment file and a KEK, and run the app
-in-process under uvicorn in a thread (its lifespan starts the anchoring thread), talked to
-with ``httpx`` (Starlette's TestClient warns without ``httpx2``).
-
-``gateway`` is parametrised over SQLite and PostgreSQL; the PostgreSQL run is skipped, with the
-reason, when no server answers at 127.0.0.1:5432 (database ``test``, user ``postgres``).
-
-Kill tests build their own throw-away chain / IPFS nodes with :func:`build_stack`.
+:func:`build_stack` runs a gateway app on a chain with a deployed registry: it writes the
+deployment file and a KEK, links the home's build cache to the session's compiled contracts
+(``tests.helpers.build``), and runs the app in-process under uvicorn in a thread (its lifespan
+starts the anchoring thread), talked to with ``httpx`` (Starlette's TestClient warns without
+``httpx2``). Kill tests build their own throw-away chain / IPFS nodes and call it themselves.
 
 Chain state is *not* rewound between gateway tests (``evm_revert`` would desynchronise the
 gateway's database and the relayer's nonce from the chain); tests isolate themselves with fresh
@@ -29,7 +21,6 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +47,7 @@ from ledger.protocol import eip712
 from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
 from ledger.protocol.envelope import salted_digest
 from ledger.protocol.siwe import SiweMessage
+from tests.helpers.build import session_build_cache, share_build_cache
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -89,10 +81,14 @@ class Stack:
         return self.registry.domain
 
 
-def deploy_registry(w3: Web3, *, cache_dir: Path) -> tuple[ConsentRegistry, Deployment]:
-    """Deploy a fresh registry (admin = dev 0), admit dev 1 (gateway) and dev 2 (centre)."""
+def deploy_registry(
+    w3: Web3, *, cache_dir: Path | None = None
+) -> tuple[ConsentRegistry, Deployment]:
+    """Deploy a fresh registry (admin = dev 0), admit dev 1 (gateway) and dev 2 (centre).
+
+    The contracts come from ``cache_dir``, by default the session's build cache."""
     admin, gateway, centre = dev_accounts()[:3]
-    artifact = compile_contracts(cache_dir=cache_dir)[REGISTRY_CONTRACT]
+    artifact = compile_contracts(cache_dir=cache_dir or session_build_cache())[REGISTRY_CONTRACT]
     registry, receipt = ConsentRegistry.deploy(
         w3, admin=admin.address, sender=admin, artifact=artifact
     )
@@ -136,7 +132,7 @@ def own_registry_stack(
     """A gateway on a registry of its own, deployed now (the audit demands the log of every
     gateway that anchored on a registry, and the session registry has many); the relayer is a
     fresh funded account unless given. ``options`` go to :func:`build_stack`."""
-    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
+    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")  # the session's
     return build_stack(
         home=home,
         w3=w3,
@@ -167,6 +163,7 @@ def build_stack(
     """A gateway app relaying from ``relayer``; the gateway and registrar accounts are fresh
     funded ones holding GATEWAY_ROLE unless given."""
     home.mkdir(parents=True, exist_ok=True)
+    share_build_cache(home)  # the app compiles into <home>/build: reuse the session's
     gateway_account = gateway_account or fresh_relayer(w3, registry)
     registrar = registrar or fresh_relayer(w3, registry)
     port = free_port()
@@ -236,37 +233,10 @@ def close_stack(stack: Stack) -> None:
     stack.thread.join(timeout=30)
 
 
-# Each test module that imports these fixtures gets its own fixture definition, so pytest
-# would build a "session" fixture once per module. The stacks are shared process-wide instead
-# (reference counted; the last module's teardown closes them).
-_shared: dict[tuple[str, ...], Any] = {}
-_refs: dict[tuple[str, ...], int] = {}
+# ------------------------------------------------------------------------------ PostgreSQL
 
 
-def _acquire(key: tuple[str, ...], make: Any) -> Any:
-    if key not in _shared:
-        _shared[key] = make()
-    _refs[key] = _refs.get(key, 0) + 1
-    return _shared[key]
-
-
-def _release(key: tuple[str, ...], close: Any) -> None:
-    _refs[key] -= 1
-    if _refs[key] == 0:
-        del _refs[key]
-        close(_shared.pop(key))
-
-
-@pytest.fixture(scope="session", name="gateway_registry")
-def gateway_registry_fixture(
-    anvil: Any, w3: Web3, service_dir: Path
-) -> Iterator[tuple[ConsentRegistry, Deployment]]:
-    key = ("registry", anvil.url)
-    yield _acquire(key, lambda: deploy_registry(w3, cache_dir=service_dir / "build"))
-    _release(key, lambda _value: None)
-
-
-def _postgres_url() -> tuple[str, str]:
+def postgres_url() -> tuple[str, str]:
     """A URL on a fresh schema of the test database, or skip with the reason."""
     try:
         import psycopg
@@ -280,83 +250,11 @@ def _postgres_url() -> tuple[str, str]:
     return url, schema
 
 
-def _drop_schema(schema: str) -> None:
+def drop_schema(schema: str) -> None:
     import psycopg
 
     with psycopg.connect(PG_DSN, connect_timeout=2, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@pytest.fixture(
-    scope="session",
-    name="gateway",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def gateway_fixture(
-    request: pytest.FixtureRequest,
-    anvil: Any,
-    w3: Web3,
-    ipfs_node: Any,
-    service_dir: Path,
-    gateway_registry: tuple[ConsentRegistry, Deployment],
-) -> Iterator[Stack]:
-    """The gateway on the session chain and IPFS node, on SQLite and on PostgreSQL."""
-    registry, deployment = gateway_registry
-    backend = str(request.param)
-
-    def make() -> Stack:
-        if backend == "postgres":
-            database_url, _schema = _postgres_url()
-            gateway_account = fresh_relayer(w3, registry)
-        else:
-            database_url, gateway_account = None, dev_accounts()[1]
-        return build_stack(
-            home=service_dir / f"gateway-{backend}",
-            w3=w3,
-            chain_url=anvil.url,
-            ipfs_url=ipfs_node.url,
-            registry=registry,
-            deployment=deployment,
-            relayer=funded_account(w3),
-            gateway_account=gateway_account,
-            database_url=database_url,
-            backend=backend,
-        )
-
-    def close(stack: Stack) -> None:
-        close_stack(stack)
-        if stack.backend == "postgres":
-            _drop_schema(stack.settings.database_url.rsplit("%3D", 1)[1])
-
-    key = ("gateway", backend, anvil.url)
-    yield _acquire(key, make)
-    _release(key, close)
-
-
-@pytest.fixture(name="sqlite_gateway")
-def sqlite_gateway_fixture(
-    anvil: Any,
-    w3: Web3,
-    ipfs_node: Any,
-    service_dir: Path,
-    gateway_registry: tuple[ConsentRegistry, Deployment],
-) -> Iterator[Stack]:
-    """A per-test SQLite gateway on the session services (for tests that inspect files)."""
-    registry, deployment = gateway_registry
-    stack = build_stack(
-        home=service_dir / f"gateway-{uuid.uuid4().hex[:8]}",
-        w3=w3,
-        chain_url=anvil.url,
-        ipfs_url=ipfs_node.url,
-        registry=registry,
-        deployment=deployment,
-        relayer=fresh_relayer(w3, registry),
-        anchor_enabled=False,
-    )
-    try:
-        yield stack
-    finally:
-        close_stack(stack)
 
 
 # ------------------------------------------------------------------------------- helpers

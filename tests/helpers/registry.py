@@ -1,9 +1,9 @@
 """Shared set-up for the registry tests: one deployment per test module, actors, time travel.
 
-Plain helper module (not a conftest), used by ``test_contracts.py`` and
-``test_contracts_stateful.py``. The deployment is made once per module outside any snapshot; each
-test then runs inside the ``chain`` fixture's ``evm_snapshot`` / ``evm_revert``, with a fresh
-``ConsentRegistry`` client (its locally tracked nonces must not outlive a revert).
+Used by ``test_contracts.py``, ``test_contracts_stateful.py`` and the audit tests. The
+deployment is made once per module outside any snapshot; each test then runs inside the
+``chain`` fixture's ``evm_snapshot`` / ``evm_revert``, with a fresh ``ConsentRegistry`` client
+(its locally tracked nonces must not outlive a revert).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ledger.chain.registry import (
 )
 from ledger.protocol import eip712
 from ledger.protocol.consent_types import RecordId, category_id
+from tests.helpers.build import session_build_cache
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
@@ -65,7 +66,7 @@ class RegistryEnv:
 def deploy_env(w3: Web3, accounts: list[LocalAccount]) -> RegistryEnv:
     """A registry with a gateway, a centre and an emergency institution admitted."""
     actors = Actors.of(accounts)
-    artifact = compile_contracts()["ConsentRegistry"]
+    artifact = compile_contracts(cache_dir=session_build_cache())["ConsentRegistry"]
     registry, receipt = ConsentRegistry.deploy(
         w3, admin=actors.admin.address, sender=actors.admin, artifact=artifact
     )

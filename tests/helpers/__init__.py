@@ -1,0 +1,1 @@
+"""Plain helper functions and types for the tests (no fixtures: those live in ``tests.plugins``)."""

@@ -1,0 +1,1 @@
+"""Fixture plugins, named in ``tests/conftest.py``'s ``pytest_plugins``."""
