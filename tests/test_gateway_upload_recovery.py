@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from web3 import Web3
 
 from gateway.ipfs import IpfsClient
@@ -88,7 +88,10 @@ def test_a_stale_pending_row_is_resolved_by_the_retry(sqlite_gateway: Stack) -> 
     assert young.json()["error"]["code"] == "conflict"
 
     records.pending_grace_s = 0.5
-    time.sleep(0.6)
+    with stack.state.engine.begin() as conn:  # the crashed attempt is now older than the grace
+        conn.execute(
+            update(RECORD).where(RECORD.c.record_id == rid).values(created_at=time.time() - 1.0)
+        )
     retry = upload(stack, headers, patient=patient.address, data=data, issued_at=issued)
     assert retry.status_code == 201, retry.text
     row = _row(stack, rid)

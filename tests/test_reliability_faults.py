@@ -517,6 +517,39 @@ def test_ipfs_killed_mid_upload_is_a_clear_503_then_recovers_after_restart(
 # ----------------------------------------------------------------------- chain killed
 
 
+def _wait_until_anchored_and_dumped(remote: Remote, timeout_s: float = 30.0) -> None:
+    """Until the gateway has anchored its whole access log and anvil's periodic state dump (every
+    second) covers the head block: a SIGKILL of the node then loses no block the gateway's log
+    relies on."""
+    url = f"{remote.info.gateway_url}/v1/access-log/export"
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(headers=login(remote, remote.auditor), timeout=60) as http:  # type: ignore[arg-type]
+        while True:
+            size = len(load_access_log(url, client=http).entries)
+            anchored = remote.client.get("/v1/access-log/checkpoint")
+            head = remote.w3.eth.block_number
+            if (
+                anchored.status_code == 200
+                and anchored.json()["tree_size"] == size
+                and _dumped_block(remote) >= head
+            ):
+                return
+            assert time.monotonic() < deadline, (
+                f"log of {size} entries, last checkpoint {anchored.text}, head block {head}, "
+                f"state dumped up to block {_dumped_block(remote)}"
+            )
+            time.sleep(0.1)
+
+
+def _dumped_block(remote: Remote) -> int:
+    """The head block of anvil's last state dump (-1 before the first, or mid-write)."""
+    try:
+        dumped = json.loads(remote.paths.chain_state.read_text())["best_block_number"]
+        return int(dumped, 0) if isinstance(dumped, str) else int(dumped)
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
 def test_chain_killed_fails_closed_then_recovers_after_restart(
     remote: Remote, history: dict[str, Any]
 ) -> None:
@@ -525,7 +558,7 @@ def test_chain_killed_fails_closed_then_recovers_after_restart(
     doctor_headers = login(remote, history["doctor"])  # type: ignore[arg-type]
     before = remote.client.get(history["url"], headers=doctor_headers)
     assert before.status_code == 200, before.text
-    time.sleep(2.5)  # anvil dumps its state every second: the dump covers every block
+    _wait_until_anchored_and_dumped(remote)
     anvil: AnvilNode = remote.info.anvil
     anvil.process.kill()
     try:
@@ -637,7 +670,7 @@ def _postgres_storm(stack: Stack, admin: Any, app_name: str, auditor: LocalAccou
     terminated = 0
     rounds = 6
     try:
-        time.sleep(0.3)
+        _wait_for(lambda: all(seen[r.address].total() for r in readers), "every reader's answer")
         for _ in range(rounds):
             killed = admin.execute(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
