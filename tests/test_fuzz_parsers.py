@@ -53,6 +53,7 @@ from ledger.protocol.envelope import (
     seal_envelope,
 )
 from ledger.protocol.siwe import MalformedMessage, SiweError, SiweMessage, parse_message, verify
+from tests.helpers.build import session_build_cache
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -306,6 +307,19 @@ def test_verify_raises_only_siwe_errors_and_binds_the_exact_text(
         signature = good
     elif signature == "v-shifted":
         signature = good[:64] + bytes([good[64] - 27])
+    if message.address == SIGNER.address:
+        # The control: the untouched text and its own signature, at a moment the message is
+        # valid, verify; so the refusals below are the edits' and the wrong inputs' doing.
+        valid_at = max(message.issued_at, message.not_before or message.issued_at)
+        if message.expiration_time is None or message.expiration_time > valid_at:
+            control = verify(
+                signed,
+                good,
+                expected_domain=message.domain,
+                expected_chain_id=message.chain_id,
+                now=valid_at,
+            )
+            assert control.address == SIGNER.address
     try:
         login = verify(
             text,
@@ -461,12 +475,12 @@ def test_grant_and_revoke_requests_from_fuzzed_fields_raise_only_value_error(
 
 @pytest.fixture(scope="module")
 def decoder() -> ErrorDecoder:
-    return ErrorDecoder(compile_contracts()["ConsentRegistry"].abi)
+    return ErrorDecoder(compile_contracts(cache_dir=session_build_cache())["ConsentRegistry"].abi)
 
 
 @pytest.fixture(scope="module")
 def error_abis() -> list[dict[str, Any]]:
-    abi = compile_contracts()["ConsentRegistry"].abi
+    abi = compile_contracts(cache_dir=session_build_cache())["ConsentRegistry"].abi
     return sorted((item for item in abi if item["type"] == "error"), key=lambda e: e["name"])
 
 

@@ -235,6 +235,8 @@ def test_corrupted_inclusion_proofs_fail(index: int, size: int, path: list[str])
     proof = [bytes.fromhex(p) for p in path]
     root = bytes.fromhex(ROOTS[size])
     leaf = LEAF_HASHES[index]
+    # the control: the genuine proof verifies, so each refusal below is the corruption's doing
+    assert verify_inclusion(leaf_hash=leaf, index=index, tree_size=size, proof=proof, root=root)
     some = bytes.fromhex("abacaba000000000000000000000000000000000000000000060061e00123456")
     probes: list[tuple[int, int, bytes, bytes, list[bytes]]] = [
         (index - 1, size, root, leaf, proof),
@@ -264,6 +266,8 @@ def test_corrupted_inclusion_proofs_fail(index: int, size: int, path: list[str])
 def test_corrupted_consistency_proofs_fail(old: int, new: int, path: list[str]) -> None:
     proof = [bytes.fromhex(p) for p in path]
     r1, r2 = bytes.fromhex(ROOTS[old]), bytes.fromhex(ROOTS[new])
+    # the control: the genuine proof verifies, so each refusal below is the corruption's doing
+    assert verify_consistency(old_size=old, new_size=new, old_root=r1, new_root=r2, proof=proof)
     probes: list[tuple[int, int, bytes, bytes, list[bytes]]] = [
         (old - 1, new, r1, r2, proof),
         (old + 1, new, r1, r2, proof),

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from ledger.chain.build import compile_contracts
+from tests.helpers.build import session_build_cache
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NO_FIELDS = "(no fields)"
@@ -43,7 +44,7 @@ def _inventory() -> dict[str, dict[str, bool]]:
 
 
 def _abi_events() -> dict[str, dict[str, bool]]:
-    abi = compile_contracts()["ConsentRegistry"].abi
+    abi = compile_contracts(cache_dir=session_build_cache())["ConsentRegistry"].abi
     return {
         str(e["name"]): {str(i["name"]): bool(i["indexed"]) for i in e["inputs"]}
         for e in abi
