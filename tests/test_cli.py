@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -533,3 +535,94 @@ def test_nonce_burn_voids_a_signed_request_held_back(stack: Stack) -> None:
         reg.grant_by_sig(relayer, held, signature)
     terms = reg.consent_of(PATIENT.address, doctor.address, ScopeKind.ALL, ALL_SCOPE_ID)
     assert terms.purposes == 0
+
+
+# ----------------------------------------------------------------- a client without node or solc
+
+_NO_SOLC = '''"""Put first on PYTHONPATH by tests/test_cli.py: the real solcx never loads."""
+import sys
+import types
+
+
+class _Refused(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(f"solcx.{name} used at run time: the client must not compile Solidity")
+
+
+class SolcError(Exception):
+    pass
+
+
+exceptions = types.ModuleType("solcx.exceptions")
+exceptions.SolcError = SolcError
+solcx = _Refused("solcx")
+solcx.__path__ = []
+solcx.exceptions = exceptions
+sys.modules["solcx"] = solcx
+sys.modules["solcx.exceptions"] = exceptions
+'''
+
+
+def _without_solc(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``python ARGV`` with no node, npm or solc on PATH and every use of solcx refused."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(_NO_SOLC)
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env |= {"PATH": str(empty_bin), "PYTHONPATH": f"{hook}{os.pathsep}{PROJECT_ROOT}"}
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _consent_without_solc(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _without_solc(tmp_path, "-m", "ledger.cli", *args)
+
+
+def test_the_guard_refuses_compiling_and_has_no_node_on_path(tmp_path: Path) -> None:
+    """The guard of the test below holds, so that test cannot pass by accident."""
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import shutil, sys\n"
+        "assert [t for t in ('node', 'npm', 'solc') if shutil.which(t)] == []\n"
+        "from ledger.chain.build import compile_contracts\n"
+        "try:\n"
+        "    compile_contracts()\n"
+        "except RuntimeError as exc:\n"
+        "    sys.exit(0 if 'must not compile' in str(exc) else 3)\n"
+        "sys.exit(4)\n"
+    )
+    proc = _without_solc(tmp_path, str(script))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_non_stack_commands_run_without_node_or_solc(stack: Stack, tmp_path: Path) -> None:
+    """`consent audit run`, `consents` and `key list` against the session stack, from a home
+    holding only the deployment file (no compile cache), with solc refused: a command that
+    compiled Solidity at run time fails here."""
+    home = tmp_path / "client-home"
+    home.mkdir()
+    (home / "deployment.json").write_bytes(state_paths(stack.home).deployment.read_bytes())
+    chain = ["--chain", stack.info.anvil.url]
+    export = f"{stack.info.gateway_url}/v1/access-log/export"
+    audited = _consent_without_solc(
+        tmp_path, "audit", "run", "--home", str(home), *chain, "--access-log", export,
+        "--as", "auditor", "--json",
+    )  # fmt: skip
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    report = json.loads(audited.stdout)
+    assert report["verdict"] == "clean", report
+    consents = _consent_without_solc(
+        tmp_path, "consents", "--as", "patient", "--json", "--home", str(home), *chain,
+        "--gateway", stack.info.gateway_url,
+    )  # fmt: skip
+    assert consents.returncode == 0, consents.stdout + consents.stderr
+    assert "break_glass" in json.loads(consents.stdout)
+    keys = _consent_without_solc(tmp_path, "key", "list", "--json", "--home", str(home))
+    assert keys.returncode == 0, keys.stdout + keys.stderr
+    assert PATIENT.address in {k["address"] for k in json.loads(keys.stdout)}
