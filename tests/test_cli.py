@@ -74,6 +74,19 @@ def test_every_command_is_in_the_readme_and_has_help() -> None:
         assert "--help" in result.output, path
 
 
+def test_the_cli_loads_no_server_code() -> None:
+    """The gateway runs as a subprocess of `consent up`: the CLI imports neither it nor uvicorn."""
+    probe = (
+        "import sys, ledger.cli.main\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('gateway', 'uvicorn', 'fastapi', 'starlette', 'sqlmodel')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
 def test_top_level_help_lists_the_exit_codes() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
