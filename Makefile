@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_STAMP := hardhat_local/node_modules/.installed
 
-.PHONY: up test install lint typecheck pytest clean-state abi
+.PHONY: up test install lint typecheck pytest clean-state abi client-check
 
 up: install
 	$(BIN)/consent up
@@ -41,6 +41,11 @@ pytest:
 # Rewrite the registry ABI shipped in the package after a contract's interface changed.
 abi: install
 	$(BIN)/python -m ledger.chain.abi
+
+# Prove that `pip install .` (no dev extras) gives a `consent` client that runs without node,
+# npm or solc: a fresh venv runs `consent audit run` and other client commands against a stack.
+client-check: install
+	$(BIN)/python bench/client_check.py
 
 clean-state:
 	rm -rf .consent

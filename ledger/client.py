@@ -244,10 +244,6 @@ class WhoRead:
     log_size: int
     entries: list[EntryProof]
 
-    @property
-    def all_verified(self) -> bool:
-        return self.anchored and all(e.verified for e in self.entries)
-
 
 # ------------------------------------------------------------------------------------ client
 

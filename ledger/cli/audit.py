@@ -1,6 +1,7 @@
 """``consent audit``: replay and verify the ledger, show consent at a block, export FHIR.
 
-Mounted into the ``consent`` CLI as the ``audit`` sub-app (``ledger.cli.main``). Exit codes:
+Mounted into the ``consent`` CLI as the ``audit`` sub-app (``ledger.cli.main``); it reads the
+registry's events with the ABI shipped in the package, so it needs no compiler. Exit codes:
 
 - 0: clean (notices allowed, e.g. a fresh unanchored tail, or a role holder that never anchored
   and whose log was not given);
@@ -35,19 +36,22 @@ from ledger.audit.core import (
 from ledger.audit.html_report import render_html, render_terminal, report_to_json
 from ledger.audit.replay import BlockClock, ProgressFn, ReplayError, RpcClient, replay
 from ledger.audit.state import ConsentTimeline
+from ledger.chain.abi import interface_abi
 from ledger.chain.deployment import load_deployment
 from ledger.chain.node import ChainError
+from ledger.cli.app import RoleApp, context_of
 from ledger.paths import state_paths
 from ledger.protocol.consent_types import NO_EXPIRY, ScopeKind, category_name, purposes_of
 from ledger.protocol.events import EventDecoder, MalformedLog, registry_event_abi
 
 __all__ = ["app"]
 
-app = typer.Typer(
+app = RoleApp(
+    shared=("home",),
+    handled=False,
     name="audit",
     help="Replay the ledger, prove it complete, verify access logs, rebuild consent at any block.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
 
@@ -76,10 +80,6 @@ RegistryOpt = Annotated[
 ]
 FromBlockOpt = Annotated[
     int | None, typer.Option("--from-block", help="The registry's deploy block (with --registry).")
-]
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="State directory (default: $CONSENT_HOME or ./.consent)."),
 ]
 AsOpt = Annotated[
     str | None,
@@ -145,14 +145,9 @@ def _target(
     return recorded.address, recorded.block, recorded.chain_id
 
 
-def _decoder(home: Path | None) -> EventDecoder:
-    from ledger.chain.build import BuildError, compile_contracts
-
-    try:
-        artifacts = compile_contracts(cache_dir=state_paths(home).build_cache)
-    except BuildError as exc:
-        raise _fail(f"cannot build the registry interface: {exc}") from None
-    return EventDecoder(registry_event_abi(artifacts["IConsentRegistry"].abi))
+def _decoder() -> EventDecoder:
+    """The registry's events, decoded with the interface ABI shipped in the package."""
+    return EventDecoder(registry_event_abi(interface_abi()))
 
 
 def _check_chain(client: RpcClient, recorded: int | None) -> int:
@@ -234,7 +229,7 @@ def _login(
     origin: str, as_name: str, *, rpc: str, home: Path | None, registry: str | None = None
 ) -> str:
     """A session token; the gateway must name the audited registry (the CLI's pinning rule)."""
-    from ledger.cli.main import CliError, Ctx
+    from ledger.cli.context import CliError, Ctx
     from ledger.client import ClientError
 
     ctx = Ctx(home=home, gateway_url=origin, chain_url=rpc, registry_address=registry)
@@ -265,7 +260,7 @@ def _audit(
     max_time_skew_s: float = DEFAULT_MAX_TIME_SKEW_S,
 ) -> tuple[AuditReport, RpcClient]:
     address, deploy_block, recorded_chain = _target(rpc, deployment, registry, from_block, home)
-    decoder = _decoder(home)
+    decoder = _decoder()
     exports = _load_logs(access_log, as_name=as_name, rpc=rpc, home=home, registry=address)
     client = RpcClient(rpc, client=httpx.Client(timeout=120.0))
     _check_chain(client, recorded_chain)
@@ -286,13 +281,13 @@ def _audit(
     return report, client
 
 
-@app.command("run")
+@app.command("run", shared=("home", "json"))
 def run(
+    cli: typer.Context,
     rpc: RpcOpt = "http://127.0.0.1:8545",
     deployment: DeploymentOpt = None,
     registry: RegistryOpt = None,
     from_block: FromBlockOpt = None,
-    home: HomeOpt = None,
     access_log: Annotated[
         list[str] | None,
         typer.Option(
@@ -311,7 +306,6 @@ def run(
     chunk_blocks: ChunkOpt = 10_000,
     anchor_interval_s: AnchorIntervalOpt = DEFAULT_ANCHOR_INTERVAL_S,
     max_time_skew_s: SkewOpt = DEFAULT_MAX_TIME_SKEW_S,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     html_path: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
     ] = None,
@@ -323,6 +317,7 @@ def run(
     a log naming an address that never held GATEWAY_ROLE, a missing log of a gateway that
     anchored, an unanchored tail older than --anchor-interval).
     """
+    home, as_json = context_of(cli).home, context_of(cli).as_json
     report, client = _audit(
         rpc=rpc,
         deployment=deployment,
@@ -381,8 +376,9 @@ def _patient_address(text: str, *, home: Path | None, chain_id: int | None) -> s
         raise _fail(str(exc)) from None
 
 
-@app.command("state")
+@app.command("state", shared=("home", "json"))
 def state(
+    cli: typer.Context,
     patient: Annotated[
         str,
         typer.Option(
@@ -397,16 +393,15 @@ def state(
     deployment: DeploymentOpt = None,
     registry: RegistryOpt = None,
     from_block: FromBlockOpt = None,
-    home: HomeOpt = None,
     chunk_blocks: ChunkOpt = 10_000,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Every consent in force for a patient at a block (grantee, scope, purposes, expiry, basis),
     with guardian, open break-glass windows and records — rebuilt from replayed events."""
+    home, as_json = context_of(cli).home, context_of(cli).as_json
 
     address, deploy_block, recorded_chain = _target(rpc, deployment, registry, from_block, home)
     who = _patient_address(patient, home=home, chain_id=recorded_chain)
-    decoder = _decoder(home)
+    decoder = _decoder()
     client = RpcClient(rpc, client=httpx.Client(timeout=120.0))
     try:
         _check_chain(client, recorded_chain)
@@ -529,12 +524,12 @@ def _safe_category(category: bytes) -> str:
 
 @app.command("export")
 def export(
+    cli: typer.Context,
     fhir: Annotated[Path, typer.Option("--fhir", help="Directory to write FHIR R4 resources to.")],
     rpc: RpcOpt = "http://127.0.0.1:8545",
     deployment: DeploymentOpt = None,
     registry: RegistryOpt = None,
     from_block: FromBlockOpt = None,
-    home: HomeOpt = None,
     access_log: Annotated[
         list[str] | None,
         typer.Option(
@@ -547,6 +542,8 @@ def export(
 ) -> None:
     """Export consents as FHIR ``Consent`` and logged reads as ``AuditEvent`` (validated)."""
     from ledger.audit.fhir import export_fhir
+
+    home = context_of(cli).home
 
     report, client = _audit(
         rpc=rpc,

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -129,8 +130,9 @@ class ServiceProcess:
             return ""
 
 
-def _wait_until(check: ServiceProcess, probe: object, *, timeout_s: float, what: str) -> None:
-    assert callable(probe)
+def _wait_until(
+    check: ServiceProcess, probe: Callable[[], object], *, timeout_s: float, what: str
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         check.check_alive()

@@ -1,0 +1,105 @@
+"""``consent admin``: the registry admin admits centres, gateways and emergency services, and
+lists record categories (chain transactions the admin pays for)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from ledger.cli.app import AsOpt, RoleApp, context_of
+from ledger.cli.output import console, echo_json
+from ledger.cli.parsing import parse_category
+
+__all__ = ["app"]
+
+app = RoleApp(help="Registry admin: admit centres, gateways and emergency services.")
+
+
+def _admin_role(role_name: str, *, grant: bool) -> Callable[..., None]:
+    def command(
+        cli: typer.Context,
+        address: Annotated[str, typer.Argument(help="0x address, keystore name or dev name.")],
+        who: AsOpt = "admin",
+    ) -> None:
+        from ledger.chain import registry as reg
+
+        ctx = context_of(cli)
+        role = getattr(reg, role_name)
+        target = ctx.address(address)
+        admin = ctx.account(who)
+        contract = ctx.registry()
+        label = role_name.removesuffix("_ROLE").lower()
+        holds = contract.has_role(role, target)
+        if holds == grant:
+            result = {"address": target, "role": role_name, "changed": False}
+            if ctx.as_json:
+                echo_json(result)
+            else:
+                state = "already holds" if grant else "does not hold"
+                console.print(f"{target} {state} {role_name}; nothing to do", highlight=False)
+            return
+        receipt = (contract.grant_role if grant else contract.revoke_role)(admin, role, target)
+        if ctx.as_json:
+            echo_json(
+                {
+                    "address": target,
+                    "role": role_name,
+                    "changed": True,
+                    "tx_hash": receipt.tx_hash,
+                    "block_number": receipt.block_number,
+                }
+            )
+            return
+        verb = "admitted" if grant else "removed"
+        console.print(
+            f"{verb} {target} as {label}  tx {receipt.tx_hash}  block {receipt.block_number}",
+            highlight=False,
+        )
+
+    return command
+
+
+app.command(
+    "add-centre", help="Admit a checkup centre (grants CENTRE_ROLE; a chain tx by the admin)."
+)(_admin_role("CENTRE_ROLE", grant=True))
+app.command("remove-centre", help="Remove a checkup centre (revokes CENTRE_ROLE).")(
+    _admin_role("CENTRE_ROLE", grant=False)
+)
+app.command(
+    "add-gateway",
+    help="Admit a gateway account (GATEWAY_ROLE: registers records, anchors checkpoints).",
+)(_admin_role("GATEWAY_ROLE", grant=True))
+app.command("add-emergency", help="Admit an emergency institution (EMERGENCY_ROLE: break-glass).")(
+    _admin_role("EMERGENCY_ROLE", grant=True)
+)
+
+
+@app.command(
+    "add-category",
+    help="List a record category (coarse: a kind of document, never a condition or a test).",
+)
+def admin_add_category(
+    cli: typer.Context,
+    name: Annotated[str, typer.Argument(help="Category name, 1..32 ASCII characters.")],
+    who: AsOpt = "admin",
+) -> None:
+    ctx = context_of(cli)
+    category = parse_category(name)
+    admin = ctx.account(who)
+    contract = ctx.registry()
+    result: dict[str, Any] = {"category": name.strip(), "changed": False}
+    if not contract.is_category(category):
+        receipt = contract.add_category(admin, category)
+        result.update(changed=True, tx_hash=receipt.tx_hash, block_number=receipt.block_number)
+    if ctx.as_json:
+        echo_json(result)
+    elif result["changed"]:
+        console.print(
+            f"listed category {result['category']}  tx {result['tx_hash']}  "
+            f"block {result['block_number']}",
+            highlight=False,
+        )
+    else:
+        console.print(f"category {result['category']} is already listed; nothing to do")

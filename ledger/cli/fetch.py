@@ -1,0 +1,196 @@
+"""Reading, as a grantee and as the patient: ``consent fetch`` and ``who-read``.
+
+``fetch`` opens the envelope with the grantee's key and checks the digest against the chain
+before writing anything; ``who-read`` verifies every access-log entry about the patient against
+the checkpoint its gateway anchored on-chain.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ledger.cli.app import AsOpt, RoleApp, context_of
+from ledger.cli.consents import break_glass_openings, print_break_glass
+from ledger.cli.context import CliError, Ctx
+from ledger.cli.output import console, echo_json, fail, named, purpose_name, short
+from ledger.cli.parsing import parse_purposes, parse_record_id
+
+__all__ = ["app", "print_who_read"]
+
+app = RoleApp()
+
+
+@app.command()
+def fetch(
+    cli: typer.Context,
+    record_id: Annotated[str, typer.Argument(help="The record id (0x + 64 hex).")],
+    purpose: Annotated[str, typer.Option("--purpose", help="Why you read it (treatment ...).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    who: AsOpt = None,
+) -> None:
+    """Grantee: fetch a record, open its envelope with your key and check its digest against
+    the chain; nothing is written unless every check passes."""
+    rid = parse_record_id(record_id)
+    pid = parse_purposes([purpose])
+    if len(pid) != 1:
+        raise CliError("a fetch names exactly one purpose")
+    if output.exists() and not force:
+        raise CliError(f"{output} exists; pass --force to overwrite it")
+    ctx = context_of(cli)
+    account = ctx.account(who)
+    onchain = ctx.registry().record_of(bytes.fromhex(rid[2:]))
+    opened = ctx.session(account).open_record(
+        rid, purpose_name(pid[0]), expected_digest=onchain.content_digest
+    )
+    _write_atomically(output, opened.plaintext)
+    env = opened.envelope
+    if ctx.as_json:
+        echo_json(
+            {
+                "record_id": env.record_id,
+                "patient": env.patient,
+                "cid": env.cid,
+                "content_digest": env.content_digest,
+                "block_number": env.block_number,
+                "bytes": len(opened.plaintext),
+                "output": str(output),
+            }
+        )
+        return
+    console.print(
+        f"fetched {short(rid)} for {purpose_name(pid[0])}: consent checked at block "
+        f"{env.block_number}; sha256 matches the on-chain digest {short(env.content_digest)}",
+        highlight=False,
+    )
+    console.print(f"wrote {len(opened.plaintext):,} bytes to {output}", highlight=False)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@app.command("who-read")
+def who_read(
+    cli: typer.Context,
+    who: AsOpt = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="Seconds to wait for a checkpoint to cover every entry (0: do not wait).",
+        ),
+    ] = 0.0,
+) -> None:
+    """Patient: who read (or was refused) my records, each entry's inclusion proof verified
+    locally against the checkpoint the gateway anchored on-chain. Exit 0 only when every entry
+    is verified; 1 when a proof fails; 2 "could not verify" when no checkpoint anchored on-chain
+    (as the chain's checkpointOf says) covers them."""
+    ctx = context_of(cli)
+    account = ctx.account(who)
+    session = ctx.session(account)
+    contract = ctx.registry()
+    deadline = time.monotonic() + wait
+    result = session.who_read(contract)
+    while any(e.included is None for e in result.entries) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        result = session.who_read(contract)
+    pending = [e for e in result.entries if e.included is None]
+    bad = [e for e in result.entries if e.included is not None and not e.verified]
+    openings = break_glass_openings(ctx, account.address)
+    if ctx.as_json:
+        echo_json(
+            {
+                "break_glass": openings,
+                "checkpoint": result.checkpoint.model_dump() if result.checkpoint else None,
+                "anchored": result.anchored,
+                "anchor": result.anchor_reason,
+                "log_size": result.log_size,
+                "entries": [
+                    {
+                        "index": e.index,
+                        **dict(e.entry),
+                        "leaf_ok": e.leaf_ok,
+                        "inclusion": {True: "verified", False: "FAILED", None: "pending"}[
+                            e.included
+                        ],
+                    }
+                    for e in result.entries
+                ],
+            }
+        )
+    else:
+        print_who_read(ctx, result)
+        print_break_glass(ctx, openings)
+    if result.checkpoint is None:
+        raise fail(
+            "could not verify: the gateway gave no checkpoint anchored on-chain; try again "
+            "with --wait 60",
+            code=2,
+        )
+    if not result.anchored:
+        raise fail(f"could not verify: {result.anchor_reason}", code=2)
+    if bad:
+        raise fail(
+            f"{len(bad)} entries failed verification (leaf or inclusion proof): the gateway's "
+            f"log does not match what it anchored; report it to its operator",
+            code=1,
+        )
+    if pending:
+        raise fail(
+            f"could not verify {len(pending)} of {len(result.entries)} entries: no checkpoint "
+            f"anchored on-chain covers them yet; try again with --wait 60",
+            code=2,
+        )
+
+
+def print_who_read(ctx: Ctx, result: Any) -> None:
+    names = ctx.names()
+    table = Table(title="reads of my records", title_justify="left")
+    for col in ("#", "time (UTC)", "requester", "record", "purpose", "decision", "block", "proof"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("#", "block"))
+    for e in result.entries:
+        d = e.entry
+        decision = str(d.get("decision"))
+        reason = str(d.get("reason"))
+        style = "green" if decision == "allowed" else "red"
+        proof = {True: "[green]✓ verified[/]", False: "[red]✗ FAILED[/]", None: "… pending"}[
+            e.included if e.leaf_ok else False
+        ]
+        table.add_row(
+            str(e.index),
+            str(d.get("time", ""))[:19].replace("T", " "),
+            names.get(str(d.get("requester", "")).lower(), short(str(d.get("requester")), 6)),
+            short(str(d.get("record", ""))),
+            purpose_name(int(d.get("purpose", 0))),
+            f"[{style}]{decision}[/] ({reason})",
+            str(d.get("block")),
+            proof,
+        )
+    console.print(table)
+    cp = result.checkpoint
+    if cp is None:
+        console.print("no checkpoint anchored yet: entries are pending (try --wait 60)")
+        return
+    mark = "[green]✓[/]" if result.anchored else "[red]✗[/]"
+    console.print(
+        f"checkpoint: tree size {cp.tree_size}, root {short(cp.root_hash)}, anchored in tx "
+        f"{short(cp.tx_hash)} (block {cp.block_number}) by {named(names, cp.gateway)}",
+        highlight=False,
+    )
+    console.print(f"{mark} {result.anchor_reason}", highlight=False)
