@@ -13,10 +13,10 @@ from fhir.resources.R4B.consent import Consent
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ledger.audit.core import run_audit
 from ledger.audit.fhir import audit_event_resources, consent_resources, export_fhir
 from ledger.audit.html_report import render_html, render_terminal, report_to_json
 from ledger.audit.replay import BlockClock
+from ledger.audit.run import run_audit
 from ledger.cli.audit import app
 from tests.test_audit_world import World, world_fixture
 

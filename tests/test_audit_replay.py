@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ledger.audit.core import FindingKind, run_audit
 from ledger.audit.replay import (
     DigestMismatchKind,
     RangeTooLarge,
@@ -19,6 +18,8 @@ from ledger.audit.replay import (
     read_event_digest,
     replay,
 )
+from ledger.audit.report import FindingKind
+from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
 from ledger.protocol.events import ConsentRevoked
 from tests.test_audit_world import (

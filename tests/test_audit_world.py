@@ -27,7 +27,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from gateway.accesslog import Decision, canonical_leaf
-from ledger.audit.core import AccessLogExport, ExportedCheckpoint, build_access_log_export
+from ledger.audit.export import AccessLogExport, ExportedCheckpoint, build_access_log_export
 from ledger.audit.replay import RpcClient
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import dev_accounts
@@ -120,7 +120,7 @@ def audit_time_skew(w3: Web3) -> float:
     node's clock runs ahead of this machine's. The session node's clock is moved forward for
     good by the audit world (``evm_increaseTime`` outside any snapshot), while a gateway stamps
     leaves with this machine's clock."""
-    from ledger.audit.core import DEFAULT_MAX_TIME_SKEW_S
+    from ledger.audit.verify_log import DEFAULT_MAX_TIME_SKEW_S
 
     ahead = head_timestamp(w3) - time.time()
     return DEFAULT_MAX_TIME_SKEW_S + max(0.0, ahead)

@@ -1,4 +1,4 @@
-"""Render an :class:`ledger.audit.core.AuditReport`: terminal summary, JSON, self-contained HTML.
+"""Render an :class:`ledger.audit.report.AuditReport`: terminal summary, JSON, self-contained HTML.
 
 The HTML report has no external assets (inline CSS, inline SVG): a verdict banner, the replay's
 proof of completeness, every finding, and per patient a timeline — one lane per counterpart
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from ledger.audit.core import AuditReport, EntryVerdict, GatewayCoverage, Severity
+from ledger.audit.report import AuditReport, EntryVerdict, GatewayCoverage, Severity
 from ledger.audit.state import ConsentTimeline
 from ledger.protocol.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_name, purposes_of
 from ledger.protocol.events import (
