@@ -8,13 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.accesslog import Decision, canonical_leaf
 from ledger.audit.export import (
     AccessLogError,
     AccessLogExport,
     ExportedCheckpoint,
     build_access_log_export,
-    canonical_json,
     load_access_log,
 )
 from ledger.audit.replay import BlockClock
@@ -22,6 +20,7 @@ from ledger.audit.report import FindingKind, Severity
 from ledger.audit.run import run_audit
 from ledger.audit.verify_log import DEFAULT_ANCHOR_INTERVAL_S, DEFAULT_MAX_TIME_SKEW_S
 from ledger.chain.registry import GATEWAY_ROLE
+from ledger.protocol.access_leaf import Decision, canonical_json, canonical_leaf
 from ledger.protocol.consent_types import Purpose
 from ledger.protocol.merkle import leaf_hash, root_hash
 from tests.test_audit_world import Gateway, World, increase_time, world_fixture

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ledger.audit.export import LeafDecision, LogEntry
+from ledger.audit.export import LogEntry
 from ledger.audit.report import EntryVerdict, Finding, FindingKind
 from ledger.audit.state import ConsentTimeline
+from ledger.protocol.access_leaf import OPERATIONAL_DENIALS, LeafDecision
 from ledger.protocol.consent_types import Basis
 from ledger.protocol.events import CheckpointAnchored
 
 __all__ = ["judge_entries"]
-
-_OPERATIONAL_DENIALS = frozenset(
-    {"blob_tampered", "blob_missing", "ipfs_unavailable", "chain_unavailable", "chain_stale"}
-)
 
 
 def judge_entries(
@@ -113,7 +110,7 @@ def _judge(
         )
         return EntryVerdict(entry.index, d, proven_by, None, times.get(d.block), True)
     position_ok = d.events is None or _position_consistent(entry, d, timeline, times, findings)
-    if not d.allowed and d.reason in _OPERATIONAL_DENIALS:
+    if not d.allowed and d.reason in OPERATIONAL_DENIALS:
         return EntryVerdict(entry.index, d, proven_by, None, times.get(d.block), position_ok)
     timestamp = times[d.block]
     try:

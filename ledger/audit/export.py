@@ -24,22 +24,10 @@ file)::
     }
 
 - ``entries`` are in index order, indices dense from 0. ``leaf`` is the exact leaf text that was
-  hashed (``gateway.accesslog.canonical_leaf``: JSON, keys sorted, no spaces, ASCII); the leaf
+  hashed (``ledger.protocol.access_leaf``: its fields, version and canonical form); the leaf
   hash is ``SHA-256(0x00 || utf8(leaf))`` (RFC 9162). A leaf given as a JSON object instead of a
   string is serialised canonically first.
-- Leaf fields (version 1): ``requester``, ``patient`` (lowercase 0x addresses), ``record``
-  (lowercase 0x bytes32), ``purpose`` (int 0..31), ``decision`` (``allowed`` | ``denied``),
-  ``reason`` (``owner`` | ``consent`` for allowed; ``no_consent`` or an operational refusal —
-  ``blob_tampered``, ``blob_missing``, ``ipfs_unavailable``, ``chain_unavailable``,
-  ``chain_stale`` — for denied),
-  ``block`` (the block the gateway asked ``accessDecision`` at; null only for
-  ``chain_unavailable``), ``time`` (RFC 3339 UTC), ``v`` (1); and, together or not at all,
-  ``events`` (the registry's event count in the state the node evaluated, returned by
-  ``accessDecision`` in the same ``eth_call``) and ``chain_time`` (``block.timestamp`` in that
-  call). The gateway writes both whenever the chain answered; leaves without them (older logs,
-  ``chain_unavailable``) are judged at ``block``.
 
-:func:`build_access_log_export` builds this document from leaves and checkpoints.
 :func:`build_access_log_export` builds this document from leaves and checkpoints;
 :meth:`AccessLogExport.from_document` and :func:`load_access_log` read it back.
 """
@@ -49,8 +37,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +44,7 @@ import httpx
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 
+from ledger.protocol.access_leaf import LeafDecision, canonical_json, hex_bytes, parse_leaf
 from ledger.protocol.merkle import leaf_hash
 
 __all__ = [
@@ -66,10 +53,8 @@ __all__ = [
     "AccessLogError",
     "AccessLogExport",
     "ExportedCheckpoint",
-    "LeafDecision",
     "LogEntry",
     "build_access_log_export",
-    "canonical_json",
     "load_access_log",
 ]
 
@@ -79,34 +64,6 @@ ACCESS_LOG_VERSION = 1
 
 class AccessLogError(ValueError):
     """An exported access log that cannot be read at all."""
-
-
-def canonical_json(value: Mapping[str, Any]) -> bytes:
-    """The canonical leaf serialisation (``gateway.accesslog.canonical_leaf``)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-@dataclass(frozen=True, slots=True)
-class LeafDecision:
-    """The decision a leaf records (version 1)."""
-
-    requester: ChecksumAddress
-    patient: ChecksumAddress
-    record: bytes
-    purpose: int
-    allowed: bool
-    reason: str
-    block: int | None
-    time: str
-    events: int | None = None  # the registry's event count in the state evaluated
-    chain_time: int | None = None  # block.timestamp during the consent check
-
-    @property
-    def timestamp(self) -> float | None:
-        try:
-            return datetime.fromisoformat(self.time.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +112,7 @@ class AccessLogExport:
             checkpoints = tuple(
                 ExportedCheckpoint(
                     int(c["tree_size"]),
-                    _hex_bytes(c["root_hash"], 32),
+                    hex_bytes(c["root_hash"], 32),
                     None if c.get("block_number") is None else int(c["block_number"]),
                     c.get("tx_hash"),
                 )
@@ -232,36 +189,6 @@ def build_access_log_export(
     return doc
 
 
-def _hex_bytes(value: Any, size: int | None = None) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise ValueError(f"not 0x hex: {value!r}")
-    raw = bytes.fromhex(value[2:])
-    if size is not None and len(raw) != size:
-        raise ValueError(f"expected {size} bytes, got {len(raw)}")
-    return raw
-
-
-@lru_cache(maxsize=65536)
-def _address(value: str) -> ChecksumAddress:
-    if not isinstance(value, str) or len(value) != 42 or not value.startswith("0x"):
-        raise ValueError(f"not an address: {value!r}")
-    return to_checksum_address(value)
-
-
-_LEAF_KEYS = frozenset(
-    {"block", "decision", "patient", "purpose", "reason", "record", "requester", "time", "v"}
-)
-_POSITION_KEYS = frozenset({"events", "chain_time"})
-_LEAF_KEYS_WITH_POSITION = _LEAF_KEYS | _POSITION_KEYS
-
-
-def _uint(body: Mapping[str, Any], key: str) -> int:
-    value = body[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{key} {value!r}")
-    return value
-
-
 def _parse_entry(raw: Any, position: int) -> LogEntry:
     if not isinstance(raw, Mapping) or "leaf" not in raw:
         raise AccessLogError(f"entry #{position} is not an object with a leaf")
@@ -281,59 +208,14 @@ def _parse_entry(raw: Any, position: int) -> LogEntry:
     claimed = raw.get("leaf_hash")
     if claimed is not None:
         try:
-            if _hex_bytes(claimed, 32) != digest:
+            if hex_bytes(claimed, 32) != digest:
                 problems.append("leaf_hash is not SHA-256(0x00 || leaf)")
         except ValueError:
             problems.append(f"leaf_hash {claimed!r} is not 32 bytes of 0x hex")
-    decision, problem = _parse_leaf(leaf)
+    decision, problem = parse_leaf(leaf)
     if problem:
         problems.append(problem)
     return LogEntry(index, leaf, digest, decision, "; ".join(problems) or None)
-
-
-def _parse_leaf(leaf: bytes) -> tuple[LeafDecision | None, str | None]:
-    try:
-        body = json.loads(leaf)
-    except ValueError:
-        return None, "leaf is not JSON"
-    if not isinstance(body, dict):
-        return None, "leaf is not a JSON object"
-    keys = set(body)
-    if keys != _LEAF_KEYS and keys != _LEAF_KEYS_WITH_POSITION:
-        return None, f"leaf keys {sorted(body)} are not the v1 keys"
-    if body["v"] != 1:
-        return None, f"unknown leaf version {body['v']!r}"
-    try:
-        decision = body["decision"]
-        if decision not in ("allowed", "denied"):
-            raise ValueError(f"decision {decision!r}")
-        block = body["block"]
-        if block is not None and (not isinstance(block, int) or block < 0):
-            raise ValueError(f"block {block!r}")
-        purpose = body["purpose"]
-        if not isinstance(purpose, int) or isinstance(purpose, bool):
-            raise ValueError(f"purpose {purpose!r}")
-        record = _hex_bytes(body["record"], 32)
-        positioned = "events" in body
-        if positioned and block is None:
-            raise ValueError("events and chain_time without a block")
-        parsed = LeafDecision(
-            requester=_address(body["requester"]),
-            patient=_address(body["patient"]),
-            record=record,
-            purpose=purpose,
-            allowed=decision == "allowed",
-            reason=str(body["reason"]),
-            block=block,
-            time=str(body["time"]),
-            events=_uint(body, "events") if positioned else None,
-            chain_time=_uint(body, "chain_time") if positioned else None,
-        )
-    except (TypeError, ValueError) as exc:
-        return None, f"bad leaf field: {exc}"
-    if canonical_json(body) != leaf:
-        return parsed, "leaf is not in canonical form"
-    return parsed, None
 
 
 def load_access_log(source: str | Path, *, client: httpx.Client | None = None) -> AccessLogExport:

@@ -15,9 +15,9 @@ from typing import Any
 
 from eth_typing import ChecksumAddress
 
-from ledger.audit.export import LeafDecision
 from ledger.audit.replay import ReplayResult
 from ledger.audit.state import ConsentTimeline
+from ledger.protocol.access_leaf import LeafDecision
 from ledger.protocol.consent_types import Basis
 from ledger.protocol.events import CheckpointAnchored
 
