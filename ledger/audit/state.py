@@ -583,11 +583,18 @@ class ConsentTimeline:
             guardian_ended=tuple(sorted(ended, key=order)),
         )
 
-    def all_grants(self) -> Iterator[tuple[GrantInForce, Position | None]]:
-        """Every grant ever stored, with the position that ended it (a later grant or revoke
-        on the same key, or for a guardian grant the guardian event that ended its epoch,
-        whichever came first), or ``None`` while it is still in force."""
-        for history in self._grants.values():
+    def all_grants(
+        self, patient: str | None = None
+    ) -> Iterator[tuple[GrantInForce, Position | None]]:
+        """Every grant ever stored (of one patient, or of all), with the position that ended it
+        (a later grant or revoke on the same key, or for a guardian grant the guardian event
+        that ended its epoch, whichever came first), or ``None`` while it is still in force."""
+        histories = (
+            self._grants.values()
+            if patient is None
+            else [self._grants[k] for k in self._grant_keys_by_patient.get(patient, ())]
+        )
+        for history in histories:
             for i, value in enumerate(history.values):
                 if value is None:
                     continue

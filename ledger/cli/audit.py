@@ -494,7 +494,7 @@ def state(
     table = Table(title=f"Consent of {who} at block {result.target_block}")
     for column in ("grantee", "scope", "purposes", "expires", "basis"):
         table.add_column(column)
-    from ledger.audit.html_report import _iso
+    from ledger.audit.html_timeline import format_time as _iso
 
     for row in rows:
         table.add_row(
