@@ -8,7 +8,7 @@ emitted by the real registry and folded into its on-chain event digest by the re
 nothing touches storage directly. About 3,000 grants fit in one 30M-gas block, so 100,000
 events take ~34 transactions and a few seconds.
 
-Timed: ``ledger.audit.core.run_audit`` — eth_getLogs in adaptive chunks, ordering, recomputing the
+Timed: ``ledger.audit.run.run_audit`` — eth_getLogs in adaptive chunks, ordering, recomputing the
 digest and comparing it with ``eventDigest()`` at the target block, strict decoding of every
 log, folding into the consent timeline, and the block timestamps for the report. Prints events
 per second (``--json`` for machines). Goal: >= 20,000 events/s.
@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 
 import solcx  # noqa: E402
 
-from ledger.audit.core import run_audit  # noqa: E402
 from ledger.audit.replay import RpcClient  # noqa: E402
+from ledger.audit.run import run_audit  # noqa: E402
 from ledger.chain.build import EVM_VERSION, compile_contracts, solc_binary  # noqa: E402
 from ledger.chain.node import TxSender, connect, deploy, dev_accounts  # noqa: E402
 from ledger.chain.registry import ConsentRegistry  # noqa: E402

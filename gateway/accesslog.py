@@ -1,32 +1,8 @@
 """The access log: every fetch decision as a leaf of an append-only RFC 9162 Merkle tree.
 
-Leaf format (version 1): the canonical JSON of the decision, UTF-8, keys sorted, no spaces,
-ASCII only::
-
-    {"block":123,"chain_time":1767225600,"decision":"allowed","events":4711,
-     "patient":"0xabc...","purpose":0,"reason":"consent","record":"0x1f...",
-     "requester":"0xdef...","time":"2026-01-01T00:00:00.123Z","v":1}
-
-- ``requester`` / ``patient``: lowercase ``0x`` addresses; ``record``: lowercase ``0x`` bytes32.
-- ``purpose``: the purpose id (0 treatment, 1 research, ...).
-- ``decision``: ``allowed`` or ``denied``. ``reason`` for ``allowed``: ``owner`` (the patient
-  reads their own record) or ``consent``; for ``denied``: ``no_consent`` (the chain said no at
-  ``block``) or an operational refusal that is not a consent decision: ``blob_tampered``,
-  ``blob_missing``, ``ipfs_unavailable``, ``chain_stale`` (the evaluated chain time was older
-  than ``max_head_age_s``), ``chain_unavailable`` (then ``block`` is null). An
-  auditor checks that every ``allowed`` leaf was covered by consent at ``block`` and every
-  ``no_consent`` leaf was not.
-- ``block``: the block number the gateway read (``eth_blockNumber``) and asked the registry's
-  ``accessDecision`` at. ``time``: the gateway's UTC clock.
-- ``events`` and ``chain_time`` (present together, whenever the chain answered): the ledger
-  position the node actually evaluated, as ``accessDecision`` returned it in the same
-  ``eth_call`` — the event digest's count in the evaluated state and ``block.timestamp`` during
-  the call. A node may answer "at block N" from a state that already holds block N+1's
-  transactions (anvil does while N+1 is being mined), so ``block`` alone does not identify the
-  state; ``events`` does. An auditor evaluates the decision on the consent state after exactly
-  ``events`` events at time ``chain_time``, and checks the position against ``block``. Leaves
-  without these keys (``chain_unavailable``, and logs written before they existed) are judged
-  at ``block``.
+The leaf format (version 1, the canonical JSON of a :class:`Decision`) is
+``ledger.protocol.access_leaf``: this log writes its ``canonical_leaf`` and the audit reads the
+same leaves with its ``parse_leaf``.
 
 Appends go through one sequencer so that leaf indices are dense and every replica agrees on
 them: a process lock (group commit: the holder writes every queued entry in one transaction)
@@ -39,22 +15,19 @@ start, extended on append, topped up from the database when another replica appe
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine, Integer, bindparam, insert, select, update
 
 from gateway.db import is_postgres
 from gateway.models import ACCESS_LOG, CHECKPOINT, LOG_SEQUENCER, Checkpoint
+from ledger.protocol.access_leaf import Decision, canonical_leaf
 from ledger.protocol.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 
-__all__ = ["LEAF_VERSION", "AccessLog", "Appended", "Decision", "canonical_leaf"]
-
-LEAF_VERSION = 1
+__all__ = ["AccessLog", "Appended"]
 
 _LOG = ACCESS_LOG
 _SEQ = LOG_SEQUENCER
@@ -68,22 +41,6 @@ _SQLITE_RESERVE = (
     .returning(_SEQ.c.next_idx)
 )
 _INSERT_LEAVES = insert(_LOG)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One access decision, as the gateway made it."""
-
-    requester: str
-    patient: str
-    record_id: str
-    purpose: int
-    allowed: bool
-    reason: str
-    block_number: int | None
-    time: float
-    event_count: int | None = None  # accessDecision's eventCount (leaf key ``events``)
-    chain_time: int | None = None  # accessDecision's block.timestamp (leaf key ``chain_time``)
 
 
 @dataclass(slots=True)
@@ -103,32 +60,6 @@ class Appended:
     index: int
     leaf: bytes
     leaf_hash: bytes
-
-
-def _rfc3339(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def canonical_leaf(decision: Decision) -> bytes:
-    """The leaf bytes of ``decision`` (see the module docstring for the format)."""
-    body: dict[str, object] = {
-        "block": decision.block_number,
-        "decision": "allowed" if decision.allowed else "denied",
-        "patient": decision.patient.lower(),
-        "purpose": int(decision.purpose),
-        "reason": decision.reason,
-        "record": decision.record_id.lower(),
-        "requester": decision.requester.lower(),
-        "time": _rfc3339(decision.time),
-        "v": LEAF_VERSION,
-    }
-    if decision.event_count is not None or decision.chain_time is not None:
-        if decision.event_count is None or decision.chain_time is None:
-            raise ValueError("a decision names both its event count and its chain time, or none")
-        body["events"] = int(decision.event_count)
-        body["chain_time"] = int(decision.chain_time)
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 class AccessLog:

@@ -566,7 +566,7 @@ _EXPORT_EXAMPLE = {
     responses={
         200: {
             "description": "The export document that `consent audit run --access-log` reads "
-            "(format documented in ledger.audit.core).",
+            "(format documented in ledger.audit.export).",
             "content": {"application/json": {"example": _EXPORT_EXAMPLE}},
         },
         **_pick(401, 503),
@@ -584,7 +584,7 @@ def export_access_log(state: StateDep, principal: PrincipalDep) -> Response:
     every exported checkpoint covers exported leaves only."""
     if principal.address not in state.auditors:
         raise Forbidden(account=principal.address, reason="not an auditor (CONSENT_AUDITORS)")
-    from ledger.audit.core import ExportedCheckpoint, build_access_log_export
+    from ledger.audit.export import ExportedCheckpoint, build_access_log_export
 
     log = state.access_log
     checkpoints = log.checkpoints()

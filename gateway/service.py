@@ -59,7 +59,7 @@ from sqlalchemy import Connection, Engine, Table, delete, insert, or_, select, u
 from sqlalchemy.exc import IntegrityError, OperationalError
 from web3 import Web3
 
-from gateway.accesslog import AccessLog, Decision
+from gateway.accesslog import AccessLog
 from gateway.errors import (
     AttestationInvalid,
     BlobTampered,
@@ -88,6 +88,7 @@ from ledger.chain.registry import CENTRE_ROLE, ConsentRegistry
 from ledger.chain.rpc import HttpxRpc, KeepAliveRpc, RpcTransport, RpcTransportError
 from ledger.protocol import envelope as env
 from ledger.protocol import siwe
+from ledger.protocol.access_leaf import Decision
 from ledger.protocol.consent_types import Basis, Purpose, category_id, category_name
 from ledger.protocol.contract_errors import ContractError, ErrorDecoder
 from ledger.protocol.eip712 import Domain, RecordAttestation

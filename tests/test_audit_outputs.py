@@ -12,10 +12,10 @@ from fhir.resources.R4B.consent import Consent
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ledger.audit.core import run_audit
 from ledger.audit.fhir import audit_event_resources, consent_resources, export_fhir
 from ledger.audit.html_report import render_html, render_terminal, report_to_json
 from ledger.audit.replay import BlockClock
+from ledger.audit.run import run_audit
 from ledger.cli.audit import app
 from tests.helpers.audit_world import increase_time, self_named_export
 from tests.helpers.build import share_build_cache
@@ -295,3 +295,39 @@ def test_cli_run_with_a_stale_unanchored_tail_exits_two(world, chain, tmp_path, 
     assert "unanchored_stale" in {f["kind"] for f in json.loads(stale.output)["findings"]}
     relaxed = cli(world, home, "run", "--access-log", str(log), "--anchor-interval", "600")
     assert relaxed.exit_code == 0, relaxed.output
+
+
+def test_html_timeline_ends_each_grant_where_the_consent_state_does(anvil, chain, request) -> None:
+    """A grant's bar ends where the replayed consent state ends it: a replacing grant, a
+    revoke, or for a guardian's grant the removal of its guardian."""
+    from ledger.audit.replay import RpcClient
+    from ledger.protocol.consent_types import ALL_SCOPE_ID, ScopeKind
+    from ledger.protocol.events import EventDecoder, registry_event_abi
+    from tests._registry_helpers import deploy_env, register
+
+    env = deploy_env(chain, anvil.accounts)
+    reg = env.client(chain)
+    a = env.actors
+    p = a.patient.address
+    register(reg, env, p)
+    reg.grant(a.patient, a.doctor.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, 2**40)
+    reg.set_guardian(a.patient, a.guardian.address)
+    reg.grant_for(a.guardian, p, a.stranger.address, ScopeKind.ALL, ALL_SCOPE_ID, 1, 2**40)
+    removed = reg.remove_guardian(a.patient)
+    replaced = reg.grant(a.patient, a.doctor.address, ScopeKind.ALL, ALL_SCOPE_ID, 3, 2**40)
+    revoked = reg.revoke(a.patient, a.doctor.address, ScopeKind.ALL, ALL_SCOPE_ID)
+    rpc = RpcClient(anvil.url)
+    request.addfinalizer(rpc.close)
+    report = run_audit(
+        rpc, registry=env.address, deploy_block=env.deploy_block,
+        decoder=EventDecoder(registry_event_abi(env.abi)), target_block=chain.eth.block_number,
+    )  # fmt: skip
+    bars = re.findall(r"<rect [^>]*><title>([^<]*)</title></rect>", render_html(report))
+    grants = sorted(t.rsplit("; ", 1)[1] for t in bars if t.startswith("all records"))
+    assert grants == sorted(
+        [
+            f"ended with its guardian at block {removed.block_number}",
+            f"replaced at block {replaced.block_number}",
+            f"revoked at block {revoked.block_number}",
+        ]
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ledger.audit.core import FindingKind, run_audit
 from ledger.audit.replay import (
     DigestMismatchKind,
     RangeTooLarge,
@@ -17,6 +16,8 @@ from ledger.audit.replay import (
     read_event_digest,
     replay,
 )
+from ledger.audit.report import FindingKind
+from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
 from ledger.protocol.events import ConsentRevoked
 from tests.helpers.audit_world import (

@@ -30,12 +30,14 @@ import httpx
 import pytest
 from eth_utils.address import to_checksum_address
 
-from gateway.accesslog import Decision, canonical_leaf
-from ledger.audit.core import FindingKind, Severity, load_access_log, run_audit
+from ledger.audit.export import load_access_log
 from ledger.audit.replay import BlockClock, RpcClient, replay
+from ledger.audit.report import FindingKind, Severity
+from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
 from ledger.chain.node import connect, dev_accounts
 from ledger.devstack.services import AnvilNode, IpfsNode, free_port
+from ledger.protocol.access_leaf import Decision, canonical_leaf
 from ledger.protocol.consent_types import Basis, Purpose, ScopeKind, purposes_mask
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.helpers.audit_world import World

@@ -39,8 +39,10 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from gateway.ipfs import IpfsClient
-from ledger.audit.core import FindingKind, load_access_log, run_audit
+from ledger.audit.export import load_access_log
 from ledger.audit.replay import RpcClient
+from ledger.audit.report import FindingKind
+from ledger.audit.run import run_audit
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry

@@ -9,7 +9,7 @@ the patient's own wallet — with the anchoring thread sending checkpoints meanw
   request started after the revoke's receipt was in was denied (the very next request);
 - the gateway logged exactly the decisions the clients saw (none lost, none invented);
 - the auditor's export (``GET /v1/access-log/export``) audits clean against the replayed chain
-  (``ledger.audit.core.run_audit``: every allowed read covered, every denial justified, the log
+  (``ledger.audit.run.run_audit``: every allowed read covered, every denial justified, the log
   consistent with its anchored checkpoints), and — checked directly on the leaves — no allowed
   read names a block >= the revoke's block for that grantee.
 """
@@ -30,8 +30,10 @@ import httpx
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from ledger.audit.core import FindingKind, load_access_log, run_audit
+from ledger.audit.export import load_access_log
 from ledger.audit.replay import RpcClient
+from ledger.audit.report import FindingKind
+from ledger.audit.run import run_audit
 from ledger.chain.build import compile_contracts
 from ledger.chain.registry import REGISTRY_CONTRACT
 from ledger.protocol.consent_types import ScopeKind, category_id

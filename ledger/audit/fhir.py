@@ -31,7 +31,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.consent import Consent
 
-from ledger.audit.core import AuditReport, EntryVerdict, LogVerification
+from ledger.audit.report import AuditReport, EntryVerdict, LogVerification
 from ledger.audit.state import ConsentTimeline, GrantInForce
 from ledger.protocol.consent_types import (
     NO_EXPIRY,

@@ -192,11 +192,9 @@ class ConsentTimeline:
         self._guardians: dict[str, _History[ChecksumAddress]] = {}
         # patient -> guardianship epoch history, with the position of each guardian event
         self._epochs: dict[str, _History[int]] = {}
-        self._nonce_burns: dict[str, list[NonceBurned]] = defaultdict(list)
         self._break_glass: dict[tuple[str, str], _History[BreakGlassWindow]] = {}
         self._bg_keys_by_patient: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._roles: dict[tuple[bytes, str], _History[bool]] = {}
-        self._categories: dict[bytes, _History[bool]] = {}
         self._checkpoints: dict[str, list[CheckpointAnchored]] = defaultdict(list)
         self._by_patient: dict[str, list[RegistryEvent]] = defaultdict(list)
         self.extend(events)
@@ -275,21 +273,14 @@ class ConsentTimeline:
             self._by_patient[event.patient].append(event)
         elif isinstance(event, CheckpointAnchored):
             self._checkpoints[event.gateway].append(event)
-        elif isinstance(event, NonceBurned):
-            self._nonce_burns[event.signer].append(event)
         elif isinstance(event, RoleGranted | RoleRevoked):
             role_key = (event.role, event.account)
             role = self._roles.get(role_key)
             if role is None:
                 role = self._roles[role_key] = _History()
             role.set(position, True if isinstance(event, RoleGranted) else None)
-        elif isinstance(event, CategoryAdded | CategoryRemoved):
-            listed = self._categories.get(event.category)
-            if listed is None:
-                listed = self._categories[event.category] = _History()
-            listed.set(position, True if isinstance(event, CategoryAdded) else None)
-        elif isinstance(event, RoleAdminChanged):
-            pass  # role administration does not change who may read
+        elif isinstance(event, RoleAdminChanged | CategoryAdded | CategoryRemoved | NonceBurned):
+            pass  # role administration, the category list and nonce burns: not who may read
         else:  # pragma: no cover - EventDecoder only produces the types above
             raise TypeError(f"unexpected event type {type(event).__name__}")
 
@@ -317,10 +308,6 @@ class ConsentTimeline:
 
     # -- point queries --------------------------------------------------------------------
 
-    @property
-    def last_position(self) -> Position:
-        return self._last
-
     def events_through_block(self, block: int) -> int:
         """How many events were emitted in blocks ``<= block`` (the event count after it)."""
         return bisect.bisect_right(self._event_blocks, block)
@@ -333,10 +320,6 @@ class ConsentTimeline:
         if count == 0:
             return (-1, -1)
         return (self._event_blocks[count - 1], self._event_log_indices[count - 1])
-
-    def record(self, record_id: bytes) -> RecordInfo | None:
-        """A registered record (whenever it was registered)."""
-        return self._records.get(bytes(record_id))
 
     def record_at(self, record_id: bytes, block: int) -> RecordInfo | None:
         info = self._records.get(bytes(record_id))
@@ -353,44 +336,13 @@ class ConsentTimeline:
             return None
         return grant
 
-    def guardian_epoch_at(self, patient: str, block: int) -> int:
-        """The patient's guardianship epoch after ``block`` (its guardian events so far)."""
-        return self._epoch_at(patient, (block, _AFTER_BLOCK))
-
-    def nonce_burns(self, signer: str) -> list[NonceBurned]:
-        """Every ``NonceBurned`` of ``signer``, in chain order."""
-        return list(self._nonce_burns.get(signer, []))
-
-    def break_glass_events(self, patient: str) -> list[BreakGlassOpened | BreakGlassClosed]:
-        """Every break-glass opening and close for ``patient``, in chain order."""
-        return [
-            e
-            for e in self._by_patient.get(patient, [])
-            if isinstance(e, BreakGlassOpened | BreakGlassClosed)
-        ]
-
     def guardian_at(self, patient: str, block: int) -> ChecksumAddress | None:
         history = self._guardians.get(patient)
         return history.at(block) if history is not None else None
 
-    def break_glass_until_at(self, patient: str, institution: str, block: int) -> int:
-        """``breakGlassUntil`` after ``block`` (0 when never opened or closed)."""
-        history = self._break_glass.get((patient, institution))
-        window = history.at(block) if history is not None else None
-        return window.until if window is not None else 0
-
     def has_role_at(self, role: bytes, account: str, block: int) -> bool:
         history = self._roles.get((bytes(role), account))
         return bool(history.at(block)) if history is not None else False
-
-    def category_listed_at(self, category: bytes, block: int) -> bool:
-        """Whether ``category`` was on the admin's list at the end of ``block``."""
-        history = self._categories.get(bytes(category))
-        return bool(history.at(block)) if history is not None else False
-
-    def categories(self) -> list[bytes]:
-        """The categories listed now (after the last folded event), in byte order."""
-        return sorted(c for c, history in self._categories.items() if history.last())
 
     def checkpoints(self, gateway: str | None = None) -> list[CheckpointAnchored]:
         """Anchored checkpoints in chain order (of one gateway, or of all)."""
@@ -583,11 +535,18 @@ class ConsentTimeline:
             guardian_ended=tuple(sorted(ended, key=order)),
         )
 
-    def all_grants(self) -> Iterator[tuple[GrantInForce, Position | None]]:
-        """Every grant ever stored, with the position that ended it (a later grant or revoke
-        on the same key, or for a guardian grant the guardian event that ended its epoch,
-        whichever came first), or ``None`` while it is still in force."""
-        for history in self._grants.values():
+    def all_grants(
+        self, patient: str | None = None
+    ) -> Iterator[tuple[GrantInForce, Position | None]]:
+        """Every grant ever stored (of one patient, or of all), with the position that ended it
+        (a later grant or revoke on the same key, or for a guardian grant the guardian event
+        that ended its epoch, whichever came first), or ``None`` while it is still in force."""
+        histories = (
+            self._grants.values()
+            if patient is None
+            else [self._grants[k] for k in self._grant_keys_by_patient.get(patient, ())]
+        )
+        for history in histories:
             for i, value in enumerate(history.values):
                 if value is None:
                     continue

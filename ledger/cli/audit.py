@@ -24,18 +24,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ledger.audit.core import (
-    DEFAULT_ANCHOR_INTERVAL_S,
-    DEFAULT_MAX_TIME_SKEW_S,
-    AccessLogError,
-    AccessLogExport,
-    AuditReport,
-    load_access_log,
-    run_audit,
-)
+from ledger.audit.export import AccessLogError, AccessLogExport, load_access_log
 from ledger.audit.html_report import render_html, render_terminal, report_to_json
 from ledger.audit.replay import BlockClock, ProgressFn, ReplayError, RpcClient, replay
+from ledger.audit.report import AuditReport
+from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
+from ledger.audit.verify_log import DEFAULT_ANCHOR_INTERVAL_S, DEFAULT_MAX_TIME_SKEW_S
 from ledger.chain.abi import interface_abi
 from ledger.chain.deployment import load_deployment
 from ledger.chain.node import ChainError
@@ -494,7 +489,7 @@ def state(
     table = Table(title=f"Consent of {who} at block {result.target_block}")
     for column in ("grantee", "scope", "purposes", "expires", "basis"):
         table.add_column(column)
-    from ledger.audit.html_report import _iso
+    from ledger.audit.html_timeline import format_time as _iso
 
     for row in rows:
         table.add_row(

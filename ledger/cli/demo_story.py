@@ -359,8 +359,9 @@ class Steps:
     def _audit(self, who: Any, uploads: dict[str, Any]) -> None:
         import httpx
 
-        from ledger.audit.core import AccessLogExport, build_access_log_export, run_audit
+        from ledger.audit.export import AccessLogExport, build_access_log_export
         from ledger.audit.replay import BlockClock, RpcClient
+        from ledger.audit.run import run_audit
         from ledger.protocol.consent_types import Basis
         from ledger.protocol.events import EventDecoder, registry_event_abi
 

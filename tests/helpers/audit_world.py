@@ -27,18 +27,14 @@ import httpx
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from gateway.accesslog import Decision, canonical_leaf
-from ledger.audit.core import (
-    DEFAULT_MAX_TIME_SKEW_S,
-    AccessLogExport,
-    ExportedCheckpoint,
-    build_access_log_export,
-)
+from ledger.audit.export import AccessLogExport, ExportedCheckpoint, build_access_log_export
 from ledger.audit.replay import RpcClient
+from ledger.audit.verify_log import DEFAULT_MAX_TIME_SKEW_S
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import dev_accounts
 from ledger.chain.registry import CENTRE_ROLE, EMERGENCY_ROLE, GATEWAY_ROLE, ConsentRegistry
 from ledger.protocol import eip712
+from ledger.protocol.access_leaf import Decision, canonical_leaf
 from ledger.protocol.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_id
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from ledger.protocol.merkle import leaf_hash, root_hash
