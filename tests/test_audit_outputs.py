@@ -303,7 +303,7 @@ def test_html_timeline_ends_each_grant_where_the_consent_state_does(anvil, chain
     from ledger.audit.replay import RpcClient
     from ledger.protocol.consent_types import ALL_SCOPE_ID, ScopeKind
     from ledger.protocol.events import EventDecoder, registry_event_abi
-    from tests._registry_helpers import deploy_env, register
+    from tests.helpers.registry import deploy_env, register
 
     env = deploy_env(chain, anvil.accounts)
     reg = env.client(chain)
