@@ -51,6 +51,31 @@ def test_shipped_abi_matches_a_fresh_compile() -> None:
         assert packaged == text, f"{name}: shipped file is not in canonical form; run `make abi`"
 
 
+def test_the_client_imports_without_the_compiler() -> None:
+    """Talking to a deployed registry needs no py-solc-x: the registry client, the deployment
+    record and the ``consent`` entry point import with it blocked, and only compiling says why
+    it cannot run."""
+    script = (
+        "import sys\n"
+        "sys.modules['solcx'] = None  # any import of py-solc-x now raises ImportError\n"
+        "import ledger.chain.abi, ledger.chain.build, ledger.chain.deployment\n"
+        "import ledger.chain.registry, ledger.cli.main\n"
+        "from ledger.chain.build import BuildError, solc_binary\n"
+        "assert ledger.chain.abi.registry_abi()\n"
+        "try:\n"
+        "    solc_binary()\n"
+        "except BuildError as exc:\n"
+        "    assert 'py-solc-x' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('solc_binary() ran without py-solc-x')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_build_cache_is_keyed_by_sources(tmp_path: Path) -> None:
     compiled = compile_contracts(cache_dir=tmp_path)
     cached = list(tmp_path.glob("*.json"))
