@@ -5,8 +5,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_STAMP := hardhat_local/node_modules/.installed
+# `make lock` resolves for every platform and Python >= 3.11 (`--universal`) with uv, pinned here.
+UV_VERSION := 0.13.9
+LOCK_FLAGS ?=
+UV_COMPILE := --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command 'make lock' $(LOCK_FLAGS)
 
-.PHONY: up test install lint typecheck pytest clean-state abi client-check
+.PHONY: up test install lint typecheck pytest clean-state abi client-check lock
 
 up: install
 	$(BIN)/consent up
@@ -15,12 +20,14 @@ test: install lint typecheck pytest
 
 install: $(STAMP) $(NPM_STAMP)
 
-$(STAMP): pyproject.toml requirements-slither.txt
+# Every Python dependency (runtime, dev extra, slither) comes from the hashed lock. --no-deps:
+# the lock is complete, and pip would refuse slither's declared web3<8 (requirements-slither.txt).
+$(STAMP): pyproject.toml requirements-dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python >= 3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-slither.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(NPM_STAMP): hardhat_local/package.json hardhat_local/package-lock.json
@@ -46,6 +53,19 @@ abi: install
 # npm or solc: a fresh venv runs `consent audit run` and other client commands against a stack.
 client-check: install
 	$(BIN)/python bench/client_check.py
+
+# Re-resolve the hashed locks after a dependency changed in pyproject.toml or
+# requirements-slither.txt; versions already locked are kept where they still fit
+# (`make lock LOCK_FLAGS=--upgrade` moves everything to the newest allowed).
+# requirements-dev.lock: runtime + dev extra + slither, what `make install` installs.
+# requirements.lock: runtime only, at the same versions, for a client:
+#   pip install --require-hashes -r requirements.lock && pip install --no-deps .
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml requirements-slither.txt --extra dev $(UV_COMPILE) \
+		-o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml -c requirements-dev.lock $(UV_COMPILE) -o requirements.lock
 
 clean-state:
 	rm -rf .consent

@@ -4,15 +4,19 @@ pragma solidity 0.8.30;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Hashes} from "@openzeppelin/contracts/utils/cryptography/Hashes.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 
 import {IConsentRegistry} from "./IConsentRegistry.sol";
+import {EventDigest} from "./libraries/EventDigest.sol";
 
 /// @title Consent Ledger registry (implementation of IConsentRegistry)
 /// @notice See IConsentRegistry for the behaviour and the event digest.
 /// @dev Decisions the interface leaves open, fixed here:
-/// - Scope key: `keccak256(abi.encode(uint8(scopeKind), scopeId))`.
+/// - Scope key: `keccak256(abi.encode(uint8(scopeKind), scopeId))`, hashed in the scratch space
+///   by OpenZeppelin's `Hashes.efficientKeccak256` (called directly: a wrapper function costs a
+///   jump, 70 gas per key, and a denied `hasConsent` computes three).
 /// - A grant is in force while `block.timestamp < expiresAt`; a new grant needs
 ///   `expiresAt > block.timestamp` (else ExpiryInPast). `type(uint64).max` means "no expiry".
 /// - Revoking a stored but expired grant is allowed: it is still stored, and revoke deletes it
@@ -45,7 +49,21 @@ import {IConsentRegistry} from "./IConsentRegistry.sol";
 ///   the two attempts swapped, which spares EOAs a cold EXTCODESIZE (2,600 gas).
 /// - Records: the centre's attestation is checked with ECDSA (centres are EOAs); malformed
 ///   signatures revert with OpenZeppelin's ECDSAInvalidSignature* errors.
+/// - Events: emitted only through `EventDigest.emitAndFold`, which logs the very bytes it folds
+///   (the event selector, the indexed arguments, then the ABI-encoded data); OpenZeppelin's own
+///   RoleGranted / RoleRevoked / RoleAdminChanged are folded by the `_grantRole`, `_revokeRole`
+///   and `_setRoleAdmin` overrides.
+/// - Block number and timestamp are cast to uint64 without SafeCast (they are far below 2^64):
+///   SafeCast (or OpenZeppelin's Time) would add a revert path that can never be taken, and its
+///   SafeCastOverflowedUintDowncast error to the ABI every client decodes.
+/// - The admin is plain AccessControl's DEFAULT_ADMIN_ROLE, not AccessControlDefaultAdminRules:
+///   that extension emits DefaultAdminTransferScheduled / ...Canceled and
+///   DefaultAdminDelayChangeScheduled / ...Canceled from private functions, the Canceled ones
+///   only on some paths, so the registry could fold them only by re-deriving OpenZeppelin's
+///   private conditions, and a missed fold would break the event digest the audit checks.
 contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
+    using EventDigest for EventDigest.Digest;
+
     // ---------------------------------------------------------------- types
 
     /// @dev One consent, packed in one slot (20 bytes). `guardianEpoch` is 0 for the patient's
@@ -78,38 +96,39 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         bytes32 rootHash;
     }
 
-    /// @dev The running event digest: head and count share one slot (see IConsentRegistry).
-    struct EventDigest {
-        bytes24 head;
-        uint64 count;
-    }
-
     // ---------------------------------------------------------------- constants
 
+    /// @inheritdoc IConsentRegistry
     bytes32 public constant CENTRE_ROLE = keccak256("CENTRE_ROLE");
+    /// @inheritdoc IConsentRegistry
     bytes32 public constant GATEWAY_ROLE = keccak256("GATEWAY_ROLE");
+    /// @inheritdoc IConsentRegistry
     bytes32 public constant EMERGENCY_ROLE = keccak256("EMERGENCY_ROLE");
 
-    /// @notice Purpose ids (bit positions in a purposes set).
+    /// @inheritdoc IConsentRegistry
     uint8 public constant TREATMENT = 0;
+    /// @inheritdoc IConsentRegistry
     uint8 public constant RESEARCH = 1;
+    /// @inheritdoc IConsentRegistry
     uint8 public constant INSURANCE = 2;
+    /// @inheritdoc IConsentRegistry
     uint8 public constant PUBLIC_HEALTH = 3;
+    /// @inheritdoc IConsentRegistry
     uint8 public constant EMERGENCY = 4;
 
-    /// @notice The longest break-glass access, in seconds.
+    /// @inheritdoc IConsentRegistry
     uint64 public constant MAX_BREAK_GLASS = 24 hours;
-
-    /// @notice How long, after the patient or guardian closes an institution's break-glass, that
-    /// institution cannot reopen it for that patient, in seconds. 7 days: a close is the
-    /// patient's explicit objection and outlasts a typical acute episode; other emergency
-    /// institutions are not affected.
+    /// @inheritdoc IConsentRegistry
     uint64 public constant BREAK_GLASS_COOLDOWN = 7 days;
 
     /// @notice The highest purpose id a bit set of 32 bits can hold.
     uint8 private constant _MAX_PURPOSE = 31;
     /// @notice The longest CID accepted, in bytes.
     uint256 private constant _MAX_CID_LENGTH = 128;
+    /// @dev Each scope kind as the first word of its scope key (see the contract-level notes).
+    bytes32 private constant _RECORD_SCOPE = bytes32(uint256(ScopeKind.Record));
+    bytes32 private constant _CATEGORY_SCOPE = bytes32(uint256(ScopeKind.Category));
+    bytes32 private constant _ALL_SCOPE = bytes32(uint256(ScopeKind.All));
     /// @dev Purposes break-glass access covers.
     uint32 private constant _BREAK_GLASS_PURPOSES = uint32((1 << TREATMENT) | (1 << EMERGENCY));
 
@@ -134,7 +153,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     mapping(address patient => mapping(address institution => BreakGlass)) private _breakGlass;
     mapping(address gateway => Checkpoint) private _checkpoints;
     mapping(bytes32 category => bool listed) private _categories;
-    EventDigest private _digest;
+    EventDigest.Digest private _digest;
 
     // ---------------------------------------------------------------- constructor
 
@@ -159,8 +178,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     function removeCategory(bytes32 category) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (!_categories[category]) revert CategoryNotListed(category);
         _categories[category] = false;
-        emit CategoryRemoved(category);
-        _fold(abi.encode(CategoryRemoved.selector, category));
+        _digest.emitAndFold(2, abi.encode(CategoryRemoved.selector, category));
     }
 
     // ---------------------------------------------------------------- external: records
@@ -185,16 +203,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         record.centre = centre;
         record.category = attestation.category;
         record.contentDigest = attestation.contentDigest;
-        emit RecordRegistered(
-            recordId,
-            attestation.patient,
-            centre,
-            attestation.category,
-            attestation.contentDigest,
-            attestation.issuedAt,
-            cid
-        );
-        _fold(
+        _digest.emitAndFold(
+            4,
             bytes.concat(
                 abi.encode(RecordRegistered.selector, recordId, attestation.patient, centre),
                 abi.encode(attestation.category, attestation.contentDigest, attestation.issuedAt, cid)
@@ -273,8 +283,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     /// @inheritdoc IConsentRegistry
     function burnNonce(uint256 nonce) external {
         _useCheckedNonce(msg.sender, nonce);
-        emit NonceBurned(msg.sender, nonce);
-        _fold(abi.encode(NonceBurned.selector, msg.sender, nonce));
+        _digest.emitAndFold(2, abi.encode(NonceBurned.selector, msg.sender, nonce));
     }
 
     // ---------------------------------------------------------------- external: guardian
@@ -292,11 +301,9 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
                 Guardianship({guardian: guardian, epoch: current.epoch + (previous == address(0) ? 1 : 2)});
         }
         if (previous != address(0)) {
-            emit GuardianRemoved(msg.sender, previous);
-            _fold(abi.encode(GuardianRemoved.selector, msg.sender, previous));
+            _digest.emitAndFold(3, abi.encode(GuardianRemoved.selector, msg.sender, previous));
         }
-        emit GuardianSet(msg.sender, guardian);
-        _fold(abi.encode(GuardianSet.selector, msg.sender, guardian));
+        _digest.emitAndFold(3, abi.encode(GuardianSet.selector, msg.sender, guardian));
     }
 
     /// @inheritdoc IConsentRegistry
@@ -309,8 +316,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         unchecked {
             _guardians[msg.sender] = Guardianship({guardian: address(0), epoch: current.epoch + 1});
         }
-        emit GuardianRemoved(msg.sender, guardian);
-        _fold(abi.encode(GuardianRemoved.selector, msg.sender, guardian));
+        _digest.emitAndFold(3, abi.encode(GuardianRemoved.selector, msg.sender, guardian));
     }
 
     // ---------------------------------------------------------------- external: break-glass
@@ -341,8 +347,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         }
         _breakGlass[patient][msg.sender] =
             BreakGlass({until: until, reopensAt: current.reopensAt, reason: bytes16(reasonHash)});
-        emit BreakGlassOpened(patient, msg.sender, until, reasonHash);
-        _fold(abi.encode(BreakGlassOpened.selector, patient, msg.sender, until, reasonHash));
+        _digest.emitAndFold(3, abi.encode(BreakGlassOpened.selector, patient, msg.sender, until, reasonHash));
     }
 
     /// @inheritdoc IConsentRegistry
@@ -358,8 +363,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         }
         stored.until = 0;
         stored.reopensAt = reopensAt;
-        emit BreakGlassClosed(patient, institution, msg.sender, reopensAt);
-        _fold(abi.encode(BreakGlassClosed.selector, patient, institution, msg.sender, reopensAt));
+        _digest.emitAndFold(3, abi.encode(BreakGlassClosed.selector, patient, institution, msg.sender, reopensAt));
     }
 
     // ---------------------------------------------------------------- external: access log
@@ -372,8 +376,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
         checkpoint.treeSize = treeSize;
         checkpoint.rootHash = rootHash;
-        emit CheckpointAnchored(msg.sender, treeSize, rootHash);
-        _fold(abi.encode(CheckpointAnchored.selector, msg.sender, treeSize, rootHash));
+        _digest.emitAndFold(2, abi.encode(CheckpointAnchored.selector, msg.sender, treeSize, rootHash));
     }
 
     // ---------------------------------------------------------------- external: views
@@ -416,7 +419,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         view
         returns (uint32 purposes, uint64 expiresAt)
     {
-        Grant memory stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        bytes32 scope = Hashes.efficientKeccak256(bytes32(uint256(scopeKind)), scopeId);
+        Grant memory stored = _grants[patient][scope][grantee];
         if (!_guardianshipHolds(patient, stored.guardianEpoch)) return (0, 0);
         return (stored.purposes, stored.expiresAt);
     }
@@ -456,7 +460,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     /// @inheritdoc IConsentRegistry
     function eventDigest() external view returns (bytes24 head, uint64 count) {
-        EventDigest memory digest = _digest;
+        EventDigest.Digest memory digest = _digest;
         return (digest.head, digest.count);
     }
 
@@ -477,13 +481,13 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     /// @dev OpenZeppelin's grant, with its RoleGranted(role, account, sender) folded into the digest.
     function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
         granted = super._grantRole(role, account);
-        if (granted) _fold(abi.encode(RoleGranted.selector, role, account, _msgSender()));
+        if (granted) _digest.fold(abi.encode(RoleGranted.selector, role, account, _msgSender()));
     }
 
     /// @dev OpenZeppelin's revoke, with its RoleRevoked(role, account, sender) folded into the digest.
     function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
         revoked = super._revokeRole(role, account);
-        if (revoked) _fold(abi.encode(RoleRevoked.selector, role, account, _msgSender()));
+        if (revoked) _digest.fold(abi.encode(RoleRevoked.selector, role, account, _msgSender()));
     }
 
     /// @dev OpenZeppelin's role-admin change, with its RoleAdminChanged folded (unused today; keeps
@@ -491,7 +495,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     function _setRoleAdmin(bytes32 role, bytes32 adminRole) internal override {
         bytes32 previousAdminRole = getRoleAdmin(role);
         super._setRoleAdmin(role, adminRole);
-        _fold(abi.encode(RoleAdminChanged.selector, role, previousAdminRole, adminRole));
+        _digest.fold(abi.encode(RoleAdminChanged.selector, role, previousAdminRole, adminRole));
     }
 
     // ---------------------------------------------------------------- private
@@ -500,8 +504,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         if (category == bytes32(0)) revert ZeroCategory();
         if (_categories[category]) revert CategoryAlreadyListed(category);
         _categories[category] = true;
-        emit CategoryAdded(category);
-        _fold(abi.encode(CategoryAdded.selector, category));
+        _digest.emitAndFold(2, abi.encode(CategoryAdded.selector, category));
     }
 
     function _grant(
@@ -518,7 +521,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         _checkScope(patient, scopeKind, scopeId);
         if (purposes == 0) revert NoPurpose();
         if (expiresAt <= block.timestamp) revert ExpiryInPast(expiresAt, block.timestamp);
-        Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        bytes32 scope = Hashes.efficientKeccak256(bytes32(uint256(scopeKind)), scopeId);
+        Grant storage stored = _grants[patient][scope][grantee];
         // The slot as a whole: Grant's fields are laid out from the low-order end (purposes in
         // bits 0-31, expiresAt 32-95, guardianEpoch 96-159) and nothing else shares the slot, so
         // one word compare is "same terms by the same owner" (the patient, or the guardian of the
@@ -538,14 +542,15 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         assembly ("memory-safe") {
             sstore(stored.slot, word)
         }
-        emit ConsentGranted(patient, grantee, scopeKind, scopeId, purposes, expiresAt, actor);
-        _fold(
+        _digest.emitAndFold(
+            3,
             abi.encode(ConsentGranted.selector, patient, grantee, scopeKind, scopeId, purposes, expiresAt, actor)
         );
     }
 
     function _revoke(address patient, address grantee, ScopeKind scopeKind, bytes32 scopeId, address actor) private {
-        Grant storage stored = _grants[patient][_scopeKey(scopeKind, scopeId)][grantee];
+        bytes32 scope = Hashes.efficientKeccak256(bytes32(uint256(scopeKind)), scopeId);
+        Grant storage stored = _grants[patient][scope][grantee];
         // The slot as a whole (layout: see _grant): purposes is its low 32 bits, guardianEpoch
         // bits 96-159; clearing the word clears all three fields with one SSTORE.
         uint256 word;
@@ -559,8 +564,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         assembly ("memory-safe") {
             sstore(stored.slot, 0)
         }
-        emit ConsentRevoked(patient, grantee, scopeKind, scopeId, actor);
-        _fold(abi.encode(ConsentRevoked.selector, patient, grantee, scopeKind, scopeId, actor));
+        _digest.emitAndFold(3, abi.encode(ConsentRevoked.selector, patient, grantee, scopeKind, scopeId, actor));
     }
 
     /// @dev Checks a signed request's deadline, signer, nonce (consumed) and signature; returns
@@ -630,11 +634,12 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
         mapping(bytes32 scope => mapping(address grantee => Grant)) storage grants = _grants[patient];
         uint32 bit = uint32(1) << purpose;
-        uint64 until = _activeUntil(patient, grants[_scopeKey(ScopeKind.Record, recordId)][grantee], bit);
+        uint64 until = _activeUntil(patient, grants[Hashes.efficientKeccak256(_RECORD_SCOPE, recordId)][grantee], bit);
         if (until != 0) return (Basis.Record, until);
-        until = _activeUntil(patient, grants[_scopeKey(ScopeKind.Category, record.category)][grantee], bit);
+        bytes32 categoryScope = Hashes.efficientKeccak256(_CATEGORY_SCOPE, record.category);
+        until = _activeUntil(patient, grants[categoryScope][grantee], bit);
         if (until != 0) return (Basis.Category, until);
-        until = _activeUntil(patient, grants[_scopeKey(ScopeKind.All, bytes32(0))][grantee], bit);
+        until = _activeUntil(patient, grants[Hashes.efficientKeccak256(_ALL_SCOPE, bytes32(0))][grantee], bit);
         if (until != 0) return (Basis.All, until);
         if (_guardians[patient].guardian == grantee) return (Basis.Guardian, 0);
         if (bit & _BREAK_GLASS_PURPOSES != 0) {
@@ -659,34 +664,5 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     function _attestationDigest(RecordAttestation calldata attestation) private view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(_RECORD_ATTESTATION_TYPEHASH, attestation)));
-    }
-
-    /// @dev Folds one log, given as its topics followed by its data, into the event digest:
-    /// head' = bytes24(keccak256(head || topicsAndData)), count' = count + 1.
-    function _fold(bytes memory topicsAndData) private {
-        EventDigest memory digest = _digest;
-        bytes24 head = digest.head;
-        bytes32 hash;
-        assembly ("memory-safe") {
-            // Hash head || topicsAndData in place: the 24-byte head goes over the last 24 bytes of
-            // the length word, right before the first byte; the length word is restored after.
-            let length := mload(topicsAndData)
-            mstore(topicsAndData, shr(64, head))
-            hash := keccak256(add(topicsAndData, 8), add(length, 24))
-            mstore(topicsAndData, length)
-        }
-        // Cannot overflow: one event per fold, and 2^64 events are out of reach of any chain.
-        unchecked {
-            _digest = EventDigest({head: bytes24(hash), count: digest.count + 1});
-        }
-    }
-
-    /// @dev keccak256(abi.encode(scopeKind, scopeId)), hashed in the scratch space.
-    function _scopeKey(ScopeKind scopeKind, bytes32 scopeId) private pure returns (bytes32 key) {
-        assembly ("memory-safe") {
-            mstore(0x00, scopeKind)
-            mstore(0x20, scopeId)
-            key := keccak256(0x00, 0x40)
-        }
     }
 }

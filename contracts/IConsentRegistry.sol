@@ -17,7 +17,9 @@ pragma solidity ^0.8.24;
 /// them. An auditor therefore recomputes the digest from raw logs without decoding them, and a
 /// missing, extra or reordered log changes the result. The head is truncated to 24 bytes so that
 /// head and count share one storage slot (one SSTORE per event instead of two); 192 bits keep
-/// second-preimage resistance far beyond reach.
+/// second-preimage resistance far beyond reach. The registry emits its own events only through
+/// `EventDigest.emitAndFold` (contracts/libraries/EventDigest.sol), which logs exactly the bytes
+/// it folds.
 ///
 /// Guardianship epochs. Every GuardianSet and every GuardianRemoved bumps the patient's
 /// guardianship epoch by one (`setGuardian` replacing a guardian emits GuardianRemoved for the
@@ -242,6 +244,41 @@ interface IConsentRegistry {
     error CategoryAlreadyListed(bytes32 category);
     /// @notice The zero category cannot be listed.
     error ZeroCategory();
+
+    // ---------------------------------------------------------------- constants
+
+    /// @notice The role of checkup centres: their EIP-712 attestations make records.
+    function CENTRE_ROLE() external view returns (bytes32);
+
+    /// @notice The role of gateways: they register records and anchor access-log checkpoints.
+    function GATEWAY_ROLE() external view returns (bytes32);
+
+    /// @notice The role of emergency institutions: they may open break-glass access.
+    function EMERGENCY_ROLE() external view returns (bytes32);
+
+    /// @notice Purpose id (a bit position in a purposes set): treatment.
+    function TREATMENT() external view returns (uint8);
+
+    /// @notice Purpose id: research.
+    function RESEARCH() external view returns (uint8);
+
+    /// @notice Purpose id: insurance.
+    function INSURANCE() external view returns (uint8);
+
+    /// @notice Purpose id: public health.
+    function PUBLIC_HEALTH() external view returns (uint8);
+
+    /// @notice Purpose id: emergency.
+    function EMERGENCY() external view returns (uint8);
+
+    /// @notice The longest break-glass access, in seconds.
+    function MAX_BREAK_GLASS() external view returns (uint64);
+
+    /// @notice How long, after the patient or guardian closes an institution's break-glass, that
+    /// institution cannot reopen it for that patient, in seconds. 7 days: a close is the
+    /// patient's explicit objection and outlasts a typical acute episode; other emergency
+    /// institutions are not affected.
+    function BREAK_GLASS_COOLDOWN() external view returns (uint64);
 
     // ---------------------------------------------------------------- categories
 

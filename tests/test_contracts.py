@@ -1062,7 +1062,7 @@ def test_break_glass_reopens_once_the_cool_down_has_passed(
 def test_break_glass_cool_down_is_a_documented_public_constant(reg: ConsentRegistry) -> None:
     assert reg.contract.functions.BREAK_GLASS_COOLDOWN().call() == BREAK_GLASS_COOLDOWN_S
     assert BREAK_GLASS_COOLDOWN_S == 7 * 24 * 3600
-    source = (Path(__file__).parents[1] / "contracts" / "ConsentRegistry.sol").read_text()
+    source = (Path(__file__).parents[1] / "contracts" / "IConsentRegistry.sol").read_text()
     assert re.search(r"/// @notice How long, after the patient or guardian closes", source)
 
 
@@ -1498,6 +1498,58 @@ def test_a_missing_or_reordered_log_changes_the_digest(
         swapped[-1]["blockNumber"],
     )
     assert recompute_digest(swapped)[0] != expected
+
+
+def _solidity_without_comments(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
+DIGEST_LIBRARY = CONTRACTS_DIR / "libraries" / "EventDigest.sol"
+#: Events OpenZeppelin's AccessControl emits itself; the registry's overrides fold them.
+OPENZEPPELIN_EVENTS = {"RoleGranted", "RoleRevoked", "RoleAdminChanged"}
+
+
+def test_no_event_is_emitted_outside_the_digest_helper() -> None:
+    sources = sorted(
+        p for p in CONTRACTS_DIR.rglob("*.sol") if p.relative_to(CONTRACTS_DIR).parts[0] != "test"
+    )
+    assert DIGEST_LIBRARY in sources
+    for path in sources:
+        code = _solidity_without_comments(path)
+        assert re.search(r"\bemit\s+[\w.]+\s*\(", code) is None, f"a bare emit in {path.name}"
+        raw_logs = re.findall(r"\blog[0-4]\s*\(", code)
+        if path == DIGEST_LIBRARY:
+            assert len(raw_logs) == 4  # log1..log4, in emitAndFold
+        else:
+            assert raw_logs == [], f"a raw log in {path.name}"
+    # fold alone (no log) only follows the events OpenZeppelin emits itself
+    registry = _solidity_without_comments(CONTRACTS_DIR / "ConsentRegistry.sol")
+    folded_only = re.findall(r"\.fold\(\s*abi\.encode\(\s*(\w+)\.selector", registry)
+    assert sorted(folded_only) == sorted(OPENZEPPELIN_EVENTS)
+    assert len(re.findall(r"\.fold\(", registry)) == len(folded_only)
+
+
+def test_every_event_is_emitted_with_its_topic_count() -> None:
+    abi = compile_contracts()["ConsentRegistry"].abi
+    topics = {
+        e["name"]: 1 + sum(1 for i in e["inputs"] if i["indexed"])
+        for e in abi
+        if e["type"] == "event"
+    }
+    registry = _solidity_without_comments(CONTRACTS_DIR / "ConsentRegistry.sol")
+    calls = re.findall(
+        r"emitAndFold\(\s*(\d+)\s*,\s*(?:bytes\.concat\(\s*)?abi\.encode\(\s*(\w+)\.selector",
+        registry,
+    )
+    assert len(calls) == len(re.findall(r"emitAndFold\(", registry))
+    for count, name in calls:
+        assert int(count) == topics[name], f"{name} has {topics[name]} topics, emitted with {count}"
+    # every event IConsentRegistry declares has a call site
+    declared = compile_contracts()["IConsentRegistry"].abi
+    assert {name for _, name in calls} == {e["name"] for e in declared if e["type"] == "event"}
 
 
 # ---------------------------------------------------------------- Python side

@@ -1,4 +1,5 @@
-"""Foundation: reproducible build, the solc front, services, idempotent deploy, `consent up`."""
+"""Foundation: reproducible build, the hashed locks, the solc front, services, idempotent deploy,
+`consent up`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 from eth_account import Account
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from ledger.chain import abi as shipped_abi
 from ledger.chain import build
@@ -51,6 +55,31 @@ def test_shipped_abi_matches_a_fresh_compile() -> None:
         assert packaged == text, f"{name}: shipped file is not in canonical form; run `make abi`"
 
 
+def test_the_client_imports_without_the_compiler() -> None:
+    """Talking to a deployed registry needs no py-solc-x: the registry client, the deployment
+    record and the ``consent`` entry point import with it blocked, and only compiling says why
+    it cannot run."""
+    script = (
+        "import sys\n"
+        "sys.modules['solcx'] = None  # any import of py-solc-x now raises ImportError\n"
+        "import ledger.chain.abi, ledger.chain.build, ledger.chain.deployment\n"
+        "import ledger.chain.registry, ledger.cli.main\n"
+        "from ledger.chain.build import BuildError, solc_binary\n"
+        "assert ledger.chain.abi.registry_abi()\n"
+        "try:\n"
+        "    solc_binary()\n"
+        "except BuildError as exc:\n"
+        "    assert 'py-solc-x' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('solc_binary() ran without py-solc-x')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_build_cache_is_keyed_by_sources(tmp_path: Path) -> None:
     compiled = compile_contracts(cache_dir=tmp_path)
     cached = list(tmp_path.glob("*.json"))
@@ -59,6 +88,53 @@ def test_build_cache_is_keyed_by_sources(tmp_path: Path) -> None:
     again = compile_contracts(cache_dir=tmp_path)
     assert again[REGISTRY_CONTRACT].bytecode == compiled[REGISTRY_CONTRACT].bytecode
     assert list(tmp_path.glob("*.json")) == cached
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _locked(name: str) -> dict[str, list[tuple[str, list[str]]]]:
+    """A lock file's pins: package -> [(version, hashes)] (more than one only under markers)."""
+    entries = (ROOT / name).read_text(encoding="utf-8").replace("\\\n", " ").splitlines()
+    pins: dict[str, list[tuple[str, list[str]]]] = {}
+    for entry in entries:
+        if not entry.strip() or entry.lstrip().startswith("#"):
+            continue
+        words = entry.split()
+        requirement = Requirement(entry.split(" --hash")[0])
+        (spec,) = requirement.specifier
+        assert spec.operator == "==", f"{name}: {entry[:60]} is not pinned"
+        hashes = [w.removeprefix("--hash=") for w in words if w.startswith("--hash=sha256:")]
+        pins.setdefault(canonicalize_name(requirement.name), []).append((spec.version, hashes))
+    return pins
+
+
+def test_the_locks_pin_and_hash_every_dependency() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    runtime = [Requirement(r) for r in project["dependencies"]]
+    dev = [Requirement(r) for r in project["optional-dependencies"]["dev"]]
+    slither = [
+        Requirement(line)
+        for line in (ROOT / "requirements-slither.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    dev_lock, runtime_lock = _locked("requirements-dev.lock"), _locked("requirements.lock")
+    for lock, wanted in ((dev_lock, runtime + dev + slither), (runtime_lock, runtime)):
+        for requirement in wanted:
+            pins = lock.get(canonicalize_name(requirement.name))
+            assert pins, f"{requirement.name} is not in the lock: run `make lock`"
+            for version, _ in pins:
+                assert requirement.specifier.contains(version, prereleases=True), (
+                    f"{requirement.name} {version} does not satisfy {requirement}: run `make lock`"
+                )
+    for lock in (dev_lock, runtime_lock):
+        for name, pins in lock.items():
+            assert all(hashes for _, hashes in pins), f"{name} has no hash"
+    # a client installed from requirements.lock runs what the tests ran
+    for name, pins in runtime_lock.items():
+        assert [v for v, _ in pins] == [v for v, _ in dev_lock[name]], name
+    assert "pytest" not in runtime_lock
+    assert "slither-analyzer" not in runtime_lock
 
 
 def test_solc_front_answers_version_like_native_solc() -> None:

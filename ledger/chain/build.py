@@ -6,20 +6,23 @@ used when present; otherwise ``hardhat_local/bin/solc``, a solc-compatible front
 relative to the project root (``contracts/ConsentRegistry.sol``, ``@openzeppelin/...``), the EVM
 version, optimizer runs and metadata settings. Artifacts are cached by a hash of the compiler
 version, the settings and every source's content, so an unchanged tree compiles once.
+
+Only compiling needs py-solc-x (imported when a compile runs): importing this module for
+:class:`Artifact` does not, and a client that talks to a deployed registry reads the shipped ABI
+(``ledger.chain.abi``) instead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-import solcx
-from solcx.exceptions import SolcError
 
 from ledger.paths import PROJECT_ROOT, contracts_dir, hardhat_local_dir
 
@@ -88,13 +91,22 @@ class Artifact:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _solcx() -> ModuleType:
+    """py-solc-x, needed only to compile (a dependency of the project, not of a shipped ABI)."""
+    try:
+        return importlib.import_module("solcx")
+    except ImportError as exc:
+        raise BuildError(f"compiling the contracts needs py-solc-x: {exc}") from exc
+
+
 def solc_binary() -> Path:
     """A native solc of the pinned version if on PATH, else the npm-backed front."""
+    solcx = _solcx()
     native = shutil.which("solc")
     if native is not None:
         try:
             version = solcx.wrapper.get_solc_version(native)
-        except (SolcError, OSError, ValueError):
+        except (solcx.exceptions.SolcError, OSError, ValueError):
             version = None
         if version is not None and str(version) == SOLC_VERSION:
             return Path(native)
@@ -198,11 +210,12 @@ def _compile_cached(key: str, standard_input: str, cache_dir: Path | None) -> di
         output = json.loads(cached.read_text(encoding="utf-8"))
     else:
         binary = solc_binary()
+        solcx = _solcx()
         try:
             output = solcx.compile_standard(
                 json.loads(standard_input), solc_binary=binary, allow_empty=False
             )
-        except SolcError as exc:
+        except solcx.exceptions.SolcError as exc:
             raise BuildError(str(exc)) from exc
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
