@@ -43,6 +43,7 @@ from gateway.settings import Settings
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.rpc import HttpxRpc
 from ledger.devstack.services import AnvilNode, ServiceProcess, free_port
+from tests.helpers.build import share_build_cache
 from tests.helpers.gateway import (
     Stack,
     attest,
@@ -554,6 +555,7 @@ def gateway_process(
     registry, deployment = gateway_registry
     home = tmp_path / "gw"
     home.mkdir()
+    share_build_cache(home)
     deployment.save(home / "deployment.json")
     kek = home / "gateway-kek.key"
     kek.write_text(os.urandom(32).hex())
