@@ -26,10 +26,8 @@ from starlette.formparsers import MultiPartParser
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.accesslog import AccessLog
-from gateway.anchor import Anchorer
-from gateway.api import GatewayState, router
-from gateway.db import init_db, is_sqlite, make_engine
+from gateway.api import router
+from gateway.api.deps import GatewayState
 from gateway.errors import (
     BodyTooLarge,
     ChainIdMismatch,
@@ -41,9 +39,15 @@ from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
-from gateway.relay import ConsentDirectory, ConsentRelay, RelayLedger, RelayPolicy
-from gateway.service import AuthService, ChainAccess, RecordService
+from gateway.services.anchor import Anchorer
+from gateway.services.auth import AuthService
+from gateway.services.chain import ChainAccess
+from gateway.services.consents import ConsentDirectory
+from gateway.services.records import RecordService
+from gateway.services.relay import ConsentRelay, RelayLedger, RelayPolicy
 from gateway.settings import Settings, get_settings
+from gateway.storage.access_log import AccessLog
+from gateway.storage.engine import init_db, is_sqlite, make_engine
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import connect
 from ledger.chain.registry import REGISTRY_CONTRACT

@@ -3,7 +3,9 @@
 Under load most of a fetch's Python time went to the framework (routing, dependency solving,
 the exception middleware), not to the decision. This middleware answers the common, well-formed
 shape of that request itself, with exactly the service call the FastAPI route makes
-(:meth:`gateway.service.RecordService.fetch_json`), the same session lookup and the same error
+(:meth:`gateway.services.fetch.RecordFetches.fetch_json`), the same session lookup
+(:func:`gateway.api.deps.resolve_principal`, with the token parsed by
+:func:`gateway.api.deps.bearer_token`) and the same error
 bodies; everything else (no or odd ``Authorization`` header, extra or repeated query parameters,
 another method or path) falls through to FastAPI unchanged, so validation errors and the
 OpenAPI contract stay FastAPI's.
@@ -20,11 +22,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.api.deps import bearer_token, resolve_principal
 from gateway.errors import ChainUnavailable, http_status_of
-from gateway.service import AuthService, RecordService, parse_purpose
+from gateway.services.auth import AuthService
+from gateway.services.fetch import parse_purpose
+from gateway.services.records import RecordService
 from ledger.protocol.errors import DomainError
 
-__all__ = ["FetchFastPath", "bearer_token"]
+__all__ = ["FetchFastPath"]
 
 log = logging.getLogger("gateway")
 
@@ -64,9 +69,7 @@ class FetchFastPath:
         scope["route"] = self._route  # the metrics label, as the router would set it
         auth = self._auth()
         try:
-            principal = auth.cached(token)  # no I/O: stay on the event loop
-            if principal is None:
-                principal = await run_in_threadpool(auth.authenticate, token)
+            principal = await resolve_principal(auth, token)
             purpose = parse_purpose(query.group(1).decode("ascii"))
             body = await run_in_threadpool(
                 self._records().fetch_json, principal, path.group(1), purpose
@@ -86,22 +89,3 @@ class FetchFastPath:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-def bearer_token(scope: Scope) -> str | None:
-    """The token of a single ``Authorization: Bearer <token>`` header, else None."""
-    found: bytes | None = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            if found is not None:
-                return None
-            found = value
-    if found is None:
-        return None
-    scheme, _, token = found.partition(b" ")
-    if scheme.lower() != b"bearer" or not token or b" " in token:
-        return None
-    try:
-        return token.decode("ascii")
-    except UnicodeDecodeError:
-        return None

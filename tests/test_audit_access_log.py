@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.accesslog import Decision, canonical_leaf
+from gateway.storage.access_log import Decision, canonical_leaf
 from ledger.audit.core import (
     DEFAULT_ANCHOR_INTERVAL_S,
     DEFAULT_MAX_TIME_SKEW_S,

@@ -26,7 +26,7 @@ import httpx
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from gateway.accesslog import Decision, canonical_leaf
+from gateway.storage.access_log import Decision, canonical_leaf
 from ledger.audit.core import AccessLogExport, ExportedCheckpoint, build_access_log_export
 from ledger.audit.replay import RpcClient
 from ledger.chain.build import compile_contracts

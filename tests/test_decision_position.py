@@ -30,7 +30,7 @@ import httpx
 import pytest
 from eth_utils.address import to_checksum_address
 
-from gateway.accesslog import Decision, canonical_leaf
+from gateway.storage.access_log import Decision, canonical_leaf
 from ledger.audit.core import FindingKind, Severity, load_access_log, run_audit
 from ledger.audit.replay import BlockClock, RpcClient, replay
 from ledger.audit.state import ConsentTimeline

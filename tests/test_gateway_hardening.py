@@ -36,10 +36,10 @@ from sqlalchemy import select as sa_select
 from web3 import Web3
 
 from gateway.app import ChainIdRefused, create_app
-from gateway.db import init_db, make_engine
-from gateway.models import AUTH_NONCE, AUTH_SESSION, RECORD
-from gateway.service import PURGE_BATCH
+from gateway.services.auth import PURGE_BATCH
 from gateway.settings import Settings
+from gateway.storage.engine import init_db, make_engine
+from gateway.storage.tables import AUTH_NONCE, AUTH_SESSION, RECORD
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.rpc import HttpxRpc
 from ledger.devstack.services import AnvilNode, ServiceProcess, free_port

@@ -48,8 +48,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, Integer, bindparam, insert, select, update
 
-from gateway.db import is_postgres
-from gateway.models import ACCESS_LOG, CHECKPOINT, LOG_SEQUENCER, Checkpoint
+from gateway.storage.engine import is_postgres
+from gateway.storage.tables import ACCESS_LOG, CHECKPOINT, LOG_SEQUENCER, Checkpoint
 from ledger.protocol.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 
 __all__ = ["LEAF_VERSION", "AccessLog", "Appended", "Decision", "canonical_leaf"]
