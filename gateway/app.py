@@ -1,7 +1,8 @@
 """The gateway's FastAPI application factory.
 
 Run it with ``uvicorn gateway.app:create_app --factory`` (settings from ``CONSENT_*``), or in
-tests with ``create_app(Settings(...))``. Everything expensive — the registry ABI, the web3
+tests with ``create_app(Settings(...))``. The registry ABI is the one shipped with the package
+(``ledger.chain.abi``): starting needs no Solidity compiler. Everything expensive — the web3
 contract object, the database engine, HTTP connection pools — is built here once, never per
 request. The chain and IPFS may be down at start: the gateway still starts, ``/healthz``
 answers 503 with the details, and requests that need them fail closed with 503.
@@ -48,9 +49,8 @@ from gateway.services.relay import ConsentRelay, RelayLedger, RelayPolicy
 from gateway.settings import Settings, get_settings
 from gateway.storage.access_log import AccessLog
 from gateway.storage.engine import init_db, is_sqlite, make_engine
-from ledger.chain.build import compile_contracts
+from ledger.chain.abi import registry_abi
 from ledger.chain.node import connect
-from ledger.chain.registry import REGISTRY_CONTRACT
 from ledger.chain.rpc import KeepAliveRpc
 from ledger.protocol.errors import DomainError
 
@@ -225,7 +225,7 @@ async def _send_413(send: Send, exc: PayloadTooLarge) -> None:
 def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     init_db(engine)
-    abi = compile_contracts(cache_dir=settings.home / "build")[REGISTRY_CONTRACT].abi
+    abi = registry_abi()  # shipped with the package: no compiler at start
     w3 = connect(settings.chain_url, timeout_s=settings.chain_timeout_s)
     relayer: LocalAccount = Account.from_key(settings.relayer_key_bytes)
     gateway_account: LocalAccount = Account.from_key(settings.gateway_key_bytes)
