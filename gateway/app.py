@@ -22,12 +22,13 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.api import router
+from gateway.api import records, router
 from gateway.api.deps import GatewayState
 from gateway.errors import (
     BodyTooLarge,
@@ -347,13 +348,12 @@ def _check_chain_id(state: GatewayState) -> None:
         log.warning("chain node unreachable at start (%s): chain id not checked yet", exc.reason)
 
 
-def _fetch_route(app: FastAPI) -> BaseRoute | None:
-    """The ``GET /v1/records/{record_id}`` route (the fast path labels its metrics with it)."""
-    # included routers may be wrapped (FastAPI >= 0.16x): look in the API router itself too
-    for route in [*app.routes, *router.routes]:
-        if getattr(route, "path", None) == "/v1/records/{record_id}" and "GET" in (
-            getattr(route, "methods", None) or ()
-        ):
+def _fetch_route() -> BaseRoute | None:
+    """The route of ``gateway.api.records.fetch_record`` (the fast path stands in for it and
+    labels its metrics with it), found by its endpoint, not by its path: FastAPI wraps included
+    routers, and a path of its own would hide a route that moved."""
+    for route in records.router.routes:
+        if isinstance(route, APIRoute) and route.endpoint is records.fetch_record:
             return route
     return None
 
@@ -404,8 +404,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         FetchFastPath,
         auth=lambda: app.state.gateway.auth,
         records=lambda: app.state.gateway.records,
-        route=_fetch_route(app),
+        route=_fetch_route(),
         error_response=_gateway_error_response,
+        metrics=metrics,
     )
     # Before any body is read: per-address limits on nonces and logins, and the session of
     # an upload or relay checked (an unauthenticated 45 MB upload is never parsed).
