@@ -10,16 +10,13 @@ import pytest
 from ledger.audit.core import FindingKind, run_audit
 from ledger.audit.replay import (
     DigestMismatchKind,
-    RangeTooLarge,
-    RpcClient,
-    RpcError,
-    fetch_logs,
     fold_digest,
-    is_range_too_large,
     read_event_digest,
     replay,
 )
 from ledger.audit.state import ConsentTimeline
+from ledger.chain.logs import RangeTooLarge, fetch_logs, is_range_too_large
+from ledger.chain.rpc import RpcClient, RpcError
 from ledger.protocol.events import ConsentRevoked
 from tests.test_audit_world import (
     ForwardingTransport,

@@ -28,10 +28,10 @@ from web3 import Web3
 
 from gateway.storage.access_log import Decision, canonical_leaf
 from ledger.audit.core import AccessLogExport, ExportedCheckpoint, build_access_log_export
-from ledger.audit.replay import RpcClient
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import dev_accounts
 from ledger.chain.registry import CENTRE_ROLE, EMERGENCY_ROLE, GATEWAY_ROLE, ConsentRegistry
+from ledger.chain.rpc import RpcClient
 from ledger.protocol import eip712
 from ledger.protocol.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_id
 from ledger.protocol.events import EventDecoder, registry_event_abi

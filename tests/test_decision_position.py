@@ -32,9 +32,10 @@ from eth_utils.address import to_checksum_address
 
 from gateway.storage.access_log import Decision, canonical_leaf
 from ledger.audit.core import FindingKind, Severity, load_access_log, run_audit
-from ledger.audit.replay import BlockClock, RpcClient, replay
+from ledger.audit.replay import BlockClock, replay
 from ledger.audit.state import ConsentTimeline
 from ledger.chain.node import connect, dev_accounts
+from ledger.chain.rpc import RpcClient
 from ledger.devstack.services import AnvilNode, IpfsNode, free_port
 from ledger.protocol.consent_types import Basis, Purpose, ScopeKind, purposes_mask
 from ledger.protocol.events import EventDecoder, registry_event_abi

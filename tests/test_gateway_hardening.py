@@ -185,7 +185,7 @@ def test_a_node_that_turns_into_another_chain_makes_healthz_unhealthy(
     stack = sqlite_gateway
     assert stack.client.get("/healthz").status_code == 200
     chain = stack.state.chain
-    real = chain._rpc
+    real = chain.rpc_client.transport
     upstream = httpx.Client()
 
     def other_chain(request: httpx.Request) -> httpx.Response:
@@ -199,13 +199,13 @@ def test_a_node_that_turns_into_another_chain_makes_healthz_unhealthy(
         )
         return httpx.Response(answer.status_code, content=answer.content)
 
-    chain._rpc = HttpxRpc(
+    chain.rpc_client.transport = HttpxRpc(
         stack.settings.chain_url, httpx.Client(transport=httpx.MockTransport(other_chain))
     )
     try:
         health = stack.client.get("/healthz")
     finally:
-        chain._rpc = real
+        chain.rpc_client.transport = real
         upstream.close()
     assert health.status_code == 503, health.text
     assert "chain_id" in health.json()["details"], health.text

@@ -31,9 +31,9 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.audit.core import FindingKind, load_access_log, run_audit
-from ledger.audit.replay import RpcClient
 from ledger.chain.build import compile_contracts
 from ledger.chain.registry import REGISTRY_CONTRACT
+from ledger.chain.rpc import RpcClient
 from ledger.protocol.consent_types import ScopeKind, category_id
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.gateway_fixtures import (

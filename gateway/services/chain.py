@@ -1,17 +1,15 @@
-"""The gateway's access to the chain: the typed registry client (created on first use) and a
-keep-alive JSON-RPC transport for the hot path, with transport failures mapped to
-``ChainUnavailable`` and registry reverts to ``ContractRejected`` (``contract_<snake_name>``).
+"""The gateway's access to the chain: the typed registry client (created on first use) and
+raw JSON-RPC (:class:`ledger.chain.rpc.RpcClient`) on a keep-alive transport for the hot path,
+with transport failures mapped to ``ChainUnavailable`` and registry reverts to
+``ContractRejected`` (``contract_<snake_name>``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -27,15 +25,25 @@ from gateway.errors import (
     ContractRejected,
     UpstreamFailed,
 )
+from ledger.chain import node
+from ledger.chain.logs import LogFetchError, fetch_logs
 from ledger.chain.node import TxSender
-from ledger.chain.registry import ConsentRegistry
-from ledger.chain.rpc import HttpxRpc, KeepAliveRpc, RpcTransport, RpcTransportError
+from ledger.chain.registry import AccessDecision, ConsentRegistry
+from ledger.chain.rpc import (
+    HttpxRpc,
+    KeepAliveRpc,
+    MalformedAnswer,
+    RpcClient,
+    RpcError,
+    RpcTransport,
+)
 from ledger.protocol.consent_types import Basis
 from ledger.protocol.contract_errors import ContractError, ErrorDecoder
 from ledger.protocol.eip712 import Domain
 from ledger.protocol.errors import DomainError
+from ledger.protocol.events import RawLog
 
-__all__ = ["ChainAccess", "ChainDecision", "contract_rejection"]
+__all__ = ["ChainAccess", "contract_rejection"]
 
 T = TypeVar("T")
 
@@ -87,21 +95,6 @@ def _field_names(exc: ContractError) -> list[str]:
     return [f.name for f in dataclasses.fields(exc)]
 
 
-@dataclass(frozen=True, slots=True)
-class ChainDecision:
-    """What ``accessDecision`` answered, and the ledger position it was evaluated on."""
-
-    basis: Basis
-    until: int
-    event_count: int  # the event digest's count in the state the node evaluated
-    block_number: int  # block.number during the call
-    timestamp: int  # block.timestamp during the call
-
-    @property
-    def allowed(self) -> bool:
-        return self.basis is not Basis.NONE
-
-
 _UINT64 = 1 << 64
 _BASIS_MAX = max(Basis)
 
@@ -139,9 +132,10 @@ class ChainAccess:
         # a call, httpx ~0.5 ms, this ~0.1 ms. Everything else uses the typed registry client.
         if isinstance(rpc, httpx.Client):
             rpc = HttpxRpc(url, rpc)
-        self._rpc: RpcTransport = rpc if rpc is not None else KeepAliveRpc(url, timeout_s=10.0)
-        self._rpc_id = itertools.count(1)
-        self._has_consent_selector = keccak(text="hasConsent(address,address,bytes32,uint8)")[:4]
+        transport: RpcTransport = rpc if rpc is not None else KeepAliveRpc(url, timeout_s=10.0)
+        # Any answer but HTTP 200 is "unavailable": fail closed, and the registrar keeps the
+        # hash of a transaction whose send it cannot prove failed.
+        self.rpc_client = RpcClient(url, transport=transport, http_errors_as_answers=False)
         self._access_decision_selector = keccak(
             text="accessDecision(address,address,bytes32,uint8)"
         )[:4]
@@ -179,23 +173,20 @@ class ChainAccess:
         if registry is None:
             with self._lock, self.guard():
                 if self._registry is None:
-                    self._registry = ConsentRegistry(self.w3, self.address, abi=self._abi)
-                    self._install_sender(self._registry)
+                    self._registry = ConsentRegistry(
+                        self.w3, self.address, abi=self._abi, rpc=self.rpc_client
+                    )
+                    # Bound each account's in-flight transactions (the default sender: 64).
+                    for account in (self.relayer, self.registrar, self.gateway_account):
+                        self._registry.install_sender(
+                            TxSender(self.w3, account, max_in_flight=self._max_in_flight)
+                        )
                 registry = self._registry
         return registry
 
-    def _install_sender(self, registry: ConsentRegistry) -> None:
-        # Bound each account's in-flight transactions (the registry's default sender uses 64).
-        senders = getattr(registry, "_senders", None)
-        if isinstance(senders, dict):
-            for account in (self.relayer, self.registrar, self.gateway_account):
-                senders[account.address] = TxSender(
-                    self.w3, account, max_in_flight=self._max_in_flight
-                )
-
     def sender(self, account: LocalAccount) -> TxSender:
         """The nonce-keeping sender of one of the gateway's accounts."""
-        return self.registry._sender(account)
+        return self.registry.sender(account)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
@@ -221,26 +212,44 @@ class ChainAccess:
             return fn(self.registry)
 
     def close(self) -> None:
-        self._rpc.close()
+        self.rpc_client.close()
+
+    @contextlib.contextmanager
+    def rpc_guard(self, method: str) -> Iterator[None]:
+        """Map the JSON-RPC layer's failures: unreachable -> ``ChainUnavailable``, a revert's
+        data -> ``ContractRejected``, any other error answer -> ``UpstreamFailed``."""
+        try:
+            yield
+        except node.ChainUnavailable as exc:
+            raise ChainUnavailable(url=self.url, reason=exc.reason) from exc
+        except MalformedAnswer as exc:
+            if exc.not_json:
+                raise ChainUnavailable(url=self.url, reason="not JSON") from None
+            raise UpstreamFailed(f"{method} failed", detail=str(exc)[:300]) from None
+        except RpcError as exc:
+            if isinstance(exc.data, str) and len(exc.data) >= 10:
+                raise contract_rejection(self._errors.decode(exc.data)) from None
+            raise UpstreamFailed(f"{method} failed", detail=str(exc.raw)[:300]) from None
 
     def rpc(self, method: str, params: list[Any]) -> Any:
         """One JSON-RPC call on the keep-alive transport (also used by the record registrar)."""
-        body = {"jsonrpc": "2.0", "id": next(self._rpc_id), "method": method, "params": params}
-        try:
-            raw = self._rpc.post(json.dumps(body, separators=(",", ":")).encode())
-        except RpcTransportError as exc:
-            raise ChainUnavailable(url=self.url, reason=exc.reason) from exc
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            raise ChainUnavailable(url=self.url, reason="not JSON") from None
-        error = answer.get("error") if isinstance(answer, dict) else None
-        if error is not None:
-            data = error.get("data") if isinstance(error, dict) else None
-            if isinstance(data, str) and len(data) >= 10:
-                raise contract_rejection(self._errors.decode(data))
-            raise UpstreamFailed(f"{method} failed", detail=str(error)[:300])
-        return answer["result"]
+        with self.rpc_guard(method):
+            return self.rpc_client.call(method, params)
+
+    def logs(self, *, topics: Sequence[Any], from_block: int, to_block: int) -> list[RawLog]:
+        """The registry's logs matching ``topics`` in ``[from_block, to_block]``, fetched in
+        bounded chunks that shrink when the node refuses a range (``fetch_logs``)."""
+        with self.rpc_guard("eth_getLogs"):
+            try:
+                return fetch_logs(
+                    self.rpc_client,
+                    address=self.address,
+                    from_block=from_block,
+                    to_block=to_block,
+                    topics=topics,
+                )
+            except LogFetchError as exc:
+                raise UpstreamFailed("eth_getLogs failed", detail=str(exc)[:300]) from None
 
     def block_number(self) -> int:
         """The latest block number (raw JSON-RPC)."""
@@ -267,23 +276,9 @@ class ChainAccess:
             _hex_quantity(block.get("timestamp"), what="block timestamp"),
         )
 
-    def has_consent_at(
-        self, patient: str, grantee: str, record_id: bytes, purpose: int, *, block: int
-    ) -> bool:
-        """``hasConsent`` evaluated at ``block`` (raw ``eth_call``)."""
-        args = abi_encode(
-            ["address", "address", "bytes32", "uint8"], [patient, grantee, record_id, purpose]
-        )
-        call = {"to": self.address, "data": "0x" + (self._has_consent_selector + args).hex()}
-        result = self.rpc("eth_call", [call, hex(block)])
-        raw = bytes.fromhex(str(result)[2:])
-        if len(raw) != 32 or raw[:31] != bytes(31) or raw[31] > 1:
-            raise UpstreamFailed("hasConsent returned a malformed bool", result=str(result)[:80])
-        return raw[31] == 1
-
     def access_decision_at(
         self, patient: str, grantee: str, record_id: bytes, purpose: int, *, block: int
-    ) -> ChainDecision:
+    ) -> AccessDecision:
         """``accessDecision`` evaluated at ``block`` (raw ``eth_call``): the basis, and the event
         count / block number / timestamp of the state the node actually evaluated."""
         args = abi_encode(
@@ -300,15 +295,14 @@ class ChainAccess:
             raise UpstreamFailed(
                 "accessDecision returned a malformed answer", result=str(result)[:400]
             )
-        return ChainDecision(Basis(words[0]), words[1], words[2], words[3], words[4])
+        return AccessDecision(Basis(words[0]), words[1], words[2], words[3], words[4])
 
     def resync_nonce(self, account: LocalAccount | None = None) -> None:
-        registry = self._registry
-        if registry is not None:
-            senders = getattr(registry, "_senders", {})
-            sender = senders.get((account or self.gateway_account).address)
-            if sender is not None:
-                sender.resync()
+        """Forget an account's local nonce (default: the gateway account's); the next send
+        asks the node."""
+        if self._registry is not None:
+            with self.guard():
+                self._registry.sender(account or self.gateway_account).resync()
 
     def send(self, fn: Callable[[ConsentRegistry], T]) -> T:
         """A transaction of the gateway account; one retry after a nonce error (the chain was

@@ -6,14 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from gateway.errors import (
-    UpstreamFailed,
-)
 from gateway.services.chain import ChainAccess
 from ledger.protocol.consent_types import Purpose, ScopeKind, purposes_of
 from ledger.protocol.events import ConsentGranted as ConsentGrantedEvent
 from ledger.protocol.events import ConsentRevoked as ConsentRevokedEvent
-from ledger.protocol.events import EventDecoder, RawLog, registry_event_abi
+from ledger.protocol.events import EventDecoder, registry_event_abi
 from ledger.protocol.wire import (
     ConsentPublic,
     ConsentsPublic,
@@ -31,8 +28,9 @@ _SCOPE_NAMES: dict[ScopeKind, Literal["record", "category", "all"]] = {
 class ConsentDirectory:
     """Consents as they stand on-chain, for one account: those it granted as patient and
     those granted to it. Candidates come from the registry's ``ConsentGranted`` /
-    ``ConsentRevoked`` logs (indexed by patient and grantee); the terms are then read with
-    ``consentOf`` at one block, which the answer names."""
+    ``ConsentRevoked`` logs (indexed by patient and grantee), read from the deploy block in
+    bounded chunks; the terms are then read with ``consentOf`` at one block, which the answer
+    names."""
 
     def __init__(
         self, chain: ChainAccess, *, abi: Sequence[Mapping[str, Any]], from_block: int
@@ -44,19 +42,11 @@ class ConsentDirectory:
         self._revoked = self._decoder.topic0_of("ConsentRevoked")
 
     def _keys(self, topics: list[Any], block: int) -> list[tuple[str, str, ScopeKind, bytes]]:
-        params = {
-            "address": self.chain.address,
-            "fromBlock": hex(self.from_block),
-            "toBlock": hex(block),
-            "topics": topics,
-        }
-        with self.chain.guard():
-            answer = self.chain.w3.provider.make_request("eth_getLogs", [params])  # type: ignore[arg-type]
-        if "error" in answer:
-            raise UpstreamFailed("eth_getLogs failed", detail=str(answer["error"]))
+        # From the pinned deploy block, in bounded chunks (the audit's fetch, ledger.chain.logs).
+        found = self.chain.logs(topics=topics, from_block=self.from_block, to_block=block)
         keys: dict[tuple[str, str, ScopeKind, bytes], None] = {}
-        for raw in answer["result"]:
-            event = self._decoder.decode(RawLog.from_rpc(raw))
+        for raw in found:
+            event = self._decoder.decode(raw)
             if isinstance(event, (ConsentGrantedEvent, ConsentRevokedEvent)):
                 keys[(event.patient, event.grantee, event.scope_kind, event.scope_id)] = None
         return list(keys)

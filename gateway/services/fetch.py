@@ -41,11 +41,11 @@ from gateway.errors import (
 )
 from gateway.ipfs import IpfsError, IpfsUnavailable, verify_cid
 from gateway.services.auth import Principal
-from gateway.services.chain import ChainDecision
 from gateway.services.rows import RecordStore, _record_id
 from gateway.storage.access_log import Decision
 from gateway.storage.engine import db_guard
 from gateway.storage.tables import Record
+from ledger.chain.registry import AccessDecision
 from ledger.protocol import envelope as env
 from ledger.protocol.consent_types import Purpose
 
@@ -221,7 +221,7 @@ class _Checked:
     data_key: bytes
     cached: bool  # the blob came from the blob cache (whose base64 is then cached too)
     block: int
-    answer: ChainDecision
+    answer: AccessDecision
 
 
 class _DecisionLog:
@@ -239,7 +239,7 @@ class _DecisionLog:
         self._purpose = purpose
 
     def __call__(
-        self, allowed: bool, reason: str, block: int | None, answer: ChainDecision | None = None
+        self, allowed: bool, reason: str, block: int | None, answer: AccessDecision | None = None
     ) -> None:
         svc = self._svc
         decision = Decision(

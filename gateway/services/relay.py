@@ -60,7 +60,7 @@ from gateway.metrics import Metrics
 from gateway.services.chain import ChainAccess
 from gateway.storage.engine import is_postgres
 from gateway.storage.tables import RELAYED_TX
-from ledger.chain.node import ANVIL_CHAIN_ID
+from ledger.chain.node import eip1559_fees
 from ledger.protocol.consent_types import ScopeKind
 from ledger.protocol.eip712 import GrantRequest, RevokeRequest
 from ledger.protocol.eip712 import digest as typed_digest
@@ -472,8 +472,6 @@ class ConsentRelay:
             self.ledger.forget(row)  # nothing signed yet
             raise
         fee = block.get("baseFeePerGas") if isinstance(block, Mapping) else None
-        base = int(str(fee), 16) if fee is not None else 1_000_000_000
-        tip = 0 if chain.chain_id == ANVIL_CHAIN_ID else 1_000_000_000
         tx: dict[str, Any] = {
             "type": 2,
             "chainId": chain.chain_id,
@@ -481,8 +479,7 @@ class ConsentRelay:
             "data": data,
             "value": 0,
             "gas": self.policy.gas_cap,
-            "maxPriorityFeePerGas": tip,
-            "maxFeePerGas": base * 2 + tip,
+            **eip1559_fees(chain.chain_id, int(str(fee), 16) if fee is not None else None),
             "nonce": sender.next_nonce(),
         }
         try:

@@ -114,14 +114,14 @@ from ledger.audit.replay import (
     BlockClock,
     DigestMismatchKind,
     DigestProblem,
-    ProgressFn,
     ReplayResult,
-    RpcClient,
     gc_paused,
     replay,
 )
 from ledger.audit.state import ConsentTimeline
+from ledger.chain.logs import ProgressFn
 from ledger.chain.node import ChainError
+from ledger.chain.rpc import RpcClient
 from ledger.protocol.consent_types import Basis
 from ledger.protocol.events import (
     CheckpointAnchored,

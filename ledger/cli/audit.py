@@ -33,10 +33,12 @@ from ledger.audit.core import (
     run_audit,
 )
 from ledger.audit.html_report import render_html, render_terminal, report_to_json
-from ledger.audit.replay import BlockClock, ProgressFn, ReplayError, RpcClient, replay
+from ledger.audit.replay import BlockClock, ReplayError, replay
 from ledger.audit.state import ConsentTimeline
 from ledger.chain.deployment import load_deployment
+from ledger.chain.logs import ProgressFn
 from ledger.chain.node import ChainError
+from ledger.chain.rpc import RpcClient
 from ledger.paths import state_paths
 from ledger.protocol.consent_types import NO_EXPIRY, ScopeKind, category_name, purposes_of
 from ledger.protocol.events import EventDecoder, MalformedLog, registry_event_abi

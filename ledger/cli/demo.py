@@ -572,7 +572,8 @@ class _Demo:
         import httpx
 
         from ledger.audit.core import AccessLogExport, build_access_log_export, run_audit
-        from ledger.audit.replay import BlockClock, RpcClient
+        from ledger.audit.replay import BlockClock
+        from ledger.chain.rpc import RpcClient
         from ledger.protocol.consent_types import Basis
         from ledger.protocol.events import EventDecoder, registry_event_abi
 
