@@ -33,11 +33,11 @@ if str(ROOT) not in sys.path:
 
 import solcx  # noqa: E402
 
-from ledger.audit.replay import RpcClient  # noqa: E402
 from ledger.audit.run import run_audit  # noqa: E402
 from ledger.chain.build import EVM_VERSION, compile_contracts, solc_binary  # noqa: E402
 from ledger.chain.node import TxSender, connect, deploy, dev_accounts  # noqa: E402
 from ledger.chain.registry import ConsentRegistry  # noqa: E402
+from ledger.chain.rpc import RpcClient  # noqa: E402
 from ledger.devstack.services import AnvilNode, free_port  # noqa: E402
 from ledger.protocol.events import EventDecoder, registry_event_abi  # noqa: E402
 

@@ -1,7 +1,8 @@
 """The gateway's FastAPI application factory.
 
 Run it with ``uvicorn gateway.app:create_app --factory`` (settings from ``CONSENT_*``), or in
-tests with ``create_app(Settings(...))``. Everything expensive — the registry ABI, the web3
+tests with ``create_app(Settings(...))``. The registry ABI is the one shipped with the package
+(``ledger.chain.abi``): starting needs no Solidity compiler. Everything expensive — the web3
 contract object, the database engine, HTTP connection pools — is built here once, never per
 request. The chain and IPFS may be down at start: the gateway still starts, ``/healthz``
 answers 503 with the details, and requests that need them fail closed with 503.
@@ -21,15 +22,14 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.accesslog import AccessLog
-from gateway.anchor import Anchorer
-from gateway.api import GatewayState, router
-from gateway.db import init_db, is_sqlite, make_engine
+from gateway.api import records, router
+from gateway.api.deps import GatewayState
 from gateway.errors import (
     BodyTooLarge,
     ChainIdMismatch,
@@ -41,12 +41,17 @@ from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
-from gateway.relay import ConsentDirectory, ConsentRelay, RelayLedger, RelayPolicy
-from gateway.service import AuthService, ChainAccess, RecordService
+from gateway.services.anchor import Anchorer
+from gateway.services.auth import AuthService
+from gateway.services.chain import ChainAccess
+from gateway.services.consents import ConsentDirectory
+from gateway.services.records import RecordService
+from gateway.services.relay import ConsentRelay, RelayLedger, RelayPolicy
 from gateway.settings import Settings, get_settings
-from ledger.chain.build import compile_contracts
+from gateway.storage.access_log import AccessLog
+from gateway.storage.engine import init_db, is_sqlite, make_engine
+from ledger.chain.abi import registry_abi
 from ledger.chain.node import connect
-from ledger.chain.registry import REGISTRY_CONTRACT
 from ledger.chain.rpc import KeepAliveRpc
 from ledger.protocol.errors import DomainError
 
@@ -221,7 +226,7 @@ async def _send_413(send: Send, exc: PayloadTooLarge) -> None:
 def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     init_db(engine)
-    abi = compile_contracts(cache_dir=settings.home / "build")[REGISTRY_CONTRACT].abi
+    abi = registry_abi()  # shipped with the package: no compiler at start
     w3 = connect(settings.chain_url, timeout_s=settings.chain_timeout_s)
     relayer: LocalAccount = Account.from_key(settings.relayer_key_bytes)
     gateway_account: LocalAccount = Account.from_key(settings.gateway_key_bytes)
@@ -343,13 +348,12 @@ def _check_chain_id(state: GatewayState) -> None:
         log.warning("chain node unreachable at start (%s): chain id not checked yet", exc.reason)
 
 
-def _fetch_route(app: FastAPI) -> BaseRoute | None:
-    """The ``GET /v1/records/{record_id}`` route (the fast path labels its metrics with it)."""
-    # included routers may be wrapped (FastAPI >= 0.16x): look in the API router itself too
-    for route in [*app.routes, *router.routes]:
-        if getattr(route, "path", None) == "/v1/records/{record_id}" and "GET" in (
-            getattr(route, "methods", None) or ()
-        ):
+def _fetch_route() -> BaseRoute | None:
+    """The route of ``gateway.api.records.fetch_record`` (the fast path stands in for it and
+    labels its metrics with it), found by its endpoint, not by its path: FastAPI wraps included
+    routers, and a path of its own would hide a route that moved."""
+    for route in records.router.routes:
+        if isinstance(route, APIRoute) and route.endpoint is records.fetch_record:
             return route
     return None
 
@@ -400,8 +404,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         FetchFastPath,
         auth=lambda: app.state.gateway.auth,
         records=lambda: app.state.gateway.records,
-        route=_fetch_route(app),
+        route=_fetch_route(),
         error_response=_gateway_error_response,
+        metrics=metrics,
     )
     # Before any body is read: per-address limits on nonces and logins, and the session of
     # an upload or relay checked (an unauthenticated 45 MB upload is never parsed).

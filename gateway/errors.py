@@ -88,7 +88,7 @@ def http_status_of(error: DomainError | type[DomainError]) -> int:
     return 500
 
 
-# -- service errors (gateway.app, gateway.service, gateway.relay) ---------------------------
+# -- service errors (gateway.app, gateway.services) ---------------------------------------------
 #
 #    GatewayError
 #    ├── Unauthenticated           [unauthenticated 401]       no/unknown/expired bearer token

@@ -24,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.api.deps import bearer_token
 from gateway.errors import RateLimited
-from gateway.fastpath import bearer_token
-from gateway.service import AuthService
+from gateway.services.auth import AuthService
 from ledger.protocol.errors import DomainError
 
 __all__ = ["AUTH_FIRST", "RATE_LIMITED", "RateLimiter", "RequestGuard"]

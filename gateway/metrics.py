@@ -60,6 +60,17 @@ class Metrics:
         self.ipfs_errors = Counter(
             "gateway_ipfs_unavailable", "Requests refused because IPFS was unreachable", registry=r
         )
+        self.fast_path_active = Gauge(
+            "gateway_fast_path_active",
+            "1 while the record-fetch fast path serves well-formed fetches (gateway.fastpath)",
+            registry=r,
+        )
+        self.fast_path_responses = Counter(
+            "gateway_fast_path_responses",
+            "Answers given by the record-fetch fast path, by status",
+            ["status"],
+            registry=r,
+        )
 
 
 class MetricsMiddleware:

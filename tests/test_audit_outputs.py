@@ -300,7 +300,7 @@ def test_cli_run_with_a_stale_unanchored_tail_exits_two(world, chain, tmp_path, 
 def test_html_timeline_ends_each_grant_where_the_consent_state_does(anvil, chain, request) -> None:
     """A grant's bar ends where the replayed consent state ends it: a replacing grant, a
     revoke, or for a guardian's grant the removal of its guardian."""
-    from ledger.audit.replay import RpcClient
+    from ledger.chain.rpc import RpcClient
     from ledger.protocol.consent_types import ALL_SCOPE_ID, ScopeKind
     from ledger.protocol.events import EventDecoder, registry_event_abi
     from tests.helpers.registry import deploy_env, register

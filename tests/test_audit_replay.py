@@ -5,20 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ledger.audit.replay import (
-    DigestMismatchKind,
-    RangeTooLarge,
-    RpcClient,
-    RpcError,
-    fetch_logs,
-    fold_digest,
-    is_range_too_large,
-    read_event_digest,
-    replay,
-)
+from ledger.audit.replay import DigestMismatchKind, fold_digest, read_event_digest, replay
 from ledger.audit.report import FindingKind
 from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
+from ledger.chain.logs import RangeTooLarge, fetch_logs, is_range_too_large
+from ledger.chain.rpc import RpcClient, RpcError
 from ledger.protocol.events import ConsentRevoked
 from tests.helpers.audit_world import (
     ForwardingTransport,

@@ -137,7 +137,7 @@ def test_the_replay_ends_a_guardians_grants_with_the_guardian(anvil, chain, requ
     replacement, a nonce burn and a break-glass close agrees with the contract at every block."""
     from eth_utils.crypto import keccak
 
-    from ledger.audit.replay import RpcClient
+    from ledger.chain.rpc import RpcClient
     from ledger.protocol.consent_types import ALL_SCOPE_ID
     from ledger.protocol.events import (
         BreakGlassClosed,

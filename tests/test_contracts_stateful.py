@@ -41,9 +41,10 @@ from hypothesis.stateful import (
 )
 from web3 import Web3
 
-from ledger.audit.replay import RpcClient, replay
+from ledger.audit.replay import replay
 from ledger.audit.state import ConsentTimeline
 from ledger.chain.registry import ConsentRegistry, Receipt
+from ledger.chain.rpc import RpcClient
 from ledger.protocol import eip712
 from ledger.protocol.consent_types import (
     ALL_SCOPE_ID,

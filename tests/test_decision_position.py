@@ -31,11 +31,12 @@ import pytest
 from eth_utils.address import to_checksum_address
 
 from ledger.audit.export import load_access_log
-from ledger.audit.replay import BlockClock, RpcClient, replay
+from ledger.audit.replay import BlockClock, replay
 from ledger.audit.report import FindingKind, Severity
 from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
 from ledger.chain.node import connect, dev_accounts
+from ledger.chain.rpc import RpcClient
 from ledger.devstack.services import AnvilNode, IpfsNode, free_port
 from ledger.protocol.access_leaf import Decision, canonical_leaf
 from ledger.protocol.consent_types import Basis, Purpose, ScopeKind, purposes_mask

@@ -203,10 +203,10 @@ def test_an_auditor_exports_the_whole_log_and_it_audits_clean(
     import httpx
 
     from ledger.audit.export import ACCESS_LOG_FORMAT, load_access_log
-    from ledger.audit.replay import RpcClient
     from ledger.audit.run import run_audit
     from ledger.chain.build import compile_contracts
     from ledger.chain.registry import REGISTRY_CONTRACT
+    from ledger.chain.rpc import RpcClient
     from ledger.protocol.events import EventDecoder, registry_event_abi
 
     record_id, _patient, doctor, stranger = _setup(gateway)

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from web3 import Web3
 
 from gateway.ipfs import IpfsClient
-from gateway.models import RECORD
+from gateway.storage.tables import RECORD
 from ledger.chain.node import connect, dev_accounts
 from ledger.devstack.services import AnvilNode, IpfsNode, free_port
 from ledger.protocol import eip712

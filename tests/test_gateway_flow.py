@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.chain.registry import CENTRE_ROLE
+from ledger.chain.rpc import HttpxRpc
 from ledger.protocol.consent_types import Purpose, ScopeKind, category_id
 from ledger.protocol.envelope import open_envelope, salted_digest
 from tests.helpers.gateway import (
@@ -213,6 +216,61 @@ def test_listing_records_and_consents(gateway: Stack) -> None:
     assert [(c["patient"], c["scope_kind"]) for c in received["received"]] == [
         (patient.address, "record")
     ]
+
+
+def test_the_consents_listing_reads_logs_in_ranges_the_node_accepts(gateway: Stack) -> None:
+    """Behind a node that refuses ``eth_getLogs`` over more than 50 blocks (as providers do),
+    the listing still answers: it reads from the pinned deploy block up to the block it names,
+    in chunks the node accepts."""
+    patient, doctor = new_account(), new_account()
+    record_id, _ = _record(gateway, patient.address)
+    headers = login(gateway, patient)
+    relay(
+        gateway,
+        headers,
+        signed_grant(
+            gateway, patient, doctor.address, scope_id=bytes.fromhex(record_id[2:]), purposes=(0,)
+        ),
+    )
+    chain = gateway.state.chain
+    real = chain.rpc_client.transport
+    upstream = httpx.Client()
+    asked: list[tuple[int, int]] = []
+
+    def narrow(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body.get("method") == "eth_getLogs":
+            query = body["params"][0]
+            lo, hi = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+            asked.append((lo, hi))
+            if hi - lo + 1 > 50:
+                refusal = {"code": -32005, "message": "query returned more than 10000 results"}
+                return httpx.Response(
+                    200, json={"jsonrpc": "2.0", "id": body["id"], "error": refusal}
+                )
+        answer = upstream.post(
+            gateway.settings.chain_url,
+            content=request.content,
+            headers={"content-type": "application/json"},
+        )
+        return httpx.Response(answer.status_code, content=answer.content)
+
+    chain.rpc_client.transport = HttpxRpc(
+        gateway.settings.chain_url, httpx.Client(transport=httpx.MockTransport(narrow))
+    )
+    try:
+        listed = gateway.client.get("/v1/consents", headers=headers)
+    finally:
+        chain.rpc_client.transport = real
+        upstream.close()
+    assert listed.status_code == 200, listed.text
+    assert [(c["grantee"], c["purposes"]) for c in listed.json()["granted"]] == [
+        (doctor.address, [0])
+    ]
+    # Two scans (granted, received), each covering every block once, in accepted chunks only.
+    start, end = gateway.state.consents.from_block, listed.json()["block_number"]
+    covered = sorted(b for lo, hi in asked if hi - lo + 1 <= 50 for b in range(lo, hi + 1))
+    assert covered == sorted([*range(start, end + 1)] * 2)
 
 
 def test_upload_retry_of_the_same_attestation_is_idempotent(gateway: Stack) -> None:

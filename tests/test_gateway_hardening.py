@@ -36,10 +36,10 @@ from sqlalchemy import select as sa_select
 from web3 import Web3
 
 from gateway.app import ChainIdRefused, create_app
-from gateway.db import init_db, make_engine
-from gateway.models import AUTH_NONCE, AUTH_SESSION, RECORD
-from gateway.service import PURGE_BATCH
+from gateway.services.auth import PURGE_BATCH
 from gateway.settings import Settings
+from gateway.storage.engine import init_db, make_engine
+from gateway.storage.tables import AUTH_NONCE, AUTH_SESSION, RECORD
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.rpc import HttpxRpc
 from ledger.devstack.services import AnvilNode, ServiceProcess, free_port
@@ -182,7 +182,7 @@ def test_a_node_that_turns_into_another_chain_makes_healthz_unhealthy(
     stack = sqlite_gateway
     assert stack.client.get("/healthz").status_code == 200
     chain = stack.state.chain
-    real = chain._rpc
+    real = chain.rpc_client.transport
     upstream = httpx.Client()
 
     def other_chain(request: httpx.Request) -> httpx.Response:
@@ -196,13 +196,13 @@ def test_a_node_that_turns_into_another_chain_makes_healthz_unhealthy(
         )
         return httpx.Response(answer.status_code, content=answer.content)
 
-    chain._rpc = HttpxRpc(
+    chain.rpc_client.transport = HttpxRpc(
         stack.settings.chain_url, httpx.Client(transport=httpx.MockTransport(other_chain))
     )
     try:
         health = stack.client.get("/healthz")
     finally:
-        chain._rpc = real
+        chain.rpc_client.transport = real
         upstream.close()
     assert health.status_code == 503, health.text
     assert "chain_id" in health.json()["details"], health.text

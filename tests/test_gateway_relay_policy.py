@@ -20,9 +20,9 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import func, select
 from web3 import Web3
 
-from gateway.models import RELAYED_TX
-from gateway.relay import parse_grant
+from gateway.services.relay import parse_grant
 from gateway.settings import Settings
+from gateway.storage.tables import RELAYED_TX
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import TxSender, connect, deploy, dev_accounts
 from ledger.devstack.services import AnvilNode, free_port

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select, update
 from web3 import Web3
 
 from gateway.ipfs import IpfsClient
-from gateway.models import RECORD
+from gateway.storage.tables import RECORD
 from ledger.chain.registry import ConsentRegistry
 from ledger.protocol import eip712
 from ledger.protocol.envelope import encrypt_record

@@ -40,12 +40,12 @@ from web3 import Web3
 
 from gateway.ipfs import IpfsClient
 from ledger.audit.export import load_access_log
-from ledger.audit.replay import RpcClient
 from ledger.audit.report import FindingKind
 from ledger.audit.run import run_audit
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.chain.rpc import RpcClient
 from ledger.devstack.services import AnvilNode, free_port
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import StatePaths

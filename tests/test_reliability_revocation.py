@@ -31,11 +31,11 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.audit.export import load_access_log
-from ledger.audit.replay import RpcClient
 from ledger.audit.report import FindingKind
 from ledger.audit.run import run_audit
 from ledger.chain.build import compile_contracts
 from ledger.chain.registry import REGISTRY_CONTRACT
+from ledger.chain.rpc import RpcClient
 from ledger.protocol.consent_types import ScopeKind, category_id
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.helpers.audit_world import audit_time_skew

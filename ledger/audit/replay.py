@@ -8,10 +8,8 @@ digest from the raw topics and data, and compares it with ``eventDigest()`` read
 block's hash (EIP-1898). Equal digests prove the replay saw exactly the registry's logs, in
 order; nothing here trusts the node beyond that.
 
-Fetching is adaptive: a range the provider refuses as too large or as having too many results
-(the messages of geth, Erigon, Besu, Nethermind, Alchemy, Infura, QuickNode, Ankr, Cloudflare
-and others, see :func:`is_range_too_large`) is halved (or cut to the range the provider
-suggests), and the chunk grows again after light answers. Logs with ``removed: true`` are
+Fetching is adaptive (:func:`ledger.chain.logs.fetch_logs`): a range the provider refuses as too
+large is halved, and the chunk grows again after light answers. Logs with ``removed: true`` are
 dropped and counted; logs of one block that disagree on the block hash mean the chain
 reorganised under the replay, which is then retried.
 
@@ -22,8 +20,8 @@ that block's receipts, proves them against the on-chain digest and names the mis
 altered or reordered logs. The verified logs of that block replace the node's answer and the
 search goes on, so a node that hid several events is caught for each.
 
-All I/O goes through :class:`RpcClient` (an ``httpx.Client`` handed in), so tests put a real node
-behind an ``httpx.MockTransport`` that lies.
+All I/O goes through :class:`ledger.chain.rpc.RpcClient` (an ``httpx.Client`` or another
+transport handed in), so tests put a real node behind an ``httpx.MockTransport`` that lies.
 """
 
 from __future__ import annotations
@@ -33,20 +31,19 @@ import contextlib
 import gc
 import importlib
 import itertools
-import json
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import httpx
 from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 
-from ledger.chain.node import ChainError, ChainUnavailable
+from ledger.chain.logs import FetchStats, ProgressFn, fetch_logs
+from ledger.chain.node import ChainError
+from ledger.chain.rpc import RpcClient, RpcError
 from ledger.protocol.events import EventDecoder, RawLog, RegistryEvent
 
 __all__ = [
@@ -55,17 +52,11 @@ __all__ = [
     "DigestMismatchKind",
     "DigestProblem",
     "DigestState",
-    "ProgressFn",
-    "RangeTooLarge",
     "ReorgDetected",
     "ReplayError",
     "ReplayResult",
-    "RpcClient",
-    "RpcError",
-    "fetch_logs",
     "fold_digest",
     "gc_paused",
-    "is_range_too_large",
     "read_event_digest",
     "replay",
 ]
@@ -81,239 +72,8 @@ class ReplayError(ChainError):
     """The replay could not be completed (the audit cannot verify)."""
 
 
-class RpcError(ChainError):
-    """A JSON-RPC error answer."""
-
-    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
-        super().__init__(f"{method}: RPC error {code}: {message}")
-        self.method = method
-        self.code = code
-        self.rpc_message = message
-        self.data = data
-
-
-class RangeTooLarge(ReplayError):
-    """Even a one-block ``eth_getLogs`` range is refused."""
-
-    def __init__(self, block: int, reason: str) -> None:
-        super().__init__(f"the node refuses eth_getLogs even for block {block} alone: {reason}")
-        self.block = block
-        self.reason = reason
-
-
 class ReorgDetected(ReplayError):
     """The chain reorganised below the target block while replaying (retries exhausted)."""
-
-
-# ------------------------------------------------------------------------------ JSON-RPC
-
-
-class RpcClient:
-    """A small JSON-RPC 2.0 client on an ``httpx.Client`` (single calls and batches)."""
-
-    def __init__(
-        self, url: str, *, client: httpx.Client | None = None, timeout_s: float = 60.0
-    ) -> None:
-        self.url = url
-        self._client = client if client is not None else httpx.Client(timeout=timeout_s)
-        self._ids = itertools.count(1)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def _post(self, body: Any) -> Any:
-        try:
-            response = self._client.post(
-                self.url,
-                content=json.dumps(body, separators=(",", ":")),
-                headers={"content-type": "application/json"},
-            )
-        except httpx.TransportError as exc:
-            raise ChainUnavailable(self.url, f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code == 413:
-            raise RpcError(_method_of(body), 413, "payload too large (HTTP 413)")
-        if response.status_code >= 400 and not response.content:
-            raise RpcError(_method_of(body), response.status_code, f"HTTP {response.status_code}")
-        try:
-            return json.loads(response.content)
-        except ValueError as exc:
-            raise RpcError(
-                _method_of(body),
-                response.status_code,
-                f"answer is not JSON (HTTP {response.status_code})",
-            ) from exc
-
-    def call(self, method: str, params: Sequence[Any]) -> Any:
-        answer = self._post(
-            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-        )
-        return _result(method, answer)
-
-    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Results in the order of ``calls``; any error answer raises."""
-        if not calls:
-            return []
-        first = next(self._ids)
-        body = [
-            {"jsonrpc": "2.0", "id": first + i, "method": m, "params": list(p)}
-            for i, (m, p) in enumerate(calls)
-        ]
-        for _ in range(len(calls) - 1):
-            next(self._ids)
-        answer = self._post(body)
-        if isinstance(answer, dict):  # some nodes answer a whole batch with one error
-            return [_result(calls[0][0], answer)]
-        by_id = {a.get("id"): a for a in answer}
-        return [_result(m, by_id.get(first + i, {})) for i, (m, _) in enumerate(calls)]
-
-    # -- typed helpers --------------------------------------------------------------------
-
-    def block_number(self) -> int:
-        return int(self.call("eth_blockNumber", []), 16)
-
-    def chain_id(self) -> int:
-        return int(self.call("eth_chainId", []), 16)
-
-    def block(self, number: int) -> Mapping[str, Any]:
-        header = self.call("eth_getBlockByNumber", [hex(number), False])
-        if header is None:
-            raise ReplayError(f"the node has no block {number}")
-        return dict(header)
-
-    def eth_call(self, to: str, data: str, block: int | str | Mapping[str, Any]) -> bytes:
-        tag: Any = hex(block) if isinstance(block, int) else block
-        result = self.call("eth_call", [{"to": to, "data": data}, tag])
-        return bytes.fromhex(result[2:])
-
-
-def _method_of(body: Any) -> str:
-    if isinstance(body, list):
-        return str(body[0].get("method", "batch")) if body else "batch"
-    return str(body.get("method", "?"))
-
-
-def _result(method: str, answer: Mapping[str, Any]) -> Any:
-    if "error" in answer and answer["error"] is not None:
-        error = answer["error"]
-        if isinstance(error, Mapping):
-            raise RpcError(
-                method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data")
-            )
-        raise RpcError(method, 0, str(error))
-    if "result" not in answer:
-        raise RpcError(method, 0, "answer has neither result nor error")
-    return answer["result"]
-
-
-# ------------------------------------------------------------------------------ eth_getLogs
-
-_TOO_LARGE = re.compile(
-    r"block range|range (?:is )?too (?:large|wide|big|long)|exceeds? (?:the )?max(?:imum)?"
-    r"|exceed(?:ed|s)? .*range|too many (?:results|logs|blocks|records)"
-    r"|more than \d+ (?:results|logs)"
-    r"|query returned more than|response size|log response size exceeded|limit exceeded"
-    r"|range limit|max(?:imum)? range|is limited to|query timeout|timed? ?out|payload too large"
-    r"|result set too large|response is too big|block count|requested range|max results",
-    re.IGNORECASE,
-)
-_SUGGESTED = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
-
-
-def is_range_too_large(error: RpcError) -> bool:
-    """Whether an ``eth_getLogs`` error means "ask for a smaller range".
-
-    Recognises JSON-RPC code -32005 (limit exceeded, EIP-1474), HTTP 413, and the wording of
-    common nodes and providers: geth "query returned more than 10000 results", Erigon / Ankr
-    "block range is too wide", Besu "Requested range exceeds maximum range limit", Alchemy
-    "Log response size exceeded", QuickNode "eth_getLogs is limited to a 10000 range",
-    Cloudflare "Max range: 800", Nethermind "too many blocks", "query timeout exceeded".
-    """
-    if error.code in (-32005, 413):
-        return True
-    return bool(_TOO_LARGE.search(error.rpc_message)) or bool(
-        isinstance(error.data, str) and _TOO_LARGE.search(error.data)
-    )
-
-
-def _suggested_end(error: RpcError, start: int) -> int | None:
-    """The end of the range a provider suggests (Alchemy, Infura) if it starts at ``start``."""
-    for text in (error.rpc_message, error.data if isinstance(error.data, str) else ""):
-        match = _SUGGESTED.search(text)
-        if match:
-            lo, hi = int(match.group(1), 16), int(match.group(2), 16)
-            if lo == start and hi >= start:
-                return hi
-    return None
-
-
-ProgressFn = Callable[[int, int, int], None]
-"""``progress(blocks_done, blocks_total, logs_so_far)``."""
-
-
-@dataclass
-class _FetchStats:
-    requests: int = 0
-    halvings: int = 0
-    removed: int = 0
-
-
-def fetch_logs(
-    rpc: RpcClient,
-    *,
-    address: str,
-    from_block: int,
-    to_block: int,
-    chunk_blocks: int = 10_000,
-    max_chunk_blocks: int = 1_000_000,
-    light_answer: int = 2_000,
-    progress: ProgressFn | None = None,
-    stats: _FetchStats | None = None,
-) -> list[RawLog]:
-    """Every log of ``address`` in ``[from_block, to_block]`` (``removed`` ones dropped), in the
-    node's order; ranges halve on refusal and double again after answers under ``light_answer``
-    logs."""
-    stats = stats if stats is not None else _FetchStats()
-    logs: list[RawLog] = []
-    total = to_block - from_block + 1
-    chunk = max(1, chunk_blocks)
-    start = from_block
-    from_rpc = RawLog.from_rpc
-    while start <= to_block:
-        end = min(to_block, start + chunk - 1)
-        stats.requests += 1
-        try:
-            answer = rpc.call(
-                "eth_getLogs", [{"address": address, "fromBlock": hex(start), "toBlock": hex(end)}]
-            )
-        except RpcError as exc:
-            if not is_range_too_large(exc):
-                raise
-            if end == start:
-                raise RangeTooLarge(start, exc.rpc_message) from exc
-            stats.halvings += 1
-            suggested = _suggested_end(exc, start)
-            if suggested is not None and suggested < end:
-                chunk = suggested - start + 1
-            else:
-                chunk = max(1, (end - start + 1) // 2)
-            continue
-        if not isinstance(answer, list):
-            raise ReplayError(f"eth_getLogs answered {type(answer).__name__}, not a list")
-        try:
-            for entry in answer:
-                log = from_rpc(entry)
-                if log.removed:
-                    stats.removed += 1
-                    continue
-                logs.append(log)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ReplayError(f"eth_getLogs answered a malformed log: {exc!r}") from exc
-        start = end + 1
-        if len(answer) < light_answer:
-            chunk = min(max_chunk_blocks, chunk * 2)
-        if progress is not None:
-            progress(start - from_block, total, len(logs))
-    return logs
 
 
 # ------------------------------------------------------------------------------ digest
@@ -756,7 +516,7 @@ def _replay(
     for attempt in range(retries + 1):
         header = rpc.block(target)
         target_hash = str(header["hash"])
-        stats = _FetchStats()
+        stats = FetchStats()
         logs = fetch_logs(
             rpc,
             address=checksum,
@@ -889,6 +649,3 @@ class BlockClock:
 
     def timestamp(self, block: int) -> int:
         return self.timestamps([block])[block]
-
-    def seed(self, times: Mapping[int, int]) -> None:
-        self._times.update(times)

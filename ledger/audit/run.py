@@ -35,9 +35,7 @@ from ledger.audit.replay import (
     BlockClock,
     DigestMismatchKind,
     DigestProblem,
-    ProgressFn,
     ReplayResult,
-    RpcClient,
     gc_paused,
     replay,
 )
@@ -49,7 +47,9 @@ from ledger.audit.verify_log import (
     GATEWAY_ROLE,
     verify_access_log,
 )
+from ledger.chain.logs import ProgressFn
 from ledger.chain.node import ChainError
+from ledger.chain.rpc import RpcClient
 from ledger.protocol.events import EventDecoder, MalformedLog, RoleGranted, RoleRevoked
 
 __all__ = ["gateway_coverage", "run_audit"]

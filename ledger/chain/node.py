@@ -37,6 +37,7 @@ __all__ = [
     "deploy",
     "dev_account",
     "dev_accounts",
+    "eip1559_fees",
     "ensure_not_dev_key",
     "wait_for_receipt",
 ]
@@ -54,12 +55,13 @@ class ChainError(Exception):
 
 
 class ChainUnavailable(ChainError):
-    """The node did not answer."""
+    """The node did not answer (``sent`` is False when the request certainly never left)."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, *, sent: bool = True) -> None:
         super().__init__(f"chain node at {url} is unreachable: {reason}")
         self.url = url
         self.reason = reason
+        self.sent = sent
 
 
 class DevKeyOnPublicChain(ChainError):
@@ -81,6 +83,20 @@ class TransactionFailed(ChainError):
         super().__init__(f"transaction {tx_hash} failed: {reason}")
         self.tx_hash = tx_hash
         self.reason = reason
+
+
+#: The base fee assumed when the latest block names none (a chain without EIP-1559).
+DEFAULT_BASE_FEE = 1_000_000_000
+#: The priority fee offered everywhere but on the local chain (anvil mines without one).
+DEFAULT_TIP = 1_000_000_000
+
+
+def eip1559_fees(chain_id: int, base_fee: int | None) -> dict[str, int]:
+    """The one fee policy of every transaction the project sends: a tip (none on the local
+    chain, ``ANVIL_CHAIN_ID``) and a fee cap of twice the latest base fee plus the tip."""
+    base = DEFAULT_BASE_FEE if base_fee is None else base_fee
+    tip = 0 if chain_id == ANVIL_CHAIN_ID else DEFAULT_TIP
+    return {"maxPriorityFeePerGas": tip, "maxFeePerGas": base * 2 + tip}
 
 
 def connect(url: str, *, timeout_s: float = 10.0) -> Web3:
@@ -217,10 +233,7 @@ class TxSender:
             estimate = self.w3.eth.estimate_gas(params)  # type: ignore[arg-type]
             params["gas"] = int(estimate * self._gas_multiplier) + 10_000
         if "maxFeePerGas" not in params and "gasPrice" not in params:
-            base = self._base_fee()
-            tip = 1_000_000_000 if self.chain_id != 31337 else 0
-            params["maxPriorityFeePerGas"] = tip
-            params["maxFeePerGas"] = base * 2 + tip
+            params.update(eip1559_fees(self.chain_id, self._base_fee()))
         with self._slots:
             params["nonce"] = self._next_nonce()
             signed = self.account.sign_transaction(params)
@@ -241,9 +254,9 @@ class TxSender:
             raise TransactionFailed(sent.tx_hash, "reverted")
         return sent
 
-    def _base_fee(self) -> int:
-        block = self.w3.eth.get_block("latest")
-        return int(block.get("baseFeePerGas", 1_000_000_000))
+    def _base_fee(self) -> int | None:
+        fee = self.w3.eth.get_block("latest").get("baseFeePerGas")
+        return None if fee is None else int(fee)
 
 
 def deploy(

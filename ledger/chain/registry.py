@@ -7,8 +7,10 @@ that sends them: the transaction is built and signed locally, sent raw, and its 
 in a view, raises the ``ledger.protocol.contract_errors`` class of its custom error, with the
 decoded arguments (``ExpiryInPast(expires_at=..., now_timestamp=...)``).
 
-Each account's nonce is tracked locally by one ``TxSender`` per account and client; after
-rewinding the chain under a live client (``evm_revert``) call ``reset_nonces()``.
+Each account's nonce is tracked locally by one ``TxSender`` per account and client
+(``sender(account)``; ``install_sender`` puts in one configured otherwise); after rewinding the
+chain under a live client (``evm_revert``) call ``reset_nonces()``. Logs are read in bounded
+chunks (``ledger.chain.logs.fetch_logs``) over the client's own connection.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from web3.exceptions import ContractLogicError
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from ledger.chain.build import Artifact, compile_contracts
-from ledger.chain.node import ChainError, Sent, TransactionFailed, TxSender, deploy
+from ledger.chain.logs import fetch_logs
+from ledger.chain.node import Sent, TransactionFailed, TxSender, deploy
+from ledger.chain.rpc import ProviderRpc, RpcClient
 from ledger.protocol.consent_types import (
     DEFAULT_CATEGORIES,
     Basis,
@@ -42,7 +46,6 @@ from ledger.protocol.events import (
     BreakGlassClosed,
     BreakGlassOpened,
     EventDecoder,
-    RawLog,
     registry_event_abi,
 )
 
@@ -122,7 +125,8 @@ class AccessBasis:
 
 @dataclass(frozen=True)
 class AccessDecision(AccessBasis):
-    """``accessDecision``: the access basis with the ledger position it was computed on.
+    """``accessDecision``: the access basis with the ledger position it was computed on (the
+    one decision type: the typed client returns it, and so does the gateway's raw hot path).
 
     ``event_count`` is the event digest's count in the state the node evaluated (it names that
     state exactly, even when the node evaluated a later state than the block it was asked
@@ -193,6 +197,7 @@ class ConsentRegistry:
         address: str,
         *,
         abi: Sequence[Mapping[str, Any]] | None = None,
+        rpc: RpcClient | None = None,
     ) -> None:
         if abi is None:
             abi = compile_contracts()[REGISTRY_CONTRACT].abi
@@ -210,6 +215,9 @@ class ConsentRegistry:
         self.domain = Domain(chain_id=w3.eth.chain_id, verifying_contract=self.address)
         self._senders: dict[str, TxSender] = {}
         self._senders_lock = threading.Lock()
+        # Raw JSON-RPC (chunked eth_getLogs) over the same provider as web3 unless handed one.
+        url = str(getattr(w3.provider, "endpoint_uri", None) or type(w3.provider).__name__)
+        self.rpc = rpc if rpc is not None else RpcClient(url, transport=ProviderRpc(w3.provider))
 
     @classmethod
     def deploy(
@@ -350,18 +358,19 @@ class ConsentRegistry:
         opened = decoder.topic0_of("BreakGlassOpened")
         closed = decoder.topic0_of("BreakGlassClosed")
         topic = "0x" + bytes(12).hex() + _addr(patient)[2:].lower()
-        params = {
-            "address": self.address,
-            "fromBlock": hex(from_block),
-            "toBlock": hex(to_block) if isinstance(to_block, int) else to_block,
-            "topics": [["0x" + opened.hex(), "0x" + closed.hex()], topic],
-        }
-        answer = self.w3.provider.make_request("eth_getLogs", [params])  # type: ignore[arg-type]
-        if answer.get("error"):
-            raise ChainError(f"eth_getLogs failed: {answer['error']}")
-        logs = sorted(
-            (RawLog.from_rpc(entry) for entry in answer["result"]), key=lambda log: log.position
+        end = (
+            to_block
+            if isinstance(to_block, int)
+            else int(self.w3.eth.get_block(to_block)["number"])
         )
+        found = fetch_logs(
+            self.rpc,
+            address=self.address,
+            from_block=from_block,
+            to_block=end,
+            topics=[["0x" + opened.hex(), "0x" + closed.hex()], topic],
+        )
+        logs = sorted(found, key=lambda log: log.position)
         times: dict[int, int] = {}
 
         def time_of(block: int) -> int:
@@ -584,7 +593,7 @@ class ConsentRegistry:
         data = self.contract.encode_abi(name, args=list(args))
         tx = cast(TxParams, {"to": self.address, "data": data})
         try:
-            return self._sender(account).send(tx)
+            return self.sender(account).send(tx)
         except ContractLogicError as exc:
             raise self._decode(exc) from exc
         except TransactionFailed as exc:
@@ -592,12 +601,19 @@ class ConsentRegistry:
             # replay the call on the block it was mined in to recover the custom error.
             raise self._replay_failure(account, tx, exc) from exc
 
-    def _sender(self, account: LocalAccount) -> TxSender:
+    def sender(self, account: LocalAccount) -> TxSender:
+        """The nonce-keeping sender of ``account`` (made on first use, 64 in flight)."""
         with self._senders_lock:
             sender = self._senders.get(account.address)
             if sender is None:
                 sender = self._senders[account.address] = TxSender(self.w3, account)
             return sender
+
+    def install_sender(self, sender: TxSender) -> None:
+        """Send ``sender.account``'s transactions through ``sender`` (e.g. with another bound
+        on transactions in flight) instead of the default one."""
+        with self._senders_lock:
+            self._senders[sender.address] = sender
 
     def _decode(self, exc: ContractLogicError) -> ContractError:
         data = exc.data if isinstance(exc.data, str) else None

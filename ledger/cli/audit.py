@@ -26,14 +26,16 @@ from rich.table import Table
 
 from ledger.audit.export import AccessLogError, AccessLogExport, load_access_log
 from ledger.audit.html_report import render_html, render_terminal, report_to_json
-from ledger.audit.replay import BlockClock, ProgressFn, ReplayError, RpcClient, replay
+from ledger.audit.replay import BlockClock, ReplayError, replay
 from ledger.audit.report import AuditReport
 from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
 from ledger.audit.verify_log import DEFAULT_ANCHOR_INTERVAL_S, DEFAULT_MAX_TIME_SKEW_S
 from ledger.chain.abi import interface_abi
 from ledger.chain.deployment import load_deployment
+from ledger.chain.logs import ProgressFn
 from ledger.chain.node import ChainError
+from ledger.chain.rpc import RpcClient
 from ledger.cli.app import RoleApp, context_of
 from ledger.paths import state_paths
 from ledger.protocol.consent_types import NO_EXPIRY, ScopeKind, category_name, purposes_of

@@ -360,8 +360,9 @@ class Steps:
         import httpx
 
         from ledger.audit.export import AccessLogExport, build_access_log_export
-        from ledger.audit.replay import BlockClock, RpcClient
+        from ledger.audit.replay import BlockClock
         from ledger.audit.run import run_audit
+        from ledger.chain.rpc import RpcClient
         from ledger.protocol.consent_types import Basis
         from ledger.protocol.events import EventDecoder, registry_event_abi
 

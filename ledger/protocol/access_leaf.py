@@ -1,8 +1,8 @@
 """The access-log leaf: what a gateway writes for every fetch decision and an auditor reads back.
 
-Pure, no I/O: the gateway builds its leaves with :func:`canonical_leaf` (``gateway.accesslog``)
-and the audit parses them with :func:`parse_leaf` (``ledger.audit.export``), so both sides use
-one definition of the format.
+Pure, no I/O: the gateway builds its leaves with :func:`canonical_leaf`
+(``gateway.storage.access_log``) and the audit parses them with :func:`parse_leaf`
+(``ledger.audit.export``), so both sides use one definition of the format.
 
 Leaf format (version 1): the canonical JSON of the decision, UTF-8, keys sorted, no spaces,
 ASCII only::

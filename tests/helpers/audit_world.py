@@ -4,8 +4,8 @@
 registers two records, and plays a consent history with the chain's clock moved between steps
 (grants of every scope, an expiry, a guardian, break-glass opened and closed, a revoke, two
 grants mined in one block). At each step the "gateway" reads records and logs the decisions the
-chain gave at that block with ``gateway.accesslog.canonical_leaf``, anchoring two checkpoints
-on-chain; two entries stay after the last checkpoint. The export of that log is honest.
+chain gave at that block with ``ledger.protocol.access_leaf.canonical_leaf``, anchoring two
+checkpoints on-chain; two entries stay after the last checkpoint. The export of that log is honest.
 
 The ``world`` fixture (``tests.plugins.audit``) builds it once per session on the session
 anvil, outside any test's snapshot, so it outlives them; tests that add transactions run inside
@@ -28,11 +28,11 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ledger.audit.export import AccessLogExport, ExportedCheckpoint, build_access_log_export
-from ledger.audit.replay import RpcClient
 from ledger.audit.verify_log import DEFAULT_MAX_TIME_SKEW_S
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import dev_accounts
 from ledger.chain.registry import CENTRE_ROLE, EMERGENCY_ROLE, GATEWAY_ROLE, ConsentRegistry
+from ledger.chain.rpc import RpcClient
 from ledger.protocol import eip712
 from ledger.protocol.access_leaf import Decision, canonical_leaf
 from ledger.protocol.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_id

@@ -35,7 +35,7 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from web3 import Web3
 
-from gateway.api import GatewayState
+from gateway.api.deps import GatewayState
 from gateway.app import create_app
 from gateway.settings import Settings
 from ledger.chain.build import compile_contracts

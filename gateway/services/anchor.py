@@ -19,11 +19,11 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 
-from gateway.accesslog import AccessLog
 from gateway.errors import ContractRejected
 from gateway.metrics import Metrics
-from gateway.models import Checkpoint
-from gateway.service import ChainAccess
+from gateway.services.chain import ChainAccess
+from gateway.storage.access_log import AccessLog
+from gateway.storage.tables import Checkpoint
 from ledger.protocol.errors import DomainError
 
 __all__ = ["Anchorer"]

@@ -45,7 +45,6 @@ from eth_utils.crypto import keccak
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from web3 import Web3
 
-from gateway.db import is_postgres
 from gateway.errors import (
     ChainUnavailable,
     ContractRejected,
@@ -58,26 +57,21 @@ from gateway.errors import (
     UpstreamFailed,
 )
 from gateway.metrics import Metrics
-from gateway.models import RELAYED_TX
-from gateway.service import ChainAccess
-from ledger.chain.node import ANVIL_CHAIN_ID
-from ledger.protocol.consent_types import Purpose, ScopeKind, purposes_of
+from gateway.services.chain import ChainAccess
+from gateway.storage.engine import is_postgres
+from gateway.storage.tables import RELAYED_TX
+from ledger.chain.node import eip1559_fees
+from ledger.protocol.consent_types import ScopeKind
 from ledger.protocol.eip712 import GrantRequest, RevokeRequest
 from ledger.protocol.eip712 import digest as typed_digest
 from ledger.protocol.errors import DomainError
-from ledger.protocol.events import ConsentGranted as ConsentGrantedEvent
-from ledger.protocol.events import ConsentRevoked as ConsentRevokedEvent
-from ledger.protocol.events import EventDecoder, RawLog, registry_event_abi
 from ledger.protocol.wire import (
-    ConsentPublic,
-    ConsentsPublic,
     RelayPending,
     RelayPolicyPublic,
     RelayResult,
 )
 
 __all__ = [
-    "ConsentDirectory",
     "ConsentRelay",
     "RelayLedger",
     "RelayPolicy",
@@ -100,11 +94,6 @@ _GRANT_FIELDS = (
     "deadline",
 )
 _REVOKE_FIELDS = ("patient", "grantee", "scopeKind", "scopeId", "signer", "nonce", "deadline")
-_SCOPE_NAMES: dict[ScopeKind, Literal["record", "category", "all"]] = {
-    ScopeKind.RECORD: "record",
-    ScopeKind.CATEGORY: "category",
-    ScopeKind.ALL: "all",
-}
 _SNAKE = {
     "scope_kind": "scopeKind",
     "scope_id": "scopeId",
@@ -483,8 +472,6 @@ class ConsentRelay:
             self.ledger.forget(row)  # nothing signed yet
             raise
         fee = block.get("baseFeePerGas") if isinstance(block, Mapping) else None
-        base = int(str(fee), 16) if fee is not None else 1_000_000_000
-        tip = 0 if chain.chain_id == ANVIL_CHAIN_ID else 1_000_000_000
         tx: dict[str, Any] = {
             "type": 2,
             "chainId": chain.chain_id,
@@ -492,8 +479,7 @@ class ConsentRelay:
             "data": data,
             "value": 0,
             "gas": self.policy.gas_cap,
-            "maxPriorityFeePerGas": tip,
-            "maxFeePerGas": base * 2 + tip,
+            **eip1559_fees(chain.chain_id, int(str(fee), 16) if fee is not None else None),
             "nonce": sender.next_nonce(),
         }
         try:
@@ -576,78 +562,3 @@ class ConsentRelay:
             tx_hash=submitted.tx_hash,
             status_url=f"/v1/consents/relays/{submitted.tx_hash}",
         )
-
-
-class ConsentDirectory:
-    """Consents as they stand on-chain, for one account: those it granted as patient and
-    those granted to it. Candidates come from the registry's ``ConsentGranted`` /
-    ``ConsentRevoked`` logs (indexed by patient and grantee); the terms are then read with
-    ``consentOf`` at one block, which the answer names."""
-
-    def __init__(
-        self, chain: ChainAccess, *, abi: Sequence[Mapping[str, Any]], from_block: int
-    ) -> None:
-        self.chain = chain
-        self.from_block = from_block
-        self._decoder = EventDecoder(registry_event_abi(abi))
-        self._granted = self._decoder.topic0_of("ConsentGranted")
-        self._revoked = self._decoder.topic0_of("ConsentRevoked")
-
-    def _keys(self, topics: list[Any], block: int) -> list[tuple[str, str, ScopeKind, bytes]]:
-        params = {
-            "address": self.chain.address,
-            "fromBlock": hex(self.from_block),
-            "toBlock": hex(block),
-            "topics": topics,
-        }
-        with self.chain.guard():
-            answer = self.chain.w3.provider.make_request("eth_getLogs", [params])  # type: ignore[arg-type]
-        if "error" in answer:
-            raise UpstreamFailed("eth_getLogs failed", detail=str(answer["error"]))
-        keys: dict[tuple[str, str, ScopeKind, bytes], None] = {}
-        for raw in answer["result"]:
-            event = self._decoder.decode(RawLog.from_rpc(raw))
-            if isinstance(event, (ConsentGrantedEvent, ConsentRevokedEvent)):
-                keys[(event.patient, event.grantee, event.scope_kind, event.scope_id)] = None
-        return list(keys)
-
-    def list_for(self, address: str) -> ConsentsPublic:
-        who = "0x" + "00" * 12 + address.lower()[2:]
-        block = self.chain.block_number()
-        both = [self._granted, self._revoked]
-        granted = self._terms(self._keys([both, who], block), block)
-        received = self._terms(self._keys([both, None, who], block), block)
-        return ConsentsPublic(block_number=block, granted=granted, received=received)
-
-    def _terms(
-        self, keys: list[tuple[str, str, ScopeKind, bytes]], block: int
-    ) -> list[ConsentPublic]:
-        out: list[ConsentPublic] = []
-        if not keys:
-            return out
-        with self.chain.guard():
-            timestamp = int(self.chain.w3.eth.get_block(block)["timestamp"])
-        for patient, grantee, kind, scope_id in keys:
-            with self.chain.guard():
-                terms = self.chain.registry.consent_of(
-                    patient, grantee, kind, scope_id, block_identifier=block
-                )
-            if not terms.exists:
-                continue
-            ids = sorted(int(p) for p in purposes_of(terms.purposes))
-            out.append(
-                ConsentPublic(
-                    patient=patient,
-                    grantee=grantee,
-                    scope_kind=_SCOPE_NAMES[kind],
-                    scope_id="0x" + scope_id.hex(),
-                    purposes=ids,
-                    purpose_names=[
-                        Purpose(i).name.lower() if i in Purpose._value2member_map_ else str(i)
-                        for i in ids
-                    ],
-                    expires_at=terms.expires_at,
-                    active=terms.in_force_at(timestamp),
-                )
-            )
-        return out

@@ -4,8 +4,10 @@ The upload path sends one ``registerRecord`` per record, so it skips web3's cont
 the calldata is ABI-encoded with a precomputed selector, the gas limit is a fixed bound (no
 ``eth_estimateGas``), the fee comes from a base fee cached for a second, and the transaction is
 signed locally with the registrar account's :class:`ledger.chain.node.TxSender` nonce (its own
-account: relayed consents and anchoring send from others) and sent raw over the gateway's
-keep-alive JSON-RPC transport, with short receipt polling.
+account: relayed consents and anchoring send from others) and sent raw on a connection of its
+own (:class:`ledger.chain.rpc.FreshConnectionRpc`); reads and receipt polling (short) go over
+the gateway's keep-alive JSON-RPC transport. Fees follow the one policy,
+:func:`ledger.chain.node.eip1559_fees`.
 
 Crash safety hinges on one rule: **the transaction hash is stored with the pending row before
 the transaction is sent** (``on_signed``). A pending row without a hash was never sent; a row
@@ -16,14 +18,11 @@ dropped: it can no longer be mined, the row may be rolled back).
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
@@ -35,7 +34,9 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamFailed,
 )
-from ledger.chain.node import TxSender
+from ledger.chain import node
+from ledger.chain.node import TxSender, eip1559_fees
+from ledger.chain.rpc import FreshConnectionRpc, MalformedAnswer, RpcClient, RpcError
 from ledger.protocol.eip712 import RecordAttestation
 
 __all__ = ["Registered", "Registrar", "TxLookup", "registration_gas_limit"]
@@ -93,9 +94,6 @@ class _NotSent(Exception):
         self.nonce_error = nonce_error
 
 
-_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-
-
 class Registrar:
     """Signs, stores-then-sends and confirms ``registerRecord`` transactions of the registrar."""
 
@@ -112,8 +110,13 @@ class Registrar:
     ) -> None:
         self._chain = chain
         self._sender = sender
-        self._url = urlsplit(str(chain.url))
-        self._send_timeout_s = send_timeout_s
+        # A connection of its own per send, so that a failure to connect proves nothing was
+        # sent (a kept-alive connection's silent retry could not tell).
+        self._raw_sender = RpcClient(
+            str(chain.url),
+            transport=FreshConnectionRpc(str(chain.url), timeout_s=send_timeout_s),
+            http_errors_as_answers=False,
+        )
         self._selector = keccak(text=_SIGNATURE)[:4]
         self._has_role_selector = keccak(text="hasRole(bytes32,address)")[:4]
         self._record_of_selector = keccak(text="recordOf(bytes32)")[:4]
@@ -122,7 +125,7 @@ class Registrar:
         self._timeout_s = timeout_s
         self._poll_s = poll_s
         self._fee_ttl_s = fee_ttl_s
-        self._fee: tuple[float, int] | None = None
+        self._fee: tuple[float, int | None] | None = None
         self._fee_lock = threading.Lock()
 
     # -- reads --------------------------------------------------------------------------------
@@ -164,7 +167,7 @@ class Registrar:
         )
         return self._selector + args
 
-    def _base_fee(self) -> int:
+    def _base_fee(self) -> int | None:
         now = time.monotonic()
         cached = self._fee
         if cached is not None and now - cached[0] < self._fee_ttl_s:
@@ -175,7 +178,7 @@ class Registrar:
                 return cached[1]
             block = self._chain.rpc("eth_getBlockByNumber", ["latest", False])
             fee = block.get("baseFeePerGas") if isinstance(block, Mapping) else None
-            base = int(str(fee), 16) if fee is not None else 1_000_000_000
+            base = int(str(fee), 16) if fee is not None else None
             self._fee = (now, base)
             return base
 
@@ -203,8 +206,7 @@ class Registrar:
         chain = self._chain
         data = "0x" + self.calldata(attestation, signature, cid).hex()
         sender = self._sender()
-        base = self._base_fee()
-        tip = 1_000_000_000 if chain.chain_id != 31337 else 0
+        fees = eip1559_fees(chain.chain_id, self._base_fee())
         previous: str | None = None
         for attempt in (0, 1):
             with sender.slot():
@@ -215,8 +217,7 @@ class Registrar:
                     "data": data,
                     "value": 0,
                     "gas": registration_gas_limit(cid),
-                    "maxPriorityFeePerGas": tip,
-                    "maxFeePerGas": base * 2 + tip,
+                    **fees,
                     "nonce": sender.next_nonce(),
                 }
                 signed = chain.registrar.sign_transaction(tx)
@@ -255,48 +256,27 @@ class Registrar:
         return Registered(tx_hash, block)
 
     def _send_raw(self, raw_tx: str) -> None:
-        """``eth_sendRawTransaction`` on a connection of its own, so that a failure to connect
-        proves nothing was sent (a kept-alive connection's silent retry could not tell).
-        Raises ``_NotSent`` when the transaction certainly is not in the node's pool."""
-        url = self._url
-        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        conn = cls(url.hostname or "127.0.0.1", url.port, timeout=self._send_timeout_s)
+        """``eth_sendRawTransaction`` on a connection of its own (see ``__init__``). Raises
+        ``_NotSent`` when the transaction certainly is not in the node's pool."""
+        url = self._chain.url
         try:
-            try:
-                conn.connect()
-            except OSError as exc:
-                raise _NotSent(
-                    ChainUnavailable(url=self._chain.url, reason=type(exc).__name__)
-                ) from None
-            body = json.dumps(
-                {"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw_tx]}
-            )
-            try:
-                conn.request("POST", url.path or "/", body.encode(), _JSON_HEADERS)
-                response = conn.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                raise ChainUnavailable(url=self._chain.url, reason=type(exc).__name__) from None
-        finally:
-            conn.close()
-        try:
-            answer = json.loads(data)
-        except ValueError:
-            answer = None
-        if response.status != 200 or not isinstance(answer, Mapping):
+            self._raw_sender.call("eth_sendRawTransaction", [raw_tx])
+        except node.ChainUnavailable as exc:
+            if not exc.sent:  # the connection could not be opened
+                raise _NotSent(ChainUnavailable(url=url, reason=exc.reason)) from None
             # Proxies answer 5xx for a node they could not reach, but it may also have been
             # received: uncertain, keep the hash.
-            raise ChainUnavailable(url=self._chain.url, reason=f"HTTP {response.status}")
-        error = answer.get("error")
-        if error is None:
-            return
-        text = str(error).lower()
-        if "already known" in text or "known transaction" in text:
-            return  # it is in the pool (a resend of the same bytes)
-        raise _NotSent(
-            UpstreamFailed("eth_sendRawTransaction failed", detail=str(error)[:300]),
-            nonce_error="nonce" in text,
-        )
+            raise ChainUnavailable(url=url, reason=exc.reason) from None
+        except MalformedAnswer:  # an answer that says nothing: uncertain, keep the hash
+            raise ChainUnavailable(url=url, reason="HTTP 200") from None
+        except RpcError as exc:
+            text = str(exc.raw).lower()
+            if "already known" in text or "known transaction" in text:
+                return  # it is in the pool (a resend of the same bytes)
+            raise _NotSent(
+                UpstreamFailed("eth_sendRawTransaction failed", detail=str(exc.raw)[:300]),
+                nonce_error="nonce" in text,
+            ) from None
 
     def _wait(self, tx_hash: str) -> Mapping[str, Any]:
         deadline = time.monotonic() + self._timeout_s

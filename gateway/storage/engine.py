@@ -9,6 +9,7 @@ answers ``/healthz``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import SQLModel
 
-from gateway import models
+from gateway.errors import DatabaseUnavailable
+from gateway.storage import tables as models
 
-__all__ = ["init_db", "is_postgres", "is_sqlite", "make_engine", "ping"]
+__all__ = ["db_guard", "init_db", "is_postgres", "is_sqlite", "make_engine", "ping"]
+
+
+@contextlib.contextmanager
+def db_guard() -> Iterator[None]:
+    """Map a database that cannot be reached (``OperationalError``) to ``DatabaseUnavailable``."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise DatabaseUnavailable(reason=type(exc.orig).__name__ if exc.orig else "error") from exc
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, Integer, bindparam, insert, select, update
 
-from gateway.db import is_postgres
-from gateway.models import ACCESS_LOG, CHECKPOINT, LOG_SEQUENCER, Checkpoint
+from gateway.storage.engine import is_postgres
+from gateway.storage.tables import ACCESS_LOG, CHECKPOINT, LOG_SEQUENCER, Checkpoint
 from ledger.protocol.access_leaf import Decision, canonical_leaf
 from ledger.protocol.merkle import EMPTY_ROOT, MerkleTree, leaf_hash
 
