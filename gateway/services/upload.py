@@ -191,7 +191,8 @@ class RecordUploads(RecordRecovery):
         self.metrics.uploads.labels("created").inc()
         log.info("record registered id=%s cid=%s tx=%s", rid_hex, cid, registered.tx_hash)
         row = self._row(rid_hex)
-        assert row is not None
+        if row is None:  # made live above; only a database restored meanwhile loses it
+            raise Conflict("the uploaded record's row is gone; retry", record_id=rid_hex)
         return _public(row), True
 
     def _existing(self, row: Record) -> RecordPublic:
