@@ -24,7 +24,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartParser
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -101,7 +100,8 @@ def _allowed_methods(request: Request) -> list[str]:
 
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, DomainError)
+        if not isinstance(exc, DomainError):  # registered for DomainError only
+            return await on_unexpected(request, exc)
         if http_status_of(exc) >= 500:
             log.warning(
                 "%s %s -> %d %s", request.method, request.url.path, http_status_of(exc), exc.code
@@ -111,7 +111,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _gateway_error_response(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+        if not isinstance(exc, RequestValidationError):
+            return await on_unexpected(request, exc)
         errors = [
             {
                 "loc": [str(p) for p in e.get("loc", ())],
@@ -126,7 +127,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
+        if not isinstance(exc, StarletteHTTPException):
+            return await on_unexpected(request, exc)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first matching route's methods
@@ -370,11 +372,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.ipfs_http.close()
         state.engine.dispose()
         raise
-    # Uploaded files stay in memory up to the upload limit: a spooled temp file on disk would
-    # be plaintext at rest.
-    MultiPartParser.spool_max_size = max(
-        MultiPartParser.spool_max_size, settings.max_upload_bytes + _MULTIPART_OVERHEAD
-    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -398,6 +395,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gateway = state
     app.state.settings = settings
+    # Uploaded files stay in memory up to this app's upload limit (InMemoryUploadRoute): a
+    # spooled temp file on disk would be plaintext at rest.
+    app.state.upload_spool_bytes = settings.max_upload_bytes + _MULTIPART_OVERHEAD
     _install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(

@@ -286,7 +286,11 @@ class Settings(BaseSettings):
     def _load_kek(self) -> bytes:
         if self.kek is not None:
             return parse_secret_hex(self.kek.get_secret_value(), what="CONSENT_KEK")
-        assert self.kek_file is not None
+        if self.kek_file is None:
+            raise PlaceholderSecret(
+                "no key-encryption key: set CONSENT_KEK_FILE (or CONSENT_KEK); the gateway "
+                "refuses to start without one"
+            )
         if not self.kek_file.is_file():
             raise PlaceholderSecret(
                 f"the key-encryption key file {self.kek_file} does not exist; the gateway refuses "
@@ -355,7 +359,10 @@ class Settings(BaseSettings):
                     "block": 0,
                 }
             else:
-                assert self.deployment_file is not None
+                if self.deployment_file is None:
+                    raise FileNotFoundError(
+                        "no deployment: set CONSENT_DEPLOYMENT_FILE or CONSENT_REGISTRY_ADDRESS"
+                    )
                 if not self.deployment_file.is_file():
                     raise FileNotFoundError(
                         f"deployment file {self.deployment_file} does not exist; run `consent up` "

@@ -33,6 +33,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, insert, inspect, text
 from sqlalchemy import select as sa_select
+from starlette import formparsers
+from starlette.formparsers import MultiPartParser
 from web3 import Web3
 
 from gateway.app import ChainIdRefused, create_app
@@ -377,6 +379,36 @@ def test_a_kek_open_to_group_or_others_refuses_to_start(tmp_path: Path, mode: in
 
 
 # ------------------------------------------------------------------ body limits, rate limits
+
+
+def test_an_upload_over_starlettes_spool_size_stays_in_memory(
+    gateway: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file over Starlette's default spool (1 MiB) is parsed in memory, never rolled over to
+    a temporary file on disk (plaintext at rest), and the limit is the app's: the process-wide
+    MultiPartParser.spool_max_size is left as Starlette ships it."""
+    assert MultiPartParser.spool_max_size == 1024 * 1024
+    spools: list[int] = []
+    rolled: list[int] = []
+
+    class Watched(formparsers.SpooledTemporaryFile):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, max_size: int = 0, **kwargs: Any) -> None:
+            spools.append(max_size)
+            super().__init__(*args, max_size=max_size, **kwargs)
+
+        def rollover(self) -> None:
+            rolled.append(self.tell())
+            super().rollover()
+
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", Watched)
+    patient = new_account()
+    data = os.urandom(3 * 1024 * 1024)
+    r = upload(gateway, login(gateway, gateway.centre), patient=patient.address, data=data)
+    assert r.status_code == 201, r.text
+    assert spools, "the upload was not parsed through a spooled file"
+    assert all(size > len(data) for size in spools), spools
+    assert rolled == []
+    assert MultiPartParser.spool_max_size == 1024 * 1024
 
 
 def test_a_json_body_over_the_limit_is_413(gateway: Stack) -> None:

@@ -152,7 +152,7 @@ _EXPORT_EXAMPLE = {
     responses={
         200: {
             "description": "The export document that `consent audit run --access-log` reads "
-            "(format documented in ledger.audit.core).",
+            "(format documented in ledger.audit.export).",
             "content": {"application/json": {"example": _EXPORT_EXAMPLE}},
         },
         **pick(401, 503),

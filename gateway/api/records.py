@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from contextlib import aclosing
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi.routing import APIRoute
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.api.deps import PrincipalDep, StateDep
 from gateway.api.responses import pick
@@ -18,9 +22,36 @@ from ledger.protocol.wire import (
     RecordsPublic,
 )
 
-__all__ = ["router"]
+__all__ = ["InMemoryUploadRoute", "router"]
 
-router = APIRouter()
+
+class InMemoryUploadRoute(APIRoute):
+    """A route whose multipart body keeps its files in memory up to this app's limit
+    (``app.state.upload_spool_bytes``, set by ``create_app``): a file spooled to a temporary
+    file on disk would be plaintext at rest. The limit belongs to the app, not to the process:
+    the parser is this request's, with its own ``spool_max_size``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "")
+            if content_type.lower().startswith("multipart/form-data"):
+                try:
+                    async with aclosing(request.stream()) as stream:
+                        parser = MultiPartParser(request.headers, stream)
+                        parser.spool_max_size = int(request.app.state.upload_spool_bytes)
+                        form = await parser.parse()
+                except MultiPartException as exc:  # as Starlette answers it
+                    raise HTTPException(status_code=400, detail=exc.message) from exc
+                # The route's own form() call then returns this form (Starlette caches it).
+                request._form = form
+            return await handler(request)
+
+        return handle
+
+
+router = APIRouter(route_class=InMemoryUploadRoute)
 
 
 @router.post(

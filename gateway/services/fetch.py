@@ -41,7 +41,7 @@ from gateway.errors import (
 )
 from gateway.ipfs import IpfsError, IpfsUnavailable, verify_cid
 from gateway.services.auth import Principal
-from gateway.services.rows import RecordStore, _record_id
+from gateway.services.rows import RecordStore, parse_record_id
 from gateway.storage.engine import db_guard
 from gateway.storage.tables import Record
 from ledger.chain.registry import AccessDecision
@@ -109,7 +109,7 @@ class RecordFetches(RecordStore):
 
     def _checked_fetch(self, principal: Principal, record_id: str, purpose: int) -> _Checked:
         """The chain's decision at the latest block, logged; the verified blob if allowed."""
-        rid = _record_id(record_id)
+        rid = parse_record_id(record_id)
         rid_hex = "0x" + rid.hex()
         row = self._row(rid_hex)
         if row is None:

@@ -33,22 +33,31 @@ from gateway.storage.tables import RECORD, Record
 from ledger.protocol.consent_types import category_id, category_name
 from ledger.protocol.wire import RecordPublic
 
-__all__ = ["RecordStore"]
+__all__ = [
+    "BYTES32_RE",
+    "RecordStore",
+    "parse_address",
+    "parse_category",
+    "parse_record_id",
+    "parse_signature",
+    "record_public",
+]
 
 
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+#: A bytes32 as 0x + 64 hex digits (record ids, categories, salts).
+BYTES32_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
-def _address(value: str, *, what: str) -> ChecksumAddress:
+def parse_address(value: str, *, what: str) -> ChecksumAddress:
     if not isinstance(value, str) or not _ADDRESS_RE.match(value.strip()):
         raise InvalidRequest(f"{what} is not a 0x-prefixed 20-byte address", field=what)
     return to_checksum_address(value.strip())
 
 
-def _category(value: str) -> bytes:
+def parse_category(value: str) -> bytes:
     text = value.strip()
-    if _BYTES32_RE.match(text):
+    if BYTES32_RE.match(text):
         return bytes.fromhex(text[2:])
     try:
         return category_id(text)
@@ -56,13 +65,13 @@ def _category(value: str) -> bytes:
         raise InvalidRequest(str(exc), field="category") from None
 
 
-def _record_id(value: str) -> bytes:
-    if not _BYTES32_RE.match(value):
+def parse_record_id(value: str) -> bytes:
+    if not BYTES32_RE.match(value):
         raise InvalidRequest("record id is not 0x + 64 hex digits", record_id=value)
     return bytes.fromhex(value[2:])
 
 
-def _signature(value: str) -> bytes:
+def parse_signature(value: str) -> bytes:
     text = value.strip()
     text = text[2:] if text[:2] in ("0x", "0X") else text
     try:
@@ -74,7 +83,7 @@ def _signature(value: str) -> bytes:
     return raw
 
 
-def _public(row: Record) -> RecordPublic:
+def record_public(row: Record) -> RecordPublic:
     category = bytes.fromhex(row.category[2:])
     try:
         name = category_name(category)
@@ -226,4 +235,4 @@ class RecordStore:
                 .mappings()
                 .all()
             )
-        return [_public(Record.model_validate(dict(r))) for r in rows]
+        return [record_public(Record.model_validate(dict(r))) for r in rows]

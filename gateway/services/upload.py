@@ -30,7 +30,13 @@ from gateway.errors import (
 from gateway.ipfs import compute_cid
 from gateway.services.auth import Principal
 from gateway.services.recovery import RecordRecovery
-from gateway.services.rows import _BYTES32_RE, _address, _category, _public, _signature
+from gateway.services.rows import (
+    BYTES32_RE,
+    parse_address,
+    parse_category,
+    parse_signature,
+    record_public,
+)
 from gateway.storage.engine import db_guard
 from gateway.storage.tables import RECORD, Record
 from ledger.chain.registry import CENTRE_ROLE
@@ -73,10 +79,10 @@ class RecordUploads(RecordRecovery):
         """
         if len(data) > self.max_upload_bytes:
             raise PayloadTooLarge(limit=self.max_upload_bytes)
-        patient_addr = _address(patient, what="patient")
+        patient_addr = parse_address(patient, what="patient")
         if not 0 <= issued_at < 2**64:
             raise InvalidRequest("issued_at must be a uint64 (UNIX seconds)", field="issued_at")
-        sig = _signature(signature)
+        sig = parse_signature(signature)
         if int.from_bytes(sig[32:64], "big") > _SECP256K1_N // 2:
             # eth-account recovers a high-s signature, the registry's ECDSA reverts on it: the
             # relayer would pay for the revert. Refused before anything is sent.
@@ -87,7 +93,7 @@ class RecordUploads(RecordRecovery):
                 reason="high-s signature (s > secp256k1n/2), which the registry refuses; "
                 "sign again with a signer that normalises s (EIP-2)",
             )
-        if not _BYTES32_RE.fullmatch(salt):
+        if not BYTES32_RE.fullmatch(salt):
             raise InvalidRequest("salt must be 32 bytes, 0x hex", field="salt")
         salt_bytes = bytes.fromhex(salt[2:])
         digest = env.salted_digest(salt_bytes, data)
@@ -99,7 +105,7 @@ class RecordUploads(RecordRecovery):
             )
         attestation = RecordAttestation(
             patient=patient_addr,
-            category=_category(category),
+            category=parse_category(category),
             content_digest=digest,
             issued_at=issued_at,
         )
@@ -191,11 +197,12 @@ class RecordUploads(RecordRecovery):
         self.metrics.uploads.labels("created").inc()
         log.info("record registered id=%s cid=%s tx=%s", rid_hex, cid, registered.tx_hash)
         row = self._row(rid_hex)
-        assert row is not None
-        return _public(row), True
+        if row is None:  # made live above; only a database restored meanwhile loses it
+            raise Conflict("the uploaded record's row is gone; retry", record_id=rid_hex)
+        return record_public(row), True
 
     def _existing(self, row: Record) -> RecordPublic:
-        return _public(row)
+        return record_public(row)
 
     def _reserve(self, rid_hex: str, values: dict[str, Any]) -> Record | None:
         """Insert the pending row; a live row of the same record if one exists (a retry)."""

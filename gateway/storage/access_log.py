@@ -111,10 +111,12 @@ class AccessLog:
                 self._write(batch)
         if item.error is not None:
             raise item.error
-        assert item.index is not None
+        index = item.index
+        if index is None:  # _write gives every entry of its batch an index or an error
+            raise RuntimeError("access-log append neither written nor failed")
         if self._on_append is not None:
-            self._on_append(item.index + 1)
-        return Appended(index=item.index, leaf=leaf, leaf_hash=item.digest)
+            self._on_append(index + 1)
+        return Appended(index=index, leaf=leaf, leaf_hash=item.digest)
 
     def _write(self, batch: list[_Pending]) -> None:
         """One transaction for ``batch``: reserve a dense index range, insert, commit."""

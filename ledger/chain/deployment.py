@@ -16,7 +16,7 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from ledger.chain.build import Artifact
-from ledger.chain.node import ChainError, TxSender, deploy
+from ledger.chain.node import ChainError, TransactionFailed, TxSender, deploy
 from ledger.protocol.consent_types import DEFAULT_CATEGORIES, category_id
 
 __all__ = ["Deployment", "DeploymentMismatch", "ensure_deployed", "load_deployment"]
@@ -83,7 +83,8 @@ def ensure_deployed(
         w3, abi=artifact.abi, bytecode=artifact.bytecode, args=[admin, categories], sender=sender
     )
     address = sent.receipt["contractAddress"]
-    assert address is not None
+    if address is None:
+        raise TransactionFailed(sent.tx_hash, "no contract address in the receipt")
     created = Deployment(
         chain_id=chain_id,
         address=Web3.to_checksum_address(address),

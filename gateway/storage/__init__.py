@@ -1,0 +1,1 @@
+"""The gateway's storage: the tables, the database engine, the access log."""
