@@ -22,7 +22,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from ledger.audit.run import run_audit
 from ledger.audit.state import ConsentTimeline
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.rpc import RpcClient
-from ledger.devstack.services import AnvilNode, IpfsNode, free_port
+from ledger.devstack.services import AnvilNode, IpfsNode
 from ledger.protocol.access_leaf import Decision, canonical_leaf
 from ledger.protocol.consent_types import Basis, Purpose, ScopeKind, purposes_mask
 from ledger.protocol.events import EventDecoder, registry_event_abi
@@ -336,16 +335,6 @@ def test_the_gateway_logs_and_returns_the_position_it_was_answered_on(gateway: S
 # ------------------------------------------------------------------------------ the race
 
 
-@pytest.fixture
-def race_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
-    node = AnvilNode(port=free_port(), log_path=tmp_path / "anvil.log")
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
-
-
 def _decoder(stack: Stack) -> EventDecoder:
     return EventDecoder(registry_event_abi(stack.registry.contract.abi))
 
@@ -384,19 +373,19 @@ def _raced_leaves(stack: Stack, url: str, deploy_block: int) -> list[dict[str, A
 @pytest.mark.slow
 def test_concurrent_grants_and_revokes_while_fetching_audit_clean(
     tmp_path: Path,
-    race_anvil: AnvilNode,
+    throwaway_anvil: AnvilNode,
     ipfs_node: IpfsNode,
     service_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Fetch through the gateway while the patient toggles the very consent being checked, until
     the node has answered some fetches on the next block's state (the race), then audit."""
-    w3 = connect(race_anvil.url)
+    w3 = connect(throwaway_anvil.url)
     registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
     stack = build_stack(
         home=tmp_path / "gw",
         w3=w3,
-        chain_url=race_anvil.url,
+        chain_url=throwaway_anvil.url,
         ipfs_url=ipfs_node.url,
         registry=registry,
         deployment=deployment,
@@ -449,7 +438,7 @@ def test_concurrent_grants_and_revokes_while_fetching_audit_clean(
                 stop.set()
                 for t in fetchers:
                     t.join()
-            raced = _raced_leaves(stack, race_anvil.url, deployment.block)
+            raced = _raced_leaves(stack, throwaway_anvil.url, deployment.block)
             if any(leaf["misjudged_by_block"] for leaf in raced):
                 break
         assert set(statuses) <= {200, 403}, statuses
@@ -465,7 +454,7 @@ def test_concurrent_grants_and_revokes_while_fetching_audit_clean(
         monkeypatch.setattr(stack.state, "auditors", frozenset({auditor.address}))
         with httpx.Client(headers=login(stack, auditor), timeout=60) as http:
             export = load_access_log(f"{stack.client.base_url}/v1/access-log/export", client=http)
-        rpc = RpcClient(race_anvil.url, client=httpx.Client(timeout=60))
+        rpc = RpcClient(throwaway_anvil.url, client=httpx.Client(timeout=60))
         try:
             report = run_audit(
                 rpc,

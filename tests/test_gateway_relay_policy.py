@@ -25,7 +25,7 @@ from gateway.settings import Settings
 from gateway.storage.tables import RELAYED_TX
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import TxSender, connect, deploy, dev_accounts
-from ledger.devstack.services import AnvilNode, free_port
+from ledger.devstack.services import AnvilNode
 from ledger.protocol import eip712
 from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
 from tests.helpers.gateway import (
@@ -356,29 +356,18 @@ def test_relays_across_patients_hit_the_global_rate(own_stack: Any) -> None:
 # ------------------------------------------------- a signer that flips after the estimate
 
 
-@pytest.fixture
-def manual_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
-    """A chain of this test's own, so switching automine off stops nobody else."""
-    node = AnvilNode(port=free_port(), log_path=tmp_path / "anvil.log")
-    try:
-        node.start()
-        yield node
-    finally:
-        node.stop()
-
-
 def test_a_signer_that_flips_after_the_estimate_costs_at_most_the_cap(
-    tmp_path: Path, manual_anvil: AnvilNode, ipfs_node: Any, service_dir: Path
+    tmp_path: Path, throwaway_anvil: AnvilNode, ipfs_node: Any, service_dir: Path
 ) -> None:
     """Automine off: the relay is estimated while the wallet accepts and sent; the wallet then
     refuses (its owner's setAccepting, ordered first by its tip) and the block is mined. The
     relayed transaction reverts, the route has answered 202, the outcome endpoint names the
     registry's error, and the relayer paid gas_used x price with gas_used <= the cap."""
-    w3 = connect(manual_anvil.url)
+    w3 = connect(throwaway_anvil.url)
     stack = own_registry_stack(
         home=_home(tmp_path, "gw", service_dir),
         w3=w3,
-        chain_url=manual_anvil.url,
+        chain_url=throwaway_anvil.url,
         ipfs_url=ipfs_node.url,
         service_dir=service_dir,
         anchor_enabled=False,
