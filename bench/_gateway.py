@@ -28,10 +28,10 @@ from bench._common import Stack
 from ledger.chain.build import compile_contracts
 from ledger.chain.keys import DEV_NAMES
 from ledger.chain.node import connect, dev_accounts
-from ledger.chain.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.chain.registry import REGISTRY_CONTRACT, ConsentRegistry
 from ledger.client import Gateway, Session
 from ledger.paths import state_paths
-from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
+from ledger.protocol.consent_types import CENTRE_ROLE, ScopeKind, category_id, purposes_mask
 from ledger.protocol.eip712 import Domain, GrantRequest, RevokeRequest
 
 DEV = dict(zip(DEV_NAMES, dev_accounts(), strict=True))

@@ -37,16 +37,18 @@ from eth_typing import ChecksumAddress, HexStr
 from web3 import Web3
 
 from ledger.chain.node import connect, dev_accounts
-from ledger.chain.registry import (
+from ledger.chain.registry import ConsentRegistry, Receipt
+from ledger.devstack.services import AnvilNode, free_port
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import (
+    ALL_SCOPE_ID,
     CENTRE_ROLE,
     EMERGENCY_ROLE,
     GATEWAY_ROLE,
-    ConsentRegistry,
-    Receipt,
+    Purpose,
+    ScopeKind,
+    category_id,
 )
-from ledger.devstack.services import AnvilNode, free_port
-from ledger.protocol import eip712
-from ledger.protocol.consent_types import ALL_SCOPE_ID, Purpose, ScopeKind, category_id
 
 NEW_SLOT = 22_100
 CHANGED_SLOT = 5_000

@@ -37,7 +37,8 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ValidationError
 
-from ledger.chain.registry import GATEWAY_ROLE, ConsentRegistry
+from ledger.chain.registry import ConsentRegistry
+from ledger.protocol.consent_types import GATEWAY_ROLE
 from ledger.protocol.content_digest import new_salt, salted_digest
 from ledger.protocol.eip712 import Domain, GrantRequest, RecordAttestation, RevokeRequest, sign
 from ledger.protocol.envelope import Envelope, EnvelopeError, open_envelope

@@ -18,9 +18,8 @@ from ledger.audit.replay import BlockClock
 from ledger.audit.report import FindingKind, Severity
 from ledger.audit.run import run_audit
 from ledger.audit.verify_log import DEFAULT_ANCHOR_INTERVAL_S, DEFAULT_MAX_TIME_SKEW_S
-from ledger.chain.registry import GATEWAY_ROLE
 from ledger.protocol.access_leaf import Decision, canonical_json, canonical_leaf
-from ledger.protocol.consent_types import Purpose
+from ledger.protocol.consent_types import GATEWAY_ROLE, Purpose
 from ledger.protocol.merkle import leaf_hash, root_hash
 from tests.helpers.audit_world import Gateway, World, increase_time, self_named_export
 

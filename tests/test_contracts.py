@@ -18,19 +18,16 @@ from web3 import Web3
 
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import TxSender, deploy
-from ledger.chain.registry import (
-    CENTRE_ROLE,
-    DEFAULT_ADMIN_ROLE,
-    EMERGENCY_ROLE,
-    GATEWAY_ROLE,
-    ConsentRegistry,
-    ConsentTerms,
-)
+from ledger.chain.registry import ConsentRegistry, ConsentTerms
 from ledger.protocol import eip712
 from ledger.protocol.consent_types import (
     ALL_SCOPE_ID,
     BREAK_GLASS_COOLDOWN_S,
+    CENTRE_ROLE,
+    DEFAULT_ADMIN_ROLE,
     DEFAULT_CATEGORIES,
+    EMERGENCY_ROLE,
+    GATEWAY_ROLE,
     MAX_BREAK_GLASS_S,
     NO_EXPIRY,
     Basis,

@@ -11,9 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ledger.chain.registry import CENTRE_ROLE
 from ledger.chain.rpc import HttpxRpc
-from ledger.protocol.consent_types import Purpose, ScopeKind, category_id
+from ledger.protocol.consent_types import CENTRE_ROLE, Purpose, ScopeKind, category_id
 from ledger.protocol.envelope import open_envelope, salted_digest
 from tests.helpers.gateway import (
     Stack,

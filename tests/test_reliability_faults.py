@@ -44,12 +44,13 @@ from ledger.audit.report import FindingKind
 from ledger.audit.run import run_audit
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import connect, dev_accounts
-from ledger.chain.registry import CENTRE_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.chain.registry import REGISTRY_CONTRACT, ConsentRegistry
 from ledger.chain.rpc import RpcClient
 from ledger.devstack.services import AnvilNode, free_port
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import StatePaths
 from ledger.protocol import eip712
+from ledger.protocol.consent_types import CENTRE_ROLE
 from ledger.protocol.envelope import open_envelope
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.helpers.audit_world import audit_time_skew

@@ -39,8 +39,8 @@ from gateway.services.rows import (
 )
 from gateway.storage.engine import db_guard
 from gateway.storage.tables import RECORD, Record
-from ledger.chain.registry import CENTRE_ROLE
 from ledger.protocol import envelope as env
+from ledger.protocol.consent_types import CENTRE_ROLE
 from ledger.protocol.eip712 import RecordAttestation
 from ledger.protocol.eip712 import record_id as attestation_record_id
 from ledger.protocol.eip712 import recover_signer as recover_typed_signer

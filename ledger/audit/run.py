@@ -44,12 +44,12 @@ from ledger.audit.state import ConsentTimeline
 from ledger.audit.verify_log import (
     DEFAULT_ANCHOR_INTERVAL_S,
     DEFAULT_MAX_TIME_SKEW_S,
-    GATEWAY_ROLE,
     verify_access_log,
 )
 from ledger.chain.logs import ProgressFn
 from ledger.chain.node import ChainError
 from ledger.chain.rpc import RpcClient
+from ledger.protocol.consent_types import GATEWAY_ROLE
 from ledger.protocol.events import EventDecoder, MalformedLog, RoleGranted, RoleRevoked
 
 __all__ = ["gateway_coverage", "run_audit"]

@@ -39,19 +39,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils.crypto import keccak
-
 from ledger.audit.decisions import judge_entries
 from ledger.audit.export import AccessLogExport, LogEntry
 from ledger.audit.report import Finding, FindingKind, LogVerification
 from ledger.audit.state import ConsentTimeline
+from ledger.protocol.consent_types import GATEWAY_ROLE
 from ledger.protocol.events import CheckpointAnchored
 from ledger.protocol.merkle import EMPTY_ROOT, MerkleTree, verify_consistency, verify_inclusion
 
 __all__ = [
     "DEFAULT_ANCHOR_INTERVAL_S",
     "DEFAULT_MAX_TIME_SKEW_S",
-    "GATEWAY_ROLE",
     "AnchorProof",
     "checkpoint_claim_findings",
     "document_findings",
@@ -61,7 +59,6 @@ __all__ = [
 ]
 
 _MAX_SWAP_TRIALS = 256
-GATEWAY_ROLE = keccak(text="GATEWAY_ROLE")
 # The gateway anchors within ``checkpoint_interval_s`` (default 30 s) of a new entry; an entry
 # left unanchored longer than this, in chain time, could have been withheld or rewritten.
 DEFAULT_ANCHOR_INTERVAL_S = 30.0

@@ -50,10 +50,6 @@ from ledger.protocol.events import (
 )
 
 __all__ = [
-    "CENTRE_ROLE",
-    "DEFAULT_ADMIN_ROLE",
-    "EMERGENCY_ROLE",
-    "GATEWAY_ROLE",
     "REGISTRY_CONTRACT",
     "AccessBasis",
     "AccessDecision",
@@ -68,11 +64,6 @@ __all__ = [
 ]
 
 REGISTRY_CONTRACT = "ConsentRegistry"
-
-DEFAULT_ADMIN_ROLE = bytes(32)
-CENTRE_ROLE = keccak(text="CENTRE_ROLE")
-GATEWAY_ROLE = keccak(text="GATEWAY_ROLE")
-EMERGENCY_ROLE = keccak(text="EMERGENCY_ROLE")
 
 
 @dataclass(frozen=True)

@@ -107,9 +107,10 @@ def _run(
     from ledger.chain.abi import interface_abi, registry_abi
     from ledger.chain.deployment import load_deployment
     from ledger.chain.node import connect
-    from ledger.chain.registry import CENTRE_ROLE, ConsentRegistry
+    from ledger.chain.registry import ConsentRegistry
     from ledger.client import Gateway
     from ledger.paths import state_paths
+    from ledger.protocol.consent_types import CENTRE_ROLE
 
     accounts = dict(zip(DEV_NAMES, dev_accounts(), strict=True))
     story = Story(console, config.pause)

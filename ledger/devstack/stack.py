@@ -27,9 +27,10 @@ from web3.types import Wei
 from ledger.chain.build import Artifact, compile_contracts
 from ledger.chain.deployment import REGISTRY_CONTRACT, Deployment, ensure_deployed
 from ledger.chain.node import TxSender, connect, dev_account, dev_accounts
-from ledger.chain.registry import GATEWAY_ROLE, ConsentRegistry
+from ledger.chain.registry import ConsentRegistry
 from ledger.devstack.services import AnvilNode, IpfsNode, ServiceError, ServiceProcess, port_in_use
 from ledger.paths import StatePaths
+from ledger.protocol.consent_types import GATEWAY_ROLE
 
 __all__ = ["StackConfig", "StackInfo", "ensure_kek", "run_stack", "start_stack"]
 

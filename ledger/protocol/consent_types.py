@@ -11,11 +11,17 @@ from collections.abc import Iterable
 from enum import IntEnum
 from typing import NewType
 
+from eth_utils.crypto import keccak
+
 __all__ = [
     "ALL_SCOPE_ID",
     "BREAK_GLASS_COOLDOWN_S",
     "BREAK_GLASS_PURPOSES",
+    "CENTRE_ROLE",
+    "DEFAULT_ADMIN_ROLE",
     "DEFAULT_CATEGORIES",
+    "EMERGENCY_ROLE",
+    "GATEWAY_ROLE",
     "MAX_BREAK_GLASS_S",
     "NO_EXPIRY",
     "Basis",
@@ -95,6 +101,13 @@ def purposes_mask(purposes: Iterable[int]) -> int:
             raise ValueError(f"purpose id {purpose} is out of range 0..31")
         mask |= 1 << int(purpose)
     return mask
+
+
+# The registry's roles (``IConsentRegistry`` declares them): OpenZeppelin AccessControl ids.
+DEFAULT_ADMIN_ROLE = bytes(32)
+CENTRE_ROLE = keccak(text="CENTRE_ROLE")
+GATEWAY_ROLE = keccak(text="GATEWAY_ROLE")
+EMERGENCY_ROLE = keccak(text="EMERGENCY_ROLE")
 
 
 def purposes_of(mask: int) -> frozenset[int]:

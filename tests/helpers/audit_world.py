@@ -31,11 +31,19 @@ from ledger.audit.export import AccessLogExport, ExportedCheckpoint, build_acces
 from ledger.audit.verify_log import DEFAULT_MAX_TIME_SKEW_S
 from ledger.chain.build import compile_contracts
 from ledger.chain.node import dev_accounts
-from ledger.chain.registry import CENTRE_ROLE, EMERGENCY_ROLE, GATEWAY_ROLE, ConsentRegistry
+from ledger.chain.registry import ConsentRegistry
 from ledger.chain.rpc import RpcClient
 from ledger.protocol import eip712
 from ledger.protocol.access_leaf import Decision, canonical_leaf
-from ledger.protocol.consent_types import NO_EXPIRY, Purpose, ScopeKind, category_id
+from ledger.protocol.consent_types import (
+    CENTRE_ROLE,
+    EMERGENCY_ROLE,
+    GATEWAY_ROLE,
+    NO_EXPIRY,
+    Purpose,
+    ScopeKind,
+    category_id,
+)
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from ledger.protocol.merkle import leaf_hash, root_hash
 from tests.helpers.build import session_build_cache

@@ -41,10 +41,16 @@ from gateway.settings import Settings
 from ledger.chain.build import compile_contracts
 from ledger.chain.deployment import Deployment
 from ledger.chain.node import dev_accounts
-from ledger.chain.registry import CENTRE_ROLE, GATEWAY_ROLE, REGISTRY_CONTRACT, ConsentRegistry
+from ledger.chain.registry import REGISTRY_CONTRACT, ConsentRegistry
 from ledger.devstack.services import free_port
 from ledger.protocol import eip712
-from ledger.protocol.consent_types import ScopeKind, category_id, purposes_mask
+from ledger.protocol.consent_types import (
+    CENTRE_ROLE,
+    GATEWAY_ROLE,
+    ScopeKind,
+    category_id,
+    purposes_mask,
+)
 from ledger.protocol.envelope import salted_digest
 from ledger.protocol.siwe import SiweMessage
 from tests.helpers.build import session_build_cache, share_build_cache

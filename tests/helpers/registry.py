@@ -20,15 +20,15 @@ from web3 import Web3
 from web3.logs import DISCARD
 
 from ledger.chain.build import compile_contracts
-from ledger.chain.registry import (
+from ledger.chain.registry import ConsentRegistry, Receipt
+from ledger.protocol import eip712
+from ledger.protocol.consent_types import (
     CENTRE_ROLE,
     EMERGENCY_ROLE,
     GATEWAY_ROLE,
-    ConsentRegistry,
-    Receipt,
+    RecordId,
+    category_id,
 )
-from ledger.protocol import eip712
-from ledger.protocol.consent_types import RecordId, category_id
 from tests.helpers.build import session_build_cache
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
