@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -360,8 +361,13 @@ def _fetch_route() -> BaseRoute | None:
     return None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The gateway app. Refuses to start on a missing or placeholder KEK (``Settings``)."""
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> FastAPI:
+    """The gateway app. Refuses to start on a missing or placeholder KEK (``Settings``).
+
+    ``clock`` is the monotonic clock of the per-address sign-in limiter (injectable for tests).
+    """
     settings = settings if settings is not None else get_settings()
     metrics = Metrics()
     state = _build_state(settings, metrics)
@@ -414,7 +420,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestGuard,
         auth=lambda: app.state.gateway.auth,
         limiter=RateLimiter(
-            per_minute=settings.auth_rate_per_minute, burst=settings.auth_rate_burst
+            per_minute=settings.auth_rate_per_minute, burst=settings.auth_rate_burst, clock=clock
         ),
         error_response=_gateway_error_response,
     )

@@ -439,12 +439,33 @@ def test_a_json_body_over_the_limit_is_413(gateway: Stack) -> None:
     assert ok.status_code == 201, ok.text
 
 
+class ManualClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def limiter_clock() -> ManualClock:
+    return ManualClock()
+
+
 @pytest.fixture
 def limited_gateway(
-    tmp_path: Path, anvil: Any, w3: Web3, ipfs_node: Any, gateway_registry: Any
+    tmp_path: Path,
+    anvil: Any,
+    w3: Web3,
+    ipfs_node: Any,
+    gateway_registry: Any,
+    limiter_clock: ManualClock,
 ) -> Iterator[Stack]:
     registry, deployment = gateway_registry
     stack = build_stack(
+        limiter_clock=limiter_clock,
         home=tmp_path / "gw",
         w3=w3,
         chain_url=anvil.url,
@@ -462,7 +483,9 @@ def limited_gateway(
         close_stack(stack)
 
 
-def test_a_nonce_flood_from_one_address_meets_429(limited_gateway: Stack) -> None:
+def test_a_nonce_flood_from_one_address_meets_429(
+    limited_gateway: Stack, limiter_clock: ManualClock
+) -> None:
     stack = limited_gateway
     for _ in range(5):
         assert stack.client.post("/v1/auth/nonce").status_code == 200
@@ -482,7 +505,9 @@ def test_a_nonce_flood_from_one_address_meets_429(limited_gateway: Stack) -> Non
         assert conn.execute(sa_select(func.count()).select_from(AUTH_NONCE)).scalar_one() == 5
     # Fetches and every other route are not limited.
     assert stack.client.get("/healthz").status_code == 200
-    time.sleep(10.5)  # one token back at 6 per minute
+    limiter_clock.now += 9.5  # not yet a token back at 6 per minute
+    assert stack.client.post("/v1/auth/nonce").status_code == 429
+    limiter_clock.now += 0.6  # one token back (10.1 s at 6 per minute)
     assert stack.client.post("/v1/auth/nonce").status_code == 200
     assert stack.client.post("/v1/auth/nonce").status_code == 429
 

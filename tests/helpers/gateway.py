@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,12 +165,13 @@ def build_stack(
     registrar: LocalAccount | None = None,
     database_url: str | None = None,
     backend: str = "sqlite",
+    limiter_clock: Callable[[], float] = time.monotonic,
     **overrides: Any,
 ) -> Stack:
     """A gateway app relaying from ``relayer``; the gateway and registrar accounts are fresh
     funded ones holding GATEWAY_ROLE unless given."""
     home.mkdir(parents=True, exist_ok=True)
-    share_build_cache(home)  # the app compiles into <home>/build: reuse the session's
+    share_build_cache(home)  # anything that compiles for this home reuses the session's build
     gateway_account = gateway_account or fresh_relayer(w3, registry)
     registrar = registrar or fresh_relayer(w3, registry)
     port = free_port()
@@ -203,7 +205,7 @@ def build_stack(
         siwe_uri=f"http://127.0.0.1:{port}",
         **options,
     )
-    app = create_app(settings)
+    app = create_app(settings, clock=limiter_clock)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
