@@ -571,34 +571,24 @@ def test_nonce_burn_voids_a_signed_request_held_back(stack: Stack) -> None:
 
 # ----------------------------------------------------------------- a client without node or solc
 
-_NO_SOLC = '''"""Put first on PYTHONPATH by tests/test_cli.py: the real solcx never loads."""
+_NO_SOLC = '''"""Put first on PYTHONPATH by tests/test_cli.py: solcx cannot even be imported."""
 import sys
-import types
 
 
-class _Refused(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise RuntimeError(f"solcx.{name} used at run time: the client must not compile Solidity")
+class _NoSolcx:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "solcx" or name.startswith("solcx."):
+            raise ModuleNotFoundError(f"{name} is blocked: the client must not compile")
+        return None
 
 
-class SolcError(Exception):
-    pass
-
-
-exceptions = types.ModuleType("solcx.exceptions")
-exceptions.SolcError = SolcError
-solcx = _Refused("solcx")
-solcx.__path__ = []
-solcx.exceptions = exceptions
-sys.modules["solcx"] = solcx
-sys.modules["solcx.exceptions"] = exceptions
+sys.meta_path.insert(0, _NoSolcx())
 '''
 
 
 def _without_solc(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """``python ARGV`` with no node, npm or solc on PATH and every use of solcx refused."""
+    """``python ARGV`` with no node, npm or solc on PATH and solcx impossible to import."""
     hook = tmp_path / "hook"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(_NO_SOLC)
@@ -622,10 +612,16 @@ def test_the_guard_refuses_compiling_and_has_no_node_on_path(tmp_path: Path) -> 
     script.write_text(
         "import shutil, sys\n"
         "assert [t for t in ('node', 'npm', 'solc') if shutil.which(t)] == []\n"
-        "from ledger.chain.build import compile_contracts\n"
+        "from ledger.chain.build import BuildError, compile_contracts\n"
+        "try:\n"
+        "    import solcx\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    assert 'must not compile' in str(exc)\n"
+        "else:\n"
+        "    sys.exit(5)\n"
         "try:\n"
         "    compile_contracts()\n"
-        "except RuntimeError as exc:\n"
+        "except BuildError as exc:\n"
         "    sys.exit(0 if 'must not compile' in str(exc) else 3)\n"
         "sys.exit(4)\n"
     )
