@@ -24,6 +24,8 @@ from typing import IO
 
 import httpx
 
+from ledger.chain.node import ANVIL_CHAIN_ID, ChainError
+from ledger.chain.rpc import RpcClient
 from ledger.paths import hardhat_local_dir
 
 __all__ = [
@@ -155,7 +157,7 @@ class AnvilNode:
         log_path: Path,
         state_file: Path | None = None,
         state_interval_s: int = 5,
-        chain_id: int = 31337,
+        chain_id: int = ANVIL_CHAIN_ID,
         block_time_s: float | None = None,
     ) -> None:
         self.port = port
@@ -184,12 +186,13 @@ class AnvilNode:
         return self
 
     def _ready(self) -> bool:
-        r = httpx.post(
-            self.url,
-            json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
-            timeout=1.0,
-        )
-        return r.status_code == 200 and "result" in r.json()
+        rpc = RpcClient(self.url, timeout_s=1.0)
+        try:
+            return rpc.chain_id() == self.chain_id
+        except ChainError:
+            return False
+        finally:
+            rpc.close()
 
     def stop(self) -> None:
         self.process.stop()
