@@ -53,7 +53,7 @@ def latest_checkpoint(state: StateDep) -> CheckpointPublic:
     "/v1/access-log/entries",
     tags=["access log"],
     summary="Reads of my records, with inclusion proofs",
-    responses=errors(401, 403, 503),
+    responses=errors(401, 403, 422, 503),
 )
 def access_log_entries(
     state: StateDep,

@@ -23,7 +23,17 @@ router = APIRouter()
     "/v1/auth/nonce",
     tags=["auth"],
     summary="Get a single-use SIWE nonce",
-    responses=errors(413, 429, 503),
+    responses={
+        200: {
+            "links": {
+                "SignIn": {
+                    "operationId": "login_v1_auth_login_post",
+                    "description": "sign an EIP-4361 message with this nonce and sign in",
+                }
+            }
+        },
+        **errors(413, 429, 503),
+    },
 )
 def new_nonce(state: StateDep) -> NoncePublic:
     """A fresh nonce to put in an EIP-4361 message (with the domain, URI and chain id given)."""
@@ -34,26 +44,35 @@ def new_nonce(state: StateDep) -> NoncePublic:
     "/v1/auth/login",
     tags=["auth"],
     summary="Sign in with Ethereum",
-    responses=errors(
-        400,
-        401,
-        413,
-        422,
-        429,
-        503,
-        extra=(
-            "siwe_malformed_message",
-            "siwe_nonce_invalid",
-            "siwe_error",
-            "siwe_domain_mismatch",
-            "siwe_uri_mismatch",
-            "siwe_chain_mismatch",
-            "siwe_expired",
-            "siwe_not_yet_valid",
-            "siwe_bad_signature",
-            "siwe_address_mismatch",
+    responses={
+        200: {
+            "links": {
+                "Session": {"operationId": "whoami_v1_auth_session_get"},
+                "UploadRecord": {"operationId": "upload_record_v1_records_post"},
+                "ListRecords": {"operationId": "list_records_v1_records_get"},
+            }
+        },
+        **errors(
+            400,
+            401,
+            413,
+            422,
+            429,
+            503,
+            extra=(
+                "siwe_malformed_message",
+                "siwe_nonce_invalid",
+                "siwe_error",
+                "siwe_domain_mismatch",
+                "siwe_uri_mismatch",
+                "siwe_chain_mismatch",
+                "siwe_expired",
+                "siwe_not_yet_valid",
+                "siwe_bad_signature",
+                "siwe_address_mismatch",
+            ),
         ),
-    ),
+    },
 )
 def login(state: StateDep, body: LoginRequest) -> SessionPublic:
     """Verify a signed EIP-4361 message (domain, URI, chain id, nonce, times, signature); the

@@ -46,9 +46,19 @@ _RELAY_CODES = (
     *CONTRACT,
 )
 
+_OUTCOME_LINK: dict[str, Any] = {
+    "OutcomeOfRelay": {
+        "operationId": "relay_outcome_v1_consents_relays__tx_hash__get",
+        "parameters": {"tx_hash": "$response.body#/tx_hash"},
+        "description": "the outcome of the relayed transaction",
+    },
+    "ListConsents": {"operationId": "list_consents_v1_consents_get"},
+}
+
 _PENDING_RESPONSE: dict[str, Any] = {
     "model": RelayPending,
     "description": "Sent, not mined within the policy's receipt wait: GET status_url later.",
+    "links": _OUTCOME_LINK,
 }
 
 
@@ -69,6 +79,7 @@ def relay_policy(state: StateDep) -> RelayPolicyPublic:
     summary="Relay a signed grant or revoke (gasless)",
     response_model=RelayResult,
     responses={
+        200: {"links": _OUTCOME_LINK},
         202: _PENDING_RESPONSE,
         **errors(400, 401, 403, 404, 409, 413, 422, 429, 502, 503, extra=_RELAY_CODES),
     },

@@ -18,6 +18,7 @@ from fastapi import (
     UploadFile,
 )
 from fastapi.routing import APIRoute
+from pydantic import WithJsonSchema
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.api.deps import PrincipalDep, StateDep
@@ -73,6 +74,27 @@ class InMemoryUploadRoute(APIRoute):
 
 router = APIRouter(route_class=InMemoryUploadRoute)
 
+_DIGEST_PATTERN = r"^0[xX][0-9a-fA-F]{64}$"
+_FETCH = "fetch_record_v1_records__record_id__get"
+#: OpenAPI links: what a client does next with an answer (schemathesis follows them).
+UPLOADED_LINKS: dict[str, Any] = {
+    "FetchUploadedRecord": {
+        "operationId": _FETCH,
+        "parameters": {"record_id": "$response.body#/record_id", "purpose": "treatment"},
+        "description": "fetch the record just uploaded",
+    },
+    "ListRecords": {"operationId": "list_records_v1_records_get", "description": "list it"},
+}
+FETCH_FIRST_LINK: dict[str, Any] = {
+    "operationId": _FETCH,
+    "parameters": {"record_id": "$response.body#/records/0/record_id", "purpose": "treatment"},
+    "description": "fetch the first record listed",
+}
+_RELAY_LINK: dict[str, Any] = {
+    "operationId": "relay_consent_v1_consents_post",
+    "description": "grant someone consent to this record (a patient signs the grant)",
+}
+
 
 @router.post(
     "/v1/records",
@@ -80,7 +102,11 @@ router = APIRouter(route_class=InMemoryUploadRoute)
     summary="Upload an attested checkup result (centre)",
     status_code=201,
     responses={
-        200: {"description": "The same attestation was uploaded before; the existing record."},
+        200: {
+            "description": "The same attestation was uploaded before; the existing record.",
+            "links": UPLOADED_LINKS,
+        },
+        201: {"links": UPLOADED_LINKS},
         **errors(
             400,
             401,
@@ -154,8 +180,10 @@ def upload_record(
     ],
     content_digest: Annotated[
         str | None,
+        # Optional means left out: a multipart field has no null.
+        WithJsonSchema({"type": "string", "pattern": _DIGEST_PATTERN}),
         Form(
-            pattern=r"^0[xX][0-9a-fA-F]{64}$",
+            pattern=_DIGEST_PATTERN,
             description="sha256(salt || file), 0x hex (optional cross-check)",
         ),
     ] = None,
@@ -196,7 +224,10 @@ def upload_record(
     "/v1/records",
     tags=["records"],
     summary="My records (as patient) and my uploads (as centre)",
-    responses=errors(401, 503),
+    responses={
+        200: {"links": {"FetchFirstRecord": FETCH_FIRST_LINK}},
+        **errors(401, 422, 503),
+    },
 )
 def list_records(
     state: StateDep,
@@ -214,26 +245,29 @@ def list_records(
     tags=["records"],
     summary="Fetch a record (consent checked on-chain)",
     response_model=Envelope,
-    responses=errors(
-        401,
-        403,
-        404,
-        422,
-        502,
-        503,
-        extra=(
-            "consent_denied",
-            "record_not_found",
-            "blob_tampered",
-            "digest_mismatch",
-            "ipfs_error",
-            "ipfs_not_found",
-            "ipfs_api_error",
-            "ipfs_protocol_error",
-            "chain_stale",
-            "ipfs_unavailable",
+    responses={
+        200: {"links": {"GrantConsent": _RELAY_LINK}},
+        **errors(
+            401,
+            403,
+            404,
+            422,
+            502,
+            503,
+            extra=(
+                "consent_denied",
+                "record_not_found",
+                "blob_tampered",
+                "digest_mismatch",
+                "ipfs_error",
+                "ipfs_not_found",
+                "ipfs_api_error",
+                "ipfs_protocol_error",
+                "chain_stale",
+                "ipfs_unavailable",
+            ),
         ),
-    ),
+    },
 )
 def fetch_record(
     state: StateDep,
