@@ -17,10 +17,6 @@ other than 401/403, each signed operation a success.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +27,7 @@ from web3 import Web3
 
 from gateway.openapi import document, dumps
 from ledger.chain.node import dev_accounts
+from tests.helpers import api_contract
 from tests.helpers.gateway import (
     Stack,
     build_stack,
@@ -83,65 +80,6 @@ def api_gateway(
         close_stack(stack)
 
 
-def run_schemathesis(
-    stack: Stack, *, seed: int, max_examples: int, workdir: Path
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """``schemathesis run`` against the stack's served schema; its result and the statuses the
-    hooks saw per operation."""
-    status_file = workdir / f"statuses-{seed}.json"
-    base = str(stack.client.base_url)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "SCHEMATHESIS_HOOKS": "tests.helpers.schemathesis_hooks",
-        "CONSENT_API_URL": base,
-        "CONSENT_API_CHAIN_URL": _session["chain_url"],
-        "CONSENT_API_KEY": stack.centre.key.hex(),
-        "CONSENT_API_STATUS_FILE": str(status_file),
-    }
-    command = [
-        str(Path(sys.executable).parent / "schemathesis"),
-        "--config-file",
-        str(ROOT / "schemathesis.toml"),
-        "run",
-        f"{base}/openapi.json",
-        "--checks",
-        "all",
-        "--phases",
-        "examples,coverage,fuzzing,stateful",
-        "--seed",
-        str(seed),
-        "--max-examples",
-        str(max_examples),
-        "--workers",
-        "1",
-        "--no-color",
-    ]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
-    )
-    statuses = json.loads(status_file.read_text()) if status_file.exists() else {}
-    return done, statuses
-
-
-def summary_figures(output: str) -> dict[str, int]:
-    """The figures of schemathesis' summary: operations selected and tested, test cases
-    generated and passed, failures."""
-    figures = {"failures": 0}
-    patterns = {
-        "operations_selected": r"Selected: (\d+)/\d+",
-        "operations_tested": r"Tested: (\d+)",
-        "test_cases": r"(\d+) generated",
-        "passed": r"generated, (\d+) passed",
-        "failures": r"(\d+) unique failures?",
-    }
-    for name, pattern in patterns.items():
-        m = re.search(pattern, output)
-        if m:
-            figures[name] = int(m.group(1))
-    return figures
-
-
 # ------------------------------------------------------------------------------ the schema
 
 
@@ -179,27 +117,29 @@ def test_no_operation_documents_an_error_shape_the_gateway_never_sends() -> None
 def test_schemathesis_all_checks_all_phases_finds_nothing(
     api_gateway: Stack, seed: int, tmp_path: Path
 ) -> None:
-    done, seen = run_schemathesis(
-        api_gateway, seed=seed, max_examples=MAX_EXAMPLES, workdir=tmp_path
+    run = api_contract.run(
+        str(api_gateway.client.base_url),
+        chain_url=_session["chain_url"],
+        key=api_gateway.centre.key.hex(),
+        seed=seed,
+        max_examples=MAX_EXAMPLES,
+        workdir=tmp_path,
+        timeout_s=240,
     )
-    output = done.stdout + done.stderr
-    figures = summary_figures(output)
-    print(f"seed {seed}: {figures}")
-    assert done.returncode == 0, output[-20_000:]
-    assert figures["failures"] == 0
-    assert figures["operations_tested"] == figures["operations_selected"] == 16, figures
+    print(f"seed {seed}: {run.figures}, real bodies {run.real_bodies}")
+    assert run.returncode == 0, run.output[-20_000:]
+    assert run.figures["failures"] == 0
+    assert run.figures["operations_tested"] == run.figures["operations_selected"] == 16
     documented = {
         f"{method.upper()} {path}" for path, ops in DOCUMENT["paths"].items() for method in ops
     }
     # Also seen: the undocumented methods of each path (the unsupported_method check, 405).
-    statuses = {op: counts for op, counts in seen["statuses"].items() if op in documented}
-    assert set(statuses) == documented
-    only_auth = [op for op, counts in statuses.items() if set(counts) <= {"401", "403"}]
-    assert only_auth == [], only_auth
+    assert documented <= set(run.statuses)
+    assert api_contract.only_auth_refusals(run, documented) == []
     for op in SIGNED:
-        assert any(s.startswith("2") for s in statuses[op]), (op, statuses[op])
-    assert any(s == "200" for s in statuses["GET /v1/records/{record_id}"]), statuses
-    assert any(s == "200" for s in statuses["GET /v1/access-log/export"]), statuses
+        assert any(s.startswith("2") for s in run.statuses[op]), (op, run.statuses[op])
+    assert "200" in run.statuses["GET /v1/records/{record_id}"], run.statuses
+    assert "200" in run.statuses["GET /v1/access-log/export"], run.statuses
 
 
 # ------------------------------------------------- findings of earlier runs, kept as regressions
