@@ -11,7 +11,7 @@ LOCK_FLAGS ?=
 UV_COMPILE := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command 'make lock' $(LOCK_FLAGS)
 
-.PHONY: up test install lint typecheck pytest clean-state abi client-check lock
+.PHONY: up test install lint typecheck pytest clean-state abi client-check lock openapi api-contract
 
 up: install
 	$(BIN)/consent up
@@ -48,6 +48,17 @@ pytest:
 # Rewrite the registry ABI shipped in the package after a contract's interface changed.
 abi: install
 	$(BIN)/python -m ledger.chain.abi
+
+# Rewrite docs/openapi.json after an intended change of the API (a test fails while the served
+# schema differs from it).
+openapi: install
+	$(BIN)/python -m gateway.openapi > docs/openapi.json
+
+# The long API contract run: schemathesis, every check and phase, five seeds, 100 cases per
+# operation, against a throw-away stack (`make api-contract API_CONTRACT_FLAGS=--seeds=7,8`).
+API_CONTRACT_FLAGS ?=
+api-contract: install
+	$(BIN)/python bench/api_contract.py $(API_CONTRACT_FLAGS)
 
 # Prove that `pip install .` (no dev extras) gives a `consent` client that runs without node,
 # npm or solc: a fresh venv runs `consent audit run` and other client commands against a stack.

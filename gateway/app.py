@@ -41,6 +41,7 @@ from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
+from gateway.openapi import METADATA
 from gateway.services.anchor import Anchorer
 from gateway.services.auth import AuthService
 from gateway.services.chain import ChainAccess
@@ -392,13 +393,7 @@ def create_app(
             state.chain.close()
             state.engine.dispose()
 
-    app = FastAPI(
-        title="Consent Ledger gateway",
-        version="0.1.0",
-        summary="Serves encrypted checkup results only when the chain says the reader "
-        "holds consent.",
-        lifespan=lifespan,
-    )
+    app = FastAPI(**METADATA, lifespan=lifespan)  # type: ignore[arg-type]
     app.state.gateway = state
     app.state.settings = settings
     # Uploaded files stay in memory up to this app's upload limit (InMemoryUploadRoute): a

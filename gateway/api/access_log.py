@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from gateway.api.deps import GatewayState, PrincipalDep, StateDep
-from gateway.api.responses import error_example, pick
+from gateway.api.responses import INT64, INT64_MAX, errors
 from gateway.errors import (
     Forbidden,
     InvalidRequest,
@@ -40,7 +40,7 @@ def _checkpoint_public(state: GatewayState) -> CheckpointPublic | None:
     "/v1/access-log/checkpoint",
     tags=["access log"],
     summary="The latest checkpoint anchored on-chain",
-    responses=pick(404, 503),
+    responses=errors(404, 503),
 )
 def latest_checkpoint(state: StateDep) -> CheckpointPublic:
     checkpoint = _checkpoint_public(state)
@@ -53,14 +53,27 @@ def latest_checkpoint(state: StateDep) -> CheckpointPublic:
     "/v1/access-log/entries",
     tags=["access log"],
     summary="Reads of my records, with inclusion proofs",
-    responses=pick(401, 403, 503),
+    responses=errors(401, 403, 422, 503),
 )
 def access_log_entries(
     state: StateDep,
     principal: PrincipalDep,
-    patient: Annotated[str | None, Query(description="must be the caller (default)")] = None,
+    patient: Annotated[
+        str | None,
+        Query(
+            description="must be the caller's address, in any letter case (the default); "
+            "another address is answered 403 forbidden",
+            json_schema_extra={"pattern": r"^0x[0-9a-fA-F]{40}$"},
+        ),
+    ] = None,
     after: Annotated[
-        int, Query(ge=-1, le=2**63 - 1, description="only entries with a larger index")
+        int,
+        Query(
+            ge=-1,
+            le=INT64_MAX,
+            json_schema_extra=INT64,
+            description="only entries with a larger index",
+        ),
     ] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AccessLogPage:
@@ -96,13 +109,29 @@ def access_log_entries(
     "/v1/access-log/consistency",
     tags=["access log"],
     summary="RFC 9162 consistency proof between two tree sizes",
-    responses=pick(422, 503),
+    responses=errors(422, 503),
 )
 def consistency(
     state: StateDep,
-    first: Annotated[int, Query(ge=0)],
-    second: Annotated[int | None, Query(ge=0, description="default: latest checkpoint")] = None,
+    first: Annotated[
+        int, Query(ge=0, le=INT64_MAX, json_schema_extra=INT64, description="a tree size")
+    ],
+    second: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=INT64_MAX,
+            json_schema_extra=INT64,
+            description="a tree size, at least first and at most the log's size (default: "
+            "the latest checkpoint's, or the log's size before the first checkpoint)",
+        ),
+    ] = None,
 ) -> ConsistencyPublic:
+    """The RFC 9162 consistency proof from the tree of the first ``first`` leaves to the tree
+    of the first ``second``, with both roots.
+
+    Rules the schema cannot express: ``first`` must not exceed ``second``, and ``second`` must
+    not exceed the log's size (422 ``invalid_request`` otherwise)."""
     log = state.access_log
     if second is None:
         checkpoint = log.latest_checkpoint()
@@ -155,19 +184,14 @@ _EXPORT_EXAMPLE = {
             "(format documented in ledger.audit.export).",
             "content": {"application/json": {"example": _EXPORT_EXAMPLE}},
         },
-        **pick(401, 503),
-        403: error_example(
-            "forbidden",
-            "0x15d3... may not do this: not an auditor (CONSENT_AUDITORS)",
-            account="0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
-            reason="not an auditor (CONSENT_AUDITORS)",
-        ),
+        **errors(401, 403, 503),
     },
 )
 def export_access_log(state: StateDep, principal: PrincipalDep) -> Response:
     """Every leaf in index order with the checkpoints anchored so far, for an auditor session
     (an address listed in ``CONSENT_AUDITORS``). Checkpoints are read before the leaves, so
-    every exported checkpoint covers exported leaves only."""
+    every exported checkpoint covers exported leaves only. Another signed-in account is
+    answered 403 ``forbidden``."""
     if principal.address not in state.auditors:
         raise Forbidden(account=principal.address, reason="not an auditor (CONSENT_AUDITORS)")
     from ledger.audit.export import ExportedCheckpoint, build_access_log_export

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from gateway.api.deps import PrincipalDep, StateDep
-from gateway.api.responses import JSON_413, error_example, pick
+from gateway.api.responses import CONTRACT, errors
 from gateway.errors import (
     ChainUnavailable,
 )
@@ -32,46 +32,33 @@ router = APIRouter()
     "/v1/consents",
     tags=["consents"],
     summary="Consents I granted and consents granted to me (on-chain)",
-    responses=pick(401, 503),
+    responses=errors(401, 503),
 )
 def list_consents(state: StateDep, principal: PrincipalDep) -> ConsentsPublic:
     return state.consents.list_for(principal.address)
 
 
-_RELAY_REFUSALS: dict[int | str, dict[str, Any]] = {
-    403: error_example(
-        "relay_gas_cap_exceeded",
-        "the relay needs more than the gas cap of 200000: the signer's ERC-1271 isValidSignature "
-        "needs more gas than the cap (or a contract_* refusal, e.g. not the patient or guardian)",
-        limit="relay_gas_cap",
-        gas_cap=200000,
-        reason="the signer's ERC-1271 isValidSignature needs more gas than the cap",
-        signer="0x90F79bf6EB2c4f870365E785982E1f101E93b906",
-    ),
-    429: {
-        **error_example(
-            "relay_quota_exceeded",
-            "0x90f7... has had 10 relayed transactions in the last 3600 s "
-            "(relay_patient_quota_per_hour); retry in 1200 s or send it yourself "
-            "(or relay_rate_limited: the gateway's rate per minute)",
-            retry_after_s=1200,
-            limit="relay_patient_quota_per_hour",
-            patient="0x90f79bf6eb2c4f870365e785982e1f101e93b906",
-            quota=10,
-            window_s=3600,
-        ),
-        "headers": {
-            "Retry-After": {
-                "description": "seconds until the limit lets a relay through",
-                "schema": {"type": "string", "pattern": "^[0-9]+$"},
-            }
-        },
+_RELAY_CODES = (
+    "relay_gas_cap_exceeded",
+    "relay_quota_exceeded",
+    "relay_rate_limited",
+    "upstream_failed",
+    *CONTRACT,
+)
+
+_OUTCOME_LINK: dict[str, Any] = {
+    "OutcomeOfRelay": {
+        "operationId": "relay_outcome_v1_consents_relays__tx_hash__get",
+        "parameters": {"tx_hash": "$response.body#/tx_hash"},
+        "description": "the outcome of the relayed transaction",
     },
+    "ListConsents": {"operationId": "list_consents_v1_consents_get"},
 }
 
 _PENDING_RESPONSE: dict[str, Any] = {
     "model": RelayPending,
     "description": "Sent, not mined within the policy's receipt wait: GET status_url later.",
+    "links": _OUTCOME_LINK,
 }
 
 
@@ -92,17 +79,25 @@ def relay_policy(state: StateDep) -> RelayPolicyPublic:
     summary="Relay a signed grant or revoke (gasless)",
     response_model=RelayResult,
     responses={
+        200: {"links": _OUTCOME_LINK},
         202: _PENDING_RESPONSE,
-        **pick(400, 401, 404, 409, 422, 502, 503),
-        **_RELAY_REFUSALS,
-        **JSON_413,
+        **errors(400, 401, 403, 404, 409, 413, 422, 429, 502, 503, extra=_RELAY_CODES),
     },
 )
 async def relay_consent(state: StateDep, principal: PrincipalDep, body: RelayRequest) -> Any:
     """Sends ``grantBySig`` / ``revokeBySig`` with the patient's EIP-712 signature under the
     relayer policy (``GET /v1/consents/policy``) and answers with the mined receipt, or 202
-    with the transaction hash when it is not mined within the policy's receipt wait. The
-    contract checks the signature, nonce and deadline."""
+    with the transaction hash when it is not mined within the policy's receipt wait.
+
+    Rules the schema cannot express, checked by the gateway and the registry: ``request`` has
+    exactly the fields of ``action`` (422 ``invalid_request``); ``signature`` must be the
+    signer's EIP-712 signature of that request (422 ``contract_invalid_signature``), made
+    before ``deadline`` (422 ``contract_signature_expired``), with the signer's current nonce
+    (409 ``contract_invalid_account_nonce``); the signer must be the patient or their guardian
+    (403 ``contract_not_patient_or_guardian``), ``expiresAt`` in the future (422
+    ``contract_expiry_in_past``), and a revoke must name a stored consent (404
+    ``contract_consent_not_found``). The relayer policy may refuse it (403
+    ``relay_gas_cap_exceeded``, 429 ``relay_quota_exceeded`` / ``relay_rate_limited``)."""
     del principal  # any signed-in account may relay; the signature is the authority
     relay = state.relay
     submitted = await run_in_threadpool(relay.submit, body.action, body.request, body.signature)
@@ -131,11 +126,14 @@ async def relay_consent(state: StateDep, principal: PrincipalDep, body: RelayReq
     response_model=RelayResult,
     responses={
         202: _PENDING_RESPONSE,
-        **pick(401, 404, 409, 422, 502, 503),
-        403: _RELAY_REFUSALS[403],
+        **errors(401, 403, 404, 409, 422, 429, 502, 503, extra=_RELAY_CODES),
     },
 )
-def relay_outcome(state: StateDep, principal: PrincipalDep, tx_hash: str) -> Any:
+def relay_outcome(
+    state: StateDep,
+    principal: PrincipalDep,
+    tx_hash: Annotated[str, Path(pattern=r"^0[xX][0-9a-fA-F]{64}$", examples=["0x" + "ab" * 32])],
+) -> Any:
     """What ``POST /v1/consents`` would have answered had it waited: the mined receipt, 202
     while pending, or the registry's error when the transaction reverted."""
     del principal

@@ -6,18 +6,39 @@ from collections.abc import Callable, Coroutine
 from contextlib import aclosing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
 from fastapi.routing import APIRoute
+from pydantic import WithJsonSchema
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gateway.api.deps import PrincipalDep, StateDep
-from gateway.api.responses import pick
+from gateway.api.responses import (
+    CATEGORY_SCHEMA,
+    INT64,
+    INT64_MAX,
+    PURPOSE_SCHEMA,
+    contract,
+    errors,
+)
 from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.services.fetch import parse_purpose
 from ledger.protocol.envelope import Envelope
 from ledger.protocol.wire import (
+    ADDRESS_PATTERN,
+    BYTES32_PATTERN,
+    SIGNATURE_65_PATTERN,
     RecordPublic,
     RecordsPublic,
 )
@@ -53,6 +74,27 @@ class InMemoryUploadRoute(APIRoute):
 
 router = APIRouter(route_class=InMemoryUploadRoute)
 
+_DIGEST_PATTERN = r"^0[xX][0-9a-fA-F]{64}$"
+_FETCH = "fetch_record_v1_records__record_id__get"
+#: OpenAPI links: what a client does next with an answer (schemathesis follows them).
+UPLOADED_LINKS: dict[str, Any] = {
+    "FetchUploadedRecord": {
+        "operationId": _FETCH,
+        "parameters": {"record_id": "$response.body#/record_id", "purpose": "treatment"},
+        "description": "fetch the record just uploaded",
+    },
+    "ListRecords": {"operationId": "list_records_v1_records_get", "description": "list it"},
+}
+FETCH_FIRST_LINK: dict[str, Any] = {
+    "operationId": _FETCH,
+    "parameters": {"record_id": "$response.body#/records/0/record_id", "purpose": "treatment"},
+    "description": "fetch the first record listed",
+}
+_RELAY_LINK: dict[str, Any] = {
+    "operationId": "relay_consent_v1_consents_post",
+    "description": "grant someone consent to this record (a patient signs the grant)",
+}
+
 
 @router.post(
     "/v1/records",
@@ -60,8 +102,37 @@ router = APIRouter(route_class=InMemoryUploadRoute)
     summary="Upload an attested checkup result (centre)",
     status_code=201,
     responses={
-        200: {"description": "The same attestation was uploaded before; the existing record."},
-        **pick(400, 401, 403, 409, 413, 422, 502, 503),
+        200: {
+            "description": "The same attestation was uploaded before; the existing record.",
+            "links": UPLOADED_LINKS,
+        },
+        201: {"links": UPLOADED_LINKS},
+        **errors(
+            400,
+            401,
+            403,
+            409,
+            413,
+            422,
+            502,
+            503,
+            extra=(
+                "payload_too_large",
+                "attestation_invalid",
+                "ipfs_error",
+                "ipfs_api_error",
+                "ipfs_protocol_error",
+                "ipfs_unavailable",
+                *contract(
+                    "NotACentre",
+                    "ZeroPatient",
+                    "RecordExists",
+                    "InvalidCid",
+                    "CategoryNotListed",
+                    "ZeroCategory",
+                ),
+            ),
+        ),
     },
 )
 def upload_record(
@@ -69,24 +140,64 @@ def upload_record(
     principal: PrincipalDep,
     response: Response,
     file: Annotated[UploadFile, File(description="The result (any format); plaintext")],
-    patient: Annotated[str, Form(examples=["0x90F79bf6EB2c4f870365E785982E1f101E93b906"])],
-    category: Annotated[str, Form(description="name (e.g. laboratory) or bytes32 hex")],
-    issued_at: Annotated[int, Form(ge=0, description="UNIX seconds, as attested")],
-    signature: Annotated[str, Form(description="The centre's EIP-712 RecordAttestation signature")],
+    patient: Annotated[
+        str,
+        Form(
+            min_length=42,
+            description="the patient's 0x address (surrounding whitespace ignored)",
+            examples=["0x90F79bf6EB2c4f870365E785982E1f101E93b906"],
+            json_schema_extra={"pattern": ADDRESS_PATTERN},
+        ),
+    ],
+    category: Annotated[
+        str,
+        Form(
+            min_length=1,
+            description="a category the registry lists: its name (the defaults are named) or "
+            "its bytes32 id, 0x hex",
+            json_schema_extra=CATEGORY_SCHEMA,
+        ),
+    ],
+    issued_at: Annotated[
+        int,
+        Form(ge=0, le=INT64_MAX, json_schema_extra=INT64, description="UNIX seconds, as attested"),
+    ],
+    signature: Annotated[
+        str,
+        Form(
+            min_length=130,
+            description="The centre's EIP-712 RecordAttestation signature, 65 bytes hex",
+            json_schema_extra={"pattern": SIGNATURE_65_PATTERN},
+        ),
+    ],
     salt: Annotated[
         str,
         Form(
+            pattern=BYTES32_PATTERN,
             description="The 32-byte salt of the attested digest sha256(salt || file), 0x hex;"
-            " kept only inside the encrypted record"
+            " kept only inside the encrypted record",
         ),
     ],
     content_digest: Annotated[
         str | None,
-        Form(description="sha256(salt || file), 0x hex (optional cross-check)"),
+        # Optional means left out: a multipart field has no null.
+        WithJsonSchema({"type": "string", "pattern": _DIGEST_PATTERN}),
+        Form(
+            pattern=_DIGEST_PATTERN,
+            description="sha256(salt || file), 0x hex (optional cross-check)",
+        ),
     ] = None,
 ) -> RecordPublic:
     """The signed-in centre's attested result: encrypted, pinned on IPFS and registered
-    on-chain, all or nothing. Retrying the same attestation answers 200 with the same record."""
+    on-chain, all or nothing. Retrying the same attestation answers 200 with the same record.
+
+    Rules across fields, checked by the gateway and the registry (422 unless said otherwise):
+    ``signature`` must be the signed-in centre's EIP-712 ``RecordAttestation`` of exactly
+    (patient, category, ``sha256(salt || file)``, issued_at) with a low s
+    (``attestation_invalid``); ``content_digest``, when given, must equal
+    ``sha256(salt || file)`` (``invalid_request``); the category must be listed by the
+    registry (``contract_category_not_listed``); the caller must hold the centre role (403
+    ``contract_not_a_centre``)."""
     limit = state.records.max_upload_bytes
     if file.size is not None and file.size > limit:
         raise PayloadTooLarge(limit=limit)
@@ -113,13 +224,16 @@ def upload_record(
     "/v1/records",
     tags=["records"],
     summary="My records (as patient) and my uploads (as centre)",
-    responses=pick(401, 503),
+    responses={
+        200: {"links": {"FetchFirstRecord": FETCH_FIRST_LINK}},
+        **errors(401, 422, 503),
+    },
 )
 def list_records(
     state: StateDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX, json_schema_extra=INT64)] = 0,
 ) -> RecordsPublic:
     return RecordsPublic(
         records=state.records.list_for(principal.address, limit=limit, offset=offset)
@@ -131,17 +245,41 @@ def list_records(
     tags=["records"],
     summary="Fetch a record (consent checked on-chain)",
     response_model=Envelope,
-    responses=pick(401, 403, 404, 422, 502, 503),
+    responses={
+        200: {"links": {"GrantConsent": _RELAY_LINK}},
+        **errors(
+            401,
+            403,
+            404,
+            422,
+            502,
+            503,
+            extra=(
+                "consent_denied",
+                "record_not_found",
+                "blob_tampered",
+                "digest_mismatch",
+                "ipfs_error",
+                "ipfs_not_found",
+                "ipfs_api_error",
+                "ipfs_protocol_error",
+                "chain_stale",
+                "ipfs_unavailable",
+            ),
+        ),
+    },
 )
 def fetch_record(
     state: StateDep,
     principal: PrincipalDep,
-    record_id: str,
+    record_id: Annotated[str, Path(pattern=BYTES32_PATTERN, examples=["0x" + "1f" * 32])],
     purpose: Annotated[
         str,
         Query(
-            description="purpose name (treatment, research, ...) or id 0..31",
+            description="purpose name (treatment, research, insurance, public_health, "
+            "emergency; matched case-insensitively, '-' for '_') or id 0..31",
             examples=["treatment"],
+            json_schema_extra=PURPOSE_SCHEMA,
         ),
     ],
 ) -> Response:

@@ -43,7 +43,7 @@ from ledger.protocol.eip712 import Domain
 from ledger.protocol.errors import DomainError
 from ledger.protocol.events import RawLog
 
-__all__ = ["ChainAccess", "contract_rejection"]
+__all__ = ["ChainAccess", "contract_code", "contract_rejection", "contract_status"]
 
 T = TypeVar("T")
 
@@ -74,17 +74,27 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def contract_code(name: str) -> str:
+    """The stable ``code`` of a registry custom error: ``contract_<snake_name>``."""
+    return f"contract_{_snake(name)}"
+
+
+def contract_status(name: str) -> int:
+    """The HTTP status a registry custom error is answered with."""
+    return _CONTRACT_STATUS.get(name, 422)
+
+
 def contract_rejection(exc: ContractError) -> ContractRejected:
     """The HTTP-facing error for a registry revert (``code`` = ``contract_<snake_name>``)."""
     name = type(exc).__name__
-    status = _CONTRACT_STATUS.get(name, 422)
+    status = contract_status(name)
     fields: dict[str, object] = {}
     for key, value in zip(_field_names(exc), exc.values(), strict=False):
         fields[key] = "0x" + value.hex() if isinstance(value, bytes) else value
     err = ContractRejected(
         error=name, status=status, message=f"the registry refused: {exc}", **fields
     )
-    err.code = f"contract_{_snake(name)}"  # type: ignore[misc]
+    err.code = contract_code(name)  # type: ignore[misc]
     err.http_status = status  # type: ignore[misc]
     return err
 

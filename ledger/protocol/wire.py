@@ -9,8 +9,12 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 __all__ = [
+    "ADDRESS_PATTERN",
+    "BYTES32_PATTERN",
+    "SIGNATURE_65_PATTERN",
     "AccessLogEntryPublic",
     "AccessLogPage",
     "CheckpointPublic",
@@ -29,7 +33,34 @@ __all__ = [
     "SessionPublic",
 ]
 
-Hex32 = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+#: The patterns the gateway checks, also stated in the OpenAPI schema.
+BYTES32_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+SIGNATURE_65_PATTERN = r"^(0x)?[0-9a-fA-F]{130}$"
+
+_UINT: JsonDict = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^([0-9]{1,78}|0[xX][0-9a-fA-F]{1,64})$"},
+    ]
+}
+_RELAY_FIELDS: JsonDict = {
+    "patient": {"type": "string", "pattern": ADDRESS_PATTERN},
+    "grantee": {"type": "string", "pattern": ADDRESS_PATTERN},
+    "scopeKind": {
+        "description": "0 record, 1 category, 2 all (or the name)",
+        "anyOf": [
+            {"type": "integer", "enum": [0, 1, 2]},
+            {"type": "string", "enum": ["0", "1", "2", "record", "category", "all"]},
+        ],
+    },
+    "scopeId": {"type": "string", "pattern": BYTES32_PATTERN},
+    "purposes": {**_UINT, "description": "purpose bit mask (grant only), uint32"},
+    "expiresAt": {**_UINT, "description": "UNIX seconds (grant only), uint64"},
+    "signer": {"type": "string", "pattern": ADDRESS_PATTERN},
+    "nonce": {**_UINT, "description": "the signer's registry nonce, uint256"},
+    "deadline": {**_UINT, "description": "UNIX seconds after which the signature expires"},
+}
 
 
 class _Out(BaseModel):
@@ -60,8 +91,18 @@ class LoginRequest(BaseModel):
         },
     )
 
-    message: str = Field(min_length=1, max_length=8192, description="EIP-4361 message")
-    signature: str = Field(pattern=r"^(0x)?[0-9a-fA-F]{130}$", description="personal_sign")
+    message: str = Field(
+        min_length=1,
+        max_length=8192,
+        description="EIP-4361 message. Its grammar (header, EIP-55 address, URI, version 1, "
+        "chain id, nonce of 8+ letters or digits, RFC 3339 times, lines ending in \\n) is "
+        "checked by the gateway: text that does not parse is answered 400 "
+        "siwe_malformed_message; a parsed message with the wrong domain, URI, chain id, nonce, "
+        "times or signature is answered 401 (siwe_*).",
+    )
+    signature: str = Field(
+        pattern=SIGNATURE_65_PATTERN, description="personal_sign of the message, 65 bytes hex"
+    )
 
 
 class SessionPublic(_Out):
@@ -135,12 +176,22 @@ class RelayRequest(BaseModel):
 
     action: Literal["grant", "revoke"]
     request: dict[str, int | str] = Field(
-        description="GrantRequest / RevokeRequest fields as the contract names them"
+        description="GrantRequest (patient, grantee, scopeKind, scopeId, purposes, expiresAt, "
+        "signer, nonce, deadline) or RevokeRequest (the same without purposes and expiresAt) "
+        "fields as the contract names them (scope_kind, scope_id, expires_at also accepted). "
+        "Exactly the fields of the action are required (422 invalid_request otherwise).",
+        json_schema_extra={"properties": _RELAY_FIELDS},
     )
-    signature: str = Field(pattern=r"^(0x)?[0-9a-fA-F]+$")
+    signature: str = Field(
+        pattern=r"^(0x)?([0-9a-fA-F]{2})+$",
+        description="the signer's EIP-712 signature (65 bytes from a key; any length from an "
+        "ERC-1271 contract)",
+    )
 
 
 class RelayResult(_Out):
+    """The mined receipt of a relayed grant or revoke."""
+
     action: Literal["grant", "revoke"]
     tx_hash: str
     block_number: int
