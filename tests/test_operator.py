@@ -26,7 +26,9 @@ import pytest
 from eth_account import Account
 from typer.testing import CliRunner
 
+from ledger.chain.abi import registry_abi
 from ledger.chain.node import connect, dev_accounts
+from ledger.chain.registry import DEFAULT_ADMIN_ROLE, ConsentRegistry
 from ledger.cli.main import app
 from ledger.devstack.services import AnvilNode, IpfsNode, ServiceProcess, free_port
 from ledger.paths import PROJECT_ROOT
@@ -48,6 +50,10 @@ class Network:
     hex_files: dict[str, Path]  # the gateway's three sending keys, as the gateway reads them
     deploy_output: str
     dry_run_output: str
+
+    def cli_address(self, name: str) -> str:
+        listed = json.loads(_ok(self.cli("key", "list", "--no-dev", "--json")))
+        return next(str(row["address"]) for row in listed if row["name"] == name)
 
     def cli(self, *args: str, who: str | None = None, gateway: str | None = None):
         shared = ["--chain", self.anvil.url, "--home", str(self.home)]
@@ -174,7 +180,8 @@ def test_dry_run_prints_gas_and_cost(network: Network) -> None:
     assert price > 0
     assert cost == pytest.approx(gas * price / Decimal(10**9), rel=Decimal("0.001")), out
     assert Decimal(0) < cost < Decimal(1), out
-    assert "at most" in out and "fee cap" in out
+    assert "at most" in out
+    assert "fee cap" in out
 
 
 def test_deploy_waits_checks_the_code_and_writes_the_file(network: Network) -> None:
@@ -187,20 +194,8 @@ def test_deploy_waits_checks_the_code_and_writes_the_file(network: Network) -> N
     assert "consent admin add-emergency" in network.deploy_output
     w3 = connect(network.anvil.url)
     assert bytes(w3.eth.get_code(recorded["address"]))
-    admin_role = bytes(32)
-    registry = w3.eth.contract(
-        address=recorded["address"],
-        abi=[
-            {
-                "name": "hasRole",
-                "type": "function",
-                "stateMutability": "view",
-                "inputs": [{"type": "bytes32"}, {"type": "address"}],
-                "outputs": [{"type": "bool"}],
-            }
-        ],
-    )
-    assert registry.functions.hasRole(admin_role, network.keys["opsadmin"]).call()
+    registry = ConsentRegistry(w3, recorded["address"], abi=registry_abi())
+    assert registry.has_role(DEFAULT_ADMIN_ROLE, network.keys["opsadmin"])
     again = network.cli("deploy", who="opsadmin")  # a second deploy never overwrites the file
     assert again.exit_code == 2
     assert "already records a registry" in again.stderr
@@ -329,50 +324,14 @@ def test_serve_then_upload_grant_fetch_and_audit_with_keystore_keys(
 
         report = tmp_path / "lab.json"
         report.write_bytes(b'{"resourceType": "DiagnosticReport", "status": "final"}')
-        uploaded = json.loads(
-            _ok(
-                network.cli(
-                    "upload",
-                    str(report),
-                    "--patient",
-                    "alice",
-                    "--category",
-                    "laboratory",
-                    "--json",
-                    who="centre1",
-                    gateway=base,
-                )  # fmt: skip
-            )
-        )
+        upload = ["upload", str(report), "--patient", "alice", "--category", "laboratory"]
+        uploaded = json.loads(_ok(network.cli(*upload, "--json", who="centre1", gateway=base)))
         record = uploaded["record_id"]
-        _ok(
-            network.cli(
-                "grant",
-                "--to",
-                "drbob",
-                "--category",
-                "laboratory",
-                "--purpose",
-                "treatment",
-                "--expires",
-                "30d",
-                who="alice",
-                gateway=base,
-            )  # fmt: skip
-        )
+        grant = ["grant", "--to", "drbob", "--category", "laboratory", "--purpose", "treatment"]
+        _ok(network.cli(*grant, "--expires", "30d", who="alice", gateway=base))
         out = tmp_path / "fetched.json"
-        _ok(
-            network.cli(
-                "fetch",
-                record,
-                "--purpose",
-                "treatment",
-                "-o",
-                str(out),
-                who="drbob",
-                gateway=base,
-            )  # fmt: skip
-        )
+        fetch = ["fetch", record, "--purpose", "treatment", "-o", str(out)]
+        _ok(network.cli(*fetch, who="drbob", gateway=base))
         assert out.read_bytes() == report.read_bytes()
         refused = network.cli(
             "fetch", record, "--purpose", "insurance", "-o", str(tmp_path / "no.json"),
@@ -394,7 +353,14 @@ def test_serve_then_upload_grant_fetch_and_audit_with_keystore_keys(
         assert network.keys["gw1"] in audit.stdout
         assert "2 entries (1 allowed)" in audit.stdout
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
-        assert "gateway_access_decisions_total" in metrics
+        assert 'gateway_access_decisions_total{decision="allowed",reason="consent"} 1.0' in metrics
+        assert "gateway_chain_up 1.0" in metrics
+        balance = re.search(r'gateway_account_balance_wei\{account="relayer"\} (\S+)', metrics)
+        assert balance, metrics
+        assert 0 < float(balance[1]) <= 10**19  # funded with 10 ETH, minus the relay's gas
+        age = re.search(r"^gateway_chain_head_age_seconds (\S+)$", metrics, re.M)
+        assert age, metrics
+        assert 0 <= float(age[1]) < 3600
     finally:
         gateway.stop()
     assert not gateway.alive()
@@ -414,3 +380,23 @@ def _wait_healthy(gateway: ServiceProcess, base: str, timeout_s: float = 30) -> 
             last = str(exc)
         time.sleep(0.2)
     raise AssertionError(f"gateway not healthy: {last}\n{gateway.tail()}")
+
+
+# ------------------------------------------------------------------------------ admin transfer
+
+
+def test_admin_transfer_is_two_steps_and_never_leaves_the_registry_without_admin(
+    network: Network,
+) -> None:
+    """Last in the module: it hands the registry to a new admin key."""
+    _ok(network.cli("key", "new", "opsadmin2"))
+    early = network.cli("admin", "renounce-admin", "--successor", "opsadmin2", who="opsadmin")
+    assert early.exit_code == 1
+    assert "does not hold DEFAULT_ADMIN_ROLE yet" in early.stderr
+    _ok(network.cli("admin", "add-admin", "opsadmin2", who="opsadmin"))
+    _ok(network.cli("admin", "renounce-admin", "--successor", "opsadmin2", who="opsadmin"))
+    w3 = connect(network.anvil.url)
+    recorded = json.loads((network.home / "deployment.json").read_text())
+    registry = ConsentRegistry(w3, recorded["address"], abi=registry_abi())
+    assert registry.has_role(DEFAULT_ADMIN_ROLE, network.cli_address("opsadmin2"))
+    assert not registry.has_role(DEFAULT_ADMIN_ROLE, network.keys["opsadmin"])
