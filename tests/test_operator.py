@@ -9,12 +9,14 @@ gateway serve --config FILE` in a subprocess, stopped in ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ class Network:
     hex_files: dict[str, Path]  # the gateway's three sending keys, as the gateway reads them
     deploy_output: str
     dry_run_output: str
+    head_after_deploy: int = 0
 
     def cli_address(self, name: str) -> str:
         listed = json.loads(_ok(self.cli("key", "list", "--no-dev", "--json")))
@@ -80,6 +83,24 @@ def _set_balance(url: str, address: str, wei: int) -> None:
         timeout=5,
     )
     assert "error" not in r.json(), r.text
+
+
+@contextlib.contextmanager
+def _mining(url: str, every_s: float = 0.2) -> Iterator[None]:
+    """Mine a block every ``every_s`` (anvil automines only on a transaction)."""
+    stop = threading.Event()
+
+    def mine() -> None:
+        while not stop.wait(every_s):
+            httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "evm_mine"}, timeout=5)
+
+    thread = threading.Thread(target=mine, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def _hex_key(path: Path) -> Path:
@@ -115,7 +136,9 @@ def network(tmp_path_factory: pytest.TempPathFactory, contract_build: Path) -> I
             _set_balance(anvil.url, net.keys[name], 10**19)
         net.dry_run_output = _ok(net.cli("deploy", "--dry-run", who="opsadmin"))
         assert not (home / "deployment.json").exists()  # a dry run writes nothing
-        net.deploy_output = _ok(net.cli("deploy", "--confirmations", "1", who="opsadmin"))
+        with _mining(anvil.url):  # blocks keep coming, as on a real chain
+            net.deploy_output = _ok(net.cli("deploy", "--confirmations", "3", who="opsadmin"))
+        net.head_after_deploy = connect(anvil.url).eth.block_number
         for name in ("gw1", "reg1"):
             _ok(net.cli("admin", "add-gateway", name, who="opsadmin"))
         _ok(net.cli("admin", "add-centre", "centre1", who="opsadmin"))
@@ -189,6 +212,8 @@ def test_deploy_waits_checks_the_code_and_writes_the_file(network: Network) -> N
     assert recorded["chain_id"] == CHAIN_ID
     assert recorded["address"] in network.deploy_output
     assert "the runtime code matches the build" in network.deploy_output
+    assert "3 confirmation(s)" in network.deploy_output
+    assert network.head_after_deploy >= recorded["block"] + 2  # it waited for two more blocks
     assert "consent admin add-gateway" in network.deploy_output
     assert "consent admin add-centre" in network.deploy_output
     assert "consent admin add-emergency" in network.deploy_output
@@ -204,6 +229,7 @@ def test_deploy_waits_checks_the_code_and_writes_the_file(network: Network) -> N
 def test_deploy_refuses_development_keys_off_the_local_chain(
     network: Network, tmp_path: Path
 ) -> None:
+    share_build_cache(tmp_path)
     for args in (("deploy",), ("deploy", "--dry-run")):
         result = runner.invoke(
             app, [*args, "--as", "admin", "--chain", network.anvil.url, "--home", str(tmp_path)]
@@ -256,8 +282,8 @@ def test_each_misconfiguration_is_refused_with_one_sentence(
     }
     for what, (over, sentence) in cases.items():
         config = _config(network, tmp_path, ipfs_node, database_url=db, port=port, **over)
-        checked = _consent("gateway", "check", "--config", str(config))
-        assert checked.returncode == 1, (what, checked.stdout, checked.stderr)
+        checked = runner.invoke(app, ["gateway", "check", "--config", str(config)])
+        assert checked.exit_code == 1, (what, checked.stdout, checked.stderr)
         refusals = _refusals(checked.stderr)
         assert len(refusals) == 1, (what, checked.stderr)
         assert sentence in refusals[0], (what, refusals)
@@ -276,8 +302,8 @@ def test_a_misspelt_setting_is_refused(
     config = _config(
         network, tmp_path, ipfs_node, database_url="sqlite://", port=free_port(), chian_url="x"
     )
-    checked = _consent("gateway", "check", "--config", str(config))
-    assert checked.returncode == 2
+    checked = runner.invoke(app, ["gateway", "check", "--config", str(config)])
+    assert checked.exit_code == 2
     assert "unknown gateway settings ['chian_url']" in checked.stderr
 
 

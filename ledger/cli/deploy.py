@@ -83,10 +83,10 @@ def deploy_command(
             f"{recorded.chain_id}); deploy into another state directory (--home) or move the "
             f"file away first"
         )
-    artifact = compile_contracts(cache_dir=ctx.paths.build_cache)[REGISTRY_CONTRACT]
-    if dry_run:
+    if dry_run:  # who deploys is checked before compiling: a refusal comes at once
         admin_address = ctx.address(who, what="--as")
         _refuse_dev_address(admin_address, chain_id)
+        artifact = compile_contracts(cache_dir=ctx.paths.build_cache)[REGISTRY_CONTRACT]
         estimate = estimate_deployment(w3, artifact, admin=admin_address)
         if ctx.as_json:
             echo_json(
@@ -117,6 +117,7 @@ def deploy_command(
         return
     account = ctx.account(who)
     ensure_not_dev_key(account, chain_id)
+    artifact = compile_contracts(cache_dir=ctx.paths.build_cache)[REGISTRY_CONTRACT]
     sender = TxSender(w3, account)
     deployment, sent = deploy_registry(
         w3, artifact, path=path, sender=sender, confirmations=confirmations, timeout_s=timeout
