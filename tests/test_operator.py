@@ -408,6 +408,20 @@ def _wait_healthy(gateway: ServiceProcess, base: str, timeout_s: float = 30) -> 
     raise AssertionError(f"gateway not healthy: {last}\n{gateway.tail()}")
 
 
+def test_a_chain_node_that_does_not_answer_is_reported(
+    network: Network, ipfs_node: IpfsNode, tmp_path: Path
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}/v3/secret-api-key"
+    config = _config(
+        network, tmp_path, ipfs_node, database_url="sqlite://", port=free_port(), chain_url=down
+    )
+    checked = runner.invoke(app, ["gateway", "check", "--config", str(config)])
+    assert checked.exit_code == 2
+    (refusal,) = _refusals(checked.stderr)
+    assert "is not answering" in refusal
+    assert "secret-api-key" not in checked.stderr  # a node URL's path may hold an API key
+
+
 # ------------------------------------------------------------------------------ admin transfer
 
 
