@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 from urllib.parse import urlsplit
 
 from eth_account import Account
@@ -174,6 +175,12 @@ def check_chain(settings: Settings, w3: Web3) -> Preflight:
     return Preflight(tuple(findings))
 
 
+def _validation_line(error: Any) -> str:
+    text = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {text}" if where else text
+
+
 def main() -> int:
     """Build the settings from the environment, run the checks, print one line each."""
     try:
@@ -182,10 +189,7 @@ def main() -> int:
     except (ConfigFileError, PlaceholderSecret, FileNotFoundError, ValueError) as exc:
         message = str(exc)
         if isinstance(exc, ValidationError):
-            message = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                for e in exc.errors()
-            )
+            message = "; ".join(_validation_line(e) for e in exc.errors())
         print(f"error: the gateway settings are not usable: {message}", file=sys.stderr)
         return 2
     w3 = connect(settings.chain_url, timeout_s=settings.chain_timeout_s)

@@ -113,8 +113,8 @@ def server_options(path: Path | None, environ: dict[str, str] | None = None) -> 
             value = setting.kind(raw)
         except (TypeError, ValueError):
             raise CliError(
-                f"server setting {setting.key} ({setting.env}) must be a "
-                f"{setting.kind.__name__}, not {raw!r}"
+                f"server setting {setting.key} ({setting.env}) must be "
+                f"{'a whole number' if setting.kind is int else 'text'}, not {raw!r}"
             ) from None
         if setting.kind is int and (isinstance(raw, bool) or value < 1):
             raise CliError(f"server setting {setting.key} must be a positive whole number")
