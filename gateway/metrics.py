@@ -60,6 +60,27 @@ class Metrics:
         self.ipfs_errors = Counter(
             "gateway_ipfs_unavailable", "Requests refused because IPFS was unreachable", registry=r
         )
+        # Read from the chain at each scrape of /metrics (GET /metrics answers without them
+        # when the chain node does not: gateway_chain_up is then 0).
+        self.chain_up = Gauge(
+            "gateway_chain_up",
+            "1 when the chain node answered this scrape's reads, else 0",
+            registry=r,
+        )
+        self.head_block = Gauge(
+            "gateway_chain_head_block", "Number of the chain head at the last scrape", registry=r
+        )
+        self.head_age = Gauge(
+            "gateway_chain_head_age_seconds",
+            "Age of the chain head (its timestamp against the gateway's clock) at the last scrape",
+            registry=r,
+        )
+        self.account_balance = Gauge(
+            "gateway_account_balance_wei",
+            "Balance of each sending account (gateway, registrar, relayer) at the last scrape",
+            ["account"],
+            registry=r,
+        )
         self.fast_path_active = Gauge(
             "gateway_fast_path_active",
             "1 while the record-fetch fast path serves well-formed fetches (gateway.fastpath)",

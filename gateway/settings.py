@@ -6,6 +6,12 @@
 ``CONSENT_REGISTRAR_KEY``, ``CONSENT_RELAYER_KEY``, ``CONSENT_SIWE_DOMAIN`` and
 ``CONSENT_SIWE_URI``. Every other field has a default.
 
+An operator may instead write the settings in a TOML file, the ``[gateway]`` table of the file
+named by ``CONSENT_CONFIG_FILE`` (what ``consent gateway serve --config FILE`` sets), one key
+per field (``chain_url = "https://..."``). A ``CONSENT_*`` variable overrides the file's value;
+a key the gateway does not know is refused, so a typo never silently falls back to a default.
+``docs/operations.md`` lists every setting with its default (a test holds the two equal).
+
 The gateway sends from three accounts, so that draining one cannot stop the others: the
 *gateway* account (``GATEWAY_ROLE``; anchors access-log checkpoints, and its address names the
 gateway), the *registrar* (``GATEWAY_ROLE``; sends ``registerRecord``) and the *relayer* (no
@@ -24,18 +30,35 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from eth_typing import ChecksumAddress
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from web3 import Web3
 
 from ledger.paths import state_paths
 
-__all__ = ["PlaceholderSecret", "Settings", "get_settings", "parse_secret_hex"]
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "ConfigFileError",
+    "PlaceholderSecret",
+    "Settings",
+    "get_settings",
+    "parse_secret_hex",
+]
+
+#: The environment variable naming the TOML settings file (its ``[gateway]`` table).
+CONFIG_FILE_ENV = "CONSENT_CONFIG_FILE"
 
 _PLACEHOLDERS = frozenset(
     {
@@ -61,6 +84,39 @@ _MIN_DISTINCT_BYTES = 16  # 32 random bytes have ~30 distinct values; patterns h
 
 class PlaceholderSecret(ValueError):
     """A secret is missing, malformed or an obvious placeholder."""
+
+
+class ConfigFileError(ValueError):
+    """The TOML settings file cannot be read, or names a setting the gateway does not know."""
+
+
+def _config_file_values(known: set[str], paths: set[str]) -> dict[str, Any]:
+    """The ``[gateway]`` table of the file ``$CONSENT_CONFIG_FILE`` names (empty without one);
+    a relative path among ``paths`` is taken relative to the file's directory."""
+    name = os.environ.get(CONFIG_FILE_ENV, "").strip()
+    if not name:
+        return {}
+    path = Path(name)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"the config file {path} is not valid TOML: {exc}") from None
+    table = data.get("gateway", {})
+    if not isinstance(table, dict):
+        raise ConfigFileError(f"[gateway] in {path} must be a table of settings")
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigFileError(
+            f"the config file {path} names unknown gateway settings {unknown}; fix the "
+            f"spelling (docs/operations.md lists every setting)"
+        )
+    values = dict(table)
+    for key in paths & set(values):
+        if isinstance(values[key], str) and not Path(values[key]).is_absolute():
+            values[key] = str(path.parent.resolve() / values[key])
+    return values
 
 
 def parse_secret_hex(text: str, *, what: str) -> bytes:
@@ -106,8 +162,13 @@ class Settings(BaseSettings):
         default_factory=lambda: state_paths().home,
         description="State directory (CONSENT_HOME); defaults below live under it.",
     )
-    chain_url: str = "http://127.0.0.1:8545"
-    ipfs_url: str = "http://127.0.0.1:5001"
+    chain_url: str = Field(
+        default="http://127.0.0.1:8545", description="The chain node's JSON-RPC URL."
+    )
+    ipfs_url: str = Field(
+        default="http://127.0.0.1:5001",
+        description="The Kubo RPC API (an IPFS Cluster proxy endpoint answers the same calls).",
+    )
     database_url: str = Field(
         default="",
         description="sqlite:///path or postgresql+psycopg://...; default <home>/gateway.sqlite3",
@@ -169,8 +230,19 @@ class Settings(BaseSettings):
         description="How long POST /v1/consents waits for the receipt (without holding a "
         "worker thread) before answering 202 with the pending transaction.",
     )
-    siwe_domain: str = "127.0.0.1:8000"
-    siwe_uri: str = "http://127.0.0.1:8000"
+    public_base_url: str | None = Field(
+        default=None,
+        description="The URL clients reach the gateway at (behind a proxy: the proxy's, e.g. "
+        "https://gateway.example.org); siwe_domain and siwe_uri default from it.",
+    )
+    siwe_domain: str = Field(
+        default="127.0.0.1:8000",
+        description="The host[:port] sign-in messages must name (default: public_base_url's).",
+    )
+    siwe_uri: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The URI sign-in messages must name (default: public_base_url).",
+    )
     siwe_nonce_ttl_s: int = Field(default=300, gt=0)
     siwe_max_age_s: int = Field(
         default=600, gt=0, description="Oldest accepted SIWE issued-at (replay window)."
@@ -241,10 +313,38 @@ class Settings(BaseSettings):
     _relayer_bytes: bytes = PrivateAttr(default=b"")
     _deployment: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    @field_validator("chain_url", "ipfs_url", "siwe_uri")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``CONSENT_*`` variables, then the TOML file (the first wins)."""
+        from_file = InitSettingsSource(
+            settings_cls,
+            init_kwargs=_config_file_values(
+                set(cls.model_fields),
+                {n for n, f in cls.model_fields.items() if "Path" in str(f.annotation)},
+            ),
+        )
+        return (init_settings, env_settings, from_file, dotenv_settings, file_secret_settings)
+
+    @field_validator("chain_url", "ipfs_url", "siwe_uri", "public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return None if value is None else value.rstrip("/")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"public_base_url {value!r} must be an http(s) URL")
+        if value is not None and not urlsplit(value).netloc:
+            raise ValueError(f"public_base_url {value!r} names no host")
+        return value
 
     @field_validator("auditors")
     @classmethod
@@ -259,6 +359,11 @@ class Settings(BaseSettings):
     def _resolve(self) -> Settings:
         home = self.home.resolve()
         self.home = home
+        if self.public_base_url is not None:
+            if "siwe_uri" not in self.model_fields_set:
+                self.siwe_uri = self.public_base_url
+            if "siwe_domain" not in self.model_fields_set:
+                self.siwe_domain = urlsplit(self.public_base_url).netloc
         if not self.database_url:
             self.database_url = f"sqlite:///{home / 'gateway.sqlite3'}"
         if self.deployment_file is None and self.registry_address is None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api.deps import StateDep
+from gateway.api.deps import GatewayState, StateDep
 from gateway.errors import (
     ChainIdMismatch,
 )
@@ -82,4 +82,29 @@ def healthz(state: StateDep) -> JSONResponse:
 )
 def metrics(state: StateDep) -> Response:
     state.metrics.log_size.set(state.access_log.size)
+    _scrape_chain(state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _scrape_chain(state: GatewayState) -> None:
+    """The chain head's age and the sending accounts' balances, read for this scrape."""
+    chain = state.chain
+    try:
+        with chain.guard():
+            number, timestamp = chain.head_timestamp()
+            balances = {
+                name: int(chain.w3.eth.get_balance(account.address))
+                for name, account in (
+                    ("gateway", chain.gateway_account),
+                    ("registrar", chain.registrar),
+                    ("relayer", chain.relayer),
+                )
+            }
+    except Exception:  # the chain node is down: the gauges keep their last values
+        state.metrics.chain_up.set(0)
+        return
+    state.metrics.chain_up.set(1)
+    state.metrics.head_block.set(number)
+    state.metrics.head_age.set(max(time.time() - timestamp, 0.0))
+    for name, wei in balances.items():
+        state.metrics.account_balance.labels(name).set(wei)

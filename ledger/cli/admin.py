@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ledger.cli.app import AsOpt, RoleApp, context_of
+from ledger.cli.context import CliError
 from ledger.cli.output import console, echo_json
 from ledger.cli.parsing import parse_category
 
@@ -30,7 +31,7 @@ def _admin_role(role_name: str, *, grant: bool) -> Callable[..., None]:
         target = ctx.address(address)
         admin = ctx.account(who)
         contract = ctx.registry()
-        label = role_name.removesuffix("_ROLE").lower()
+        label = role_name.removesuffix("_ROLE").removeprefix("DEFAULT_").lower()
         holds = contract.has_role(role, target)
         if holds == grant:
             result = {"address": target, "role": role_name, "changed": False}
@@ -71,9 +72,59 @@ app.command(
     "add-gateway",
     help="Admit a gateway account (GATEWAY_ROLE: registers records, anchors checkpoints).",
 )(_admin_role("GATEWAY_ROLE", grant=True))
+app.command(
+    "remove-gateway",
+    help="Remove a gateway account (revokes GATEWAY_ROLE: a retired or compromised gateway key).",
+)(_admin_role("GATEWAY_ROLE", grant=False))
 app.command("add-emergency", help="Admit an emergency institution (EMERGENCY_ROLE: break-glass).")(
     _admin_role("EMERGENCY_ROLE", grant=True)
 )
+app.command("remove-emergency", help="Remove an emergency institution (revokes EMERGENCY_ROLE).")(
+    _admin_role("EMERGENCY_ROLE", grant=False)
+)
+app.command(
+    "add-admin",
+    help="Admin transfer, step 1: give DEFAULT_ADMIN_ROLE to a new admin key (then check it "
+    "with the new key, then `consent admin renounce-admin --successor`).",
+)(_admin_role("DEFAULT_ADMIN_ROLE", grant=True))
+
+
+@app.command("renounce-admin")
+def admin_renounce(
+    cli: typer.Context,
+    successor: Annotated[
+        str,
+        typer.Option(
+            "--successor", help="The admin that stays: it must already hold DEFAULT_ADMIN_ROLE."
+        ),
+    ],
+    who: AsOpt = None,
+) -> None:
+    """Admin transfer, step 2: the `--as` admin gives up DEFAULT_ADMIN_ROLE, only once the
+    successor holds it (so the registry is never left without an admin)."""
+    from ledger.chain.registry import DEFAULT_ADMIN_ROLE
+
+    ctx = context_of(cli)
+    heir = ctx.address(successor, what="--successor")
+    admin = ctx.account(who)
+    contract = ctx.registry()
+    if heir == admin.address:
+        raise CliError("the successor is the renouncing admin itself; name the new admin")
+    if not contract.has_role(DEFAULT_ADMIN_ROLE, heir):
+        raise CliError(
+            f"{heir} does not hold DEFAULT_ADMIN_ROLE yet; run `consent admin add-admin {heir}` "
+            f"first, and check the new key works, before renouncing",
+            code=1,
+        )
+    receipt = contract.renounce_role(admin, DEFAULT_ADMIN_ROLE, admin.address)
+    if ctx.as_json:
+        echo_json({"renounced": admin.address, "successor": heir, "tx_hash": receipt.tx_hash})
+        return
+    console.print(
+        f"{admin.address} renounced DEFAULT_ADMIN_ROLE; {heir} is the admin  tx "
+        f"{receipt.tx_hash}  block {receipt.block_number}",
+        highlight=False,
+    )
 
 
 @app.command(

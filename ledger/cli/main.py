@@ -13,7 +13,8 @@ what to do next; ``consent --debug ...`` shows the traceback instead.
 
 This module only assembles the app: the root callback (the shared options, ``ledger.cli.app``)
 and every role's commands, mounted explicitly from their modules (``stack``, ``keys``,
-``admin``, ``records``, ``consents``, ``fetch``, ``demo``, ``audit``).
+``admin``, ``records``, ``consents``, ``fetch``, ``demo``, ``audit``, and the operator's
+``deploy`` and ``gateway``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.cli import admin, audit, consents, demo, fetch, keys, records, stack
+from ledger.cli import admin, audit, consents, demo, deploy, fetch, keys, operator, records, stack
 from ledger.cli.app import context_of, with_shared_options
 from ledger.cli.context import Ctx
 from ledger.cli.parsing import parse_expiry, parse_purposes
@@ -73,6 +74,8 @@ app.add_typer(admin.app, name="admin", no_args_is_help=True)
 app.add_typer(consents.guardian_app, name="guardian", no_args_is_help=True)
 app.add_typer(consents.nonce_app, name="nonce", no_args_is_help=True)
 app.add_typer(audit.app, name="audit")
+app.add_typer(deploy.app)
+app.add_typer(operator.app, name="gateway", no_args_is_help=True)
 
 
 def command_names() -> Iterator[tuple[str, ...]]:
