@@ -30,10 +30,11 @@ from typer.testing import CliRunner
 
 from ledger.chain.abi import registry_abi
 from ledger.chain.node import connect, dev_accounts
-from ledger.chain.registry import DEFAULT_ADMIN_ROLE, ConsentRegistry
+from ledger.chain.registry import ConsentRegistry
 from ledger.cli.main import app
 from ledger.devstack.services import AnvilNode, IpfsNode, ServiceProcess, free_port
 from ledger.paths import PROJECT_ROOT
+from ledger.protocol.consent_types import DEFAULT_ADMIN_ROLE
 from tests.helpers.build import share_build_cache
 from tests.helpers.gateway import drop_schema, postgres_url
 

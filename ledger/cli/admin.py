@@ -102,7 +102,7 @@ def admin_renounce(
 ) -> None:
     """Admin transfer, step 2: the `--as` admin gives up DEFAULT_ADMIN_ROLE, only once the
     successor holds it (so the registry is never left without an admin)."""
-    from ledger.chain.registry import DEFAULT_ADMIN_ROLE
+    from ledger.protocol.consent_types import DEFAULT_ADMIN_ROLE
 
     ctx = context_of(cli)
     heir = ctx.address(successor, what="--successor")
