@@ -12,10 +12,24 @@ from ledger.cli.app import AsOpt, RoleApp, context_of
 from ledger.cli.context import CliError
 from ledger.cli.output import console, echo_json
 from ledger.cli.parsing import parse_category
+from ledger.protocol.consent_types import (
+    CENTRE_ROLE,
+    DEFAULT_ADMIN_ROLE,
+    EMERGENCY_ROLE,
+    GATEWAY_ROLE,
+)
 
 __all__ = ["app"]
 
 app = RoleApp(help="Registry admin: admit centres, gateways and emergency services.")
+
+
+_ROLES = {
+    "CENTRE_ROLE": CENTRE_ROLE,
+    "GATEWAY_ROLE": GATEWAY_ROLE,
+    "EMERGENCY_ROLE": EMERGENCY_ROLE,
+    "DEFAULT_ADMIN_ROLE": DEFAULT_ADMIN_ROLE,
+}
 
 
 def _admin_role(role_name: str, *, grant: bool) -> Callable[..., None]:
@@ -24,10 +38,8 @@ def _admin_role(role_name: str, *, grant: bool) -> Callable[..., None]:
         address: Annotated[str, typer.Argument(help="0x address, keystore name or dev name.")],
         who: AsOpt = "admin",
     ) -> None:
-        from ledger.chain import registry as reg
-
         ctx = context_of(cli)
-        role = getattr(reg, role_name)
+        role = _ROLES[role_name]
         target = ctx.address(address)
         admin = ctx.account(who)
         contract = ctx.registry()
