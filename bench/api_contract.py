@@ -57,7 +57,7 @@ def main() -> int:
             results.append({"seed": seed, **run.figures, "only_401_403": only_auth,
                             "exit_status": run.returncode})  # fmt: skip
             if run.returncode != 0:
-                print(run.output[-20_000:], file=sys.stderr)
+                print(run.output, file=sys.stderr)
     if args.json:
         print(json.dumps({"max_examples": args.max_examples, "runs": results}))
     else:
