@@ -61,7 +61,7 @@ def main() -> int:
     if args.json:
         print(json.dumps({"max_examples": args.max_examples, "runs": results}))
     else:
-        print(f"schemathesis --checks all --phases {api_contract.PHASES}, "
+        print(f"schemathesis --checks all --phases {api_contract.PHASES} "
               f"--max-examples {args.max_examples}")  # fmt: skip
         for r in results:
             print(
