@@ -438,4 +438,6 @@ def test_healthz_metrics_and_openapi(gateway: Stack) -> None:
         assert path in spec["paths"], path
     fetch = spec["paths"]["/v1/records/{record_id}"]["get"]["responses"]
     assert {"200", "403", "502", "503"} <= set(fetch)
-    assert "example" in fetch["403"]["content"]["application/json"]
+    denied = fetch["403"]["content"]["application/json"]
+    assert denied["examples"]["consent_denied"]["value"]["error"]["code"] == "consent_denied"
+    assert "consent_denied" in denied["schema"]["properties"]["error"]["properties"]["code"]["enum"]

@@ -74,6 +74,72 @@ _MESSAGES: dict[str, str] = {
     "ipfs_unavailable": "the IPFS node is unreachable",
 }
 
+_RECORD = "0x" + "1f" * 32
+_PATIENT = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+_READER = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"
+#: code -> example ``details`` (the error's fields)
+_DETAILS: dict[str, dict[str, Any]] = {
+    "siwe_malformed_message": {"reason": "too few lines"},
+    "unauthenticated": {"reason": "session expired"},
+    "siwe_nonce_invalid": {"nonce": "f1c9a0d2b7e34e5c8a6d"},
+    "forbidden": {"account": _READER, "reason": "not an auditor (CONSENT_AUDITORS)"},
+    "consent_denied": {
+        "requester": _READER,
+        "patient": _PATIENT,
+        "record_id": _RECORD,
+        "purpose": 1,
+        "block_number": 42,
+        "event_count": 118,
+        "chain_time": 1767225600,
+    },
+    "relay_gas_cap_exceeded": {
+        "limit": "relay_gas_cap",
+        "gas_cap": 200000,
+        "reason": "the signer's ERC-1271 isValidSignature needs more gas than the cap",
+        "signer": _PATIENT,
+    },
+    "record_not_found": {"record_id": _RECORD},
+    "payload_too_large": {"limit": 52428800},
+    "body_too_large": {"limit": 65536},
+    "invalid_request": {
+        "errors": [
+            {
+                "loc": ["path", "record_id"],
+                "msg": "String should match pattern '^0x[0-9a-fA-F]{64}$'",
+                "type": "string_pattern_mismatch",
+            }
+        ]
+    },
+    "rate_limited": {
+        "limit": "/v1/auth/nonce: 60 at once, then 120 per minute, per client address",
+        "retry_after_s": 1,
+    },
+    "relay_quota_exceeded": {
+        "retry_after_s": 1200,
+        "limit": "relay_patient_quota_per_hour",
+        "patient": _PATIENT.lower(),
+        "quota": 10,
+        "window_s": 3600,
+    },
+    "relay_rate_limited": {
+        "retry_after_s": 12,
+        "limit": "relay_rate_per_minute",
+        "rate": 60,
+        "window_s": 60,
+    },
+    "blob_tampered": {
+        "record_id": _RECORD,
+        "cid": "bafkrei...",
+        "reason": "does not match its CID",
+    },
+    "chain_unavailable": {"reason": "ConnectionError"},
+    "contract_signature_expired": {
+        "error": "SignatureExpired",
+        "deadline": 1767225600,
+        "now_timestamp": 1767229200,
+    },
+}
+
 #: the registry's custom errors: code -> status
 CONTRACT: dict[str, int] = {contract_code(n): contract_status(n) for n in ERROR_CLASSES}
 for _name in ("Panic", "Reverted", "UnknownContractError"):
@@ -165,7 +231,7 @@ def _response(
                 "error": {
                     "code": code,
                     "message": _message(code),
-                    "details": (details or {}).get(code, {}),
+                    "details": (details or _DETAILS).get(code, {}),
                 }
             },
         }

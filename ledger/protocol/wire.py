@@ -6,9 +6,9 @@ a gateway answers with the same classes. Pure data: no I/O, no HTTP statuses.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.config import JsonDict
 
 __all__ = [
@@ -44,6 +44,15 @@ _UINT: JsonDict = {
         {"type": "string", "pattern": r"^([0-9]{1,78}|0[xX][0-9a-fA-F]{1,64})$"},
     ]
 }
+#: A request field's name and value: a uint256 (a number, or decimal / 0x hex text), a bytes32,
+#: an address or a scope kind's name. Bounded, so a relay body always fits the gateway's JSON
+#: body limit; the service checks each field's form (422 invalid_request).
+_RelayKey = Annotated[str, StringConstraints(max_length=16)]
+_UINT256_MAX = 2**256 - 1
+_RelayValue = (
+    Annotated[int, Field(ge=0, le=_UINT256_MAX)] | Annotated[str, StringConstraints(max_length=80)]
+)
+
 _RELAY_FIELDS: JsonDict = {
     "patient": {"type": "string", "pattern": ADDRESS_PATTERN},
     "grantee": {"type": "string", "pattern": ADDRESS_PATTERN},
@@ -94,8 +103,12 @@ class LoginRequest(BaseModel):
     message: str = Field(
         min_length=1,
         max_length=8192,
-        description="EIP-4361 message. Its grammar (header, EIP-55 address, URI, version 1, "
-        "chain id, nonce of 8+ letters or digits, RFC 3339 times, lines ending in \\n) is "
+        # EIP-4361 text is ASCII (RFC 3986 characters, spaces, \n line ends): so bounded, the
+        # body always fits the gateway's JSON body limit.
+        pattern=r"^[\x20-\x7e\n]+$",
+        description="EIP-4361 message (printable ASCII and \\n). Its grammar (header, EIP-55 "
+        "address, URI, version 1, chain id, nonce of 8+ letters or digits, RFC 3339 times, "
+        "lines ending in \\n) is "
         "checked by the gateway: text that does not parse is answered 400 "
         "siwe_malformed_message; a parsed message with the wrong domain, URI, chain id, nonce, "
         "times or signature is answered 401 (siwe_*).",
@@ -175,7 +188,8 @@ class RelayRequest(BaseModel):
     )
 
     action: Literal["grant", "revoke"]
-    request: dict[str, int | str] = Field(
+    request: dict[_RelayKey, _RelayValue] = Field(
+        max_length=12,
         description="GrantRequest (patient, grantee, scopeKind, scopeId, purposes, expiresAt, "
         "signer, nonce, deadline) or RevokeRequest (the same without purposes and expiresAt) "
         "fields as the contract names them (scope_kind, scope_id, expires_at also accepted). "
@@ -184,6 +198,7 @@ class RelayRequest(BaseModel):
     )
     signature: str = Field(
         pattern=r"^(0x)?([0-9a-fA-F]{2})+$",
+        max_length=60_000,  # with the request, within the gateway's 64 KiB JSON body limit
         description="the signer's EIP-712 signature (65 bytes from a key; any length from an "
         "ERC-1271 contract)",
     )
