@@ -28,10 +28,11 @@ from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 from web3 import Web3
 
-from gateway.settings import ConfigFileError, PlaceholderSecret, Settings
+from gateway.settings import PlaceholderSecret, Settings
 from ledger.chain.abi import registry_abi
 from ledger.chain.node import ANVIL_CHAIN_ID, connect, dev_account, dev_accounts, eip1559_fees
 from ledger.chain.registry import ConsentRegistry
+from ledger.config_file import ConfigFileError
 from ledger.protocol.consent_types import GATEWAY_ROLE
 
 __all__ = ["Finding", "Preflight", "check_chain", "main", "node_label"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,11 +45,11 @@ from pydantic_settings import (
 )
 from web3 import Web3
 
+from ledger.config_file import ConfigFileError, read_config_file
 from ledger.paths import state_paths
 
 __all__ = [
     "CONFIG_FILE_ENV",
-    "ConfigFileError",
     "PlaceholderSecret",
     "Settings",
     "get_settings",
@@ -86,10 +85,6 @@ class PlaceholderSecret(ValueError):
     """A secret is missing, malformed or an obvious placeholder."""
 
 
-class ConfigFileError(ValueError):
-    """The TOML settings file cannot be read, or names a setting the gateway does not know."""
-
-
 def _config_file_values(known: set[str], paths: set[str]) -> dict[str, Any]:
     """The ``[gateway]`` table of the file ``$CONSENT_CONFIG_FILE`` names (empty without one);
     a relative path among ``paths`` is taken relative to the file's directory."""
@@ -97,12 +92,7 @@ def _config_file_values(known: set[str], paths: set[str]) -> dict[str, Any]:
     if not name:
         return {}
     path = Path(name)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigFileError(f"cannot read the config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError(f"the config file {path} is not valid TOML: {exc}") from None
+    data = read_config_file(path)
     table = data.get("gateway", {})
     if not isinstance(table, dict):
         raise ConfigFileError(f"[gateway] in {path} must be a table of settings")

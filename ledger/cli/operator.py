@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +21,7 @@ import typer
 
 from ledger.cli.app import RoleApp
 from ledger.cli.context import CliError
+from ledger.config_file import ConfigFileError, read_config_file
 
 __all__ = ["SERVER_SETTINGS", "ServerSetting", "app", "server_options"]
 
@@ -80,11 +80,9 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CliError(f"cannot read the config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CliError(f"the config file {path} is not valid TOML: {exc}") from None
+        data = read_config_file(path)
+    except ConfigFileError as exc:
+        raise CliError(str(exc)) from None
     unknown = sorted(set(data) - {"gateway", "server"})
     if unknown:
         raise CliError(
