@@ -30,7 +30,7 @@ from web3 import Web3
 
 from gateway.settings import PlaceholderSecret, Settings
 from ledger.chain.abi import registry_abi
-from ledger.chain.node import ANVIL_CHAIN_ID, connect, dev_account, dev_accounts, eip1559_fees
+from ledger.chain.node import ANVIL_CHAIN_ID, connect, eip1559_fees, is_dev_address
 from ledger.chain.registry import ConsentRegistry
 from ledger.config_file import ConfigFileError
 from ledger.protocol.consent_types import GATEWAY_ROLE
@@ -74,11 +74,6 @@ def node_label(url: str) -> str:
 
 def _eth(wei: int) -> str:
     return f"{Decimal(wei) / _WEI_PER_ETH:.6f} ETH"
-
-
-def _is_dev_key(account: LocalAccount) -> bool:
-    public = {a.address for a in dev_accounts()} | {dev_account(i).address for i in (10, 11)}
-    return account.address in public
 
 
 def check_chain(settings: Settings, w3: Web3) -> Preflight:
@@ -143,7 +138,7 @@ def check_chain(settings: Settings, w3: Web3) -> Preflight:
             )
     if node_chain != ANVIL_CHAIN_ID:
         for name, account in accounts:
-            if _is_dev_key(account):
+            if is_dev_address(account.address):
                 findings.append(
                     Finding(
                         False,

@@ -38,7 +38,9 @@ __all__ = [
     "dev_account",
     "dev_accounts",
     "eip1559_fees",
+    "ensure_not_dev_address",
     "ensure_not_dev_key",
+    "is_dev_address",
     "wait_for_receipt",
 ]
 
@@ -131,12 +133,20 @@ def dev_account(index: int) -> LocalAccount:
     return _dev_keys()[index]
 
 
+def is_dev_address(address: str) -> bool:
+    """Whether ``address`` (checksummed) belongs to one of the public mnemonic's keys."""
+    return address in {a.address for a in _dev_keys()}
+
+
+def ensure_not_dev_address(address: str, chain_id: int) -> None:
+    """Refuse the public mnemonic's accounts anywhere but the local chain."""
+    if chain_id != ANVIL_CHAIN_ID and is_dev_address(address):
+        raise DevKeyOnPublicChain(address, chain_id)
+
+
 def ensure_not_dev_key(account: LocalAccount, chain_id: int) -> None:
     """Refuse the public mnemonic's keys anywhere but the local chain."""
-    if chain_id == ANVIL_CHAIN_ID:
-        return
-    if account.address in {a.address for a in _dev_keys()}:
-        raise DevKeyOnPublicChain(account.address, chain_id)
+    ensure_not_dev_address(account.address, chain_id)
 
 
 def wait_for_receipt(

@@ -65,7 +65,13 @@ def deploy_command(
         estimate_deployment,
         load_deployment,
     )
-    from ledger.chain.node import ChainUnavailable, TxSender, connect, ensure_not_dev_key
+    from ledger.chain.node import (
+        ChainUnavailable,
+        TxSender,
+        connect,
+        ensure_not_dev_address,
+        ensure_not_dev_key,
+    )
 
     ctx = context_of(cli)
     if not who:
@@ -85,7 +91,7 @@ def deploy_command(
         )
     if dry_run:  # who deploys is checked before compiling: a refusal comes at once
         admin_address = ctx.address(who, what="--as")
-        _refuse_dev_address(admin_address, chain_id)
+        ensure_not_dev_address(admin_address, chain_id)
         artifact = compile_contracts(cache_dir=ctx.paths.build_cache)[REGISTRY_CONTRACT]
         estimate = estimate_deployment(w3, artifact, admin=admin_address)
         if ctx.as_json:
@@ -152,14 +158,3 @@ def deploy_command(
     ]
     for line in lines:
         console.print(line, highlight=False)
-
-
-def _refuse_dev_address(address: str, chain_id: int) -> None:
-    """The dev-key refusal for an address (a dry run unlocks nothing)."""
-    from ledger.chain.node import ANVIL_CHAIN_ID, DevKeyOnPublicChain, dev_account
-
-    if chain_id == ANVIL_CHAIN_ID:
-        return
-    public = {dev_account(i).address for i in range(12)}
-    if address in public:
-        raise DevKeyOnPublicChain(address, chain_id)
