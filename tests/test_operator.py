@@ -33,6 +33,7 @@ from ledger.chain.node import connect, dev_accounts
 from ledger.chain.registry import ConsentRegistry
 from ledger.cli.main import app
 from ledger.devstack.services import AnvilNode, IpfsNode, ServiceProcess, free_port
+from ledger.devstack.stack import wait_healthy
 from ledger.paths import PROJECT_ROOT
 from ledger.protocol.consent_types import DEFAULT_ADMIN_ROLE
 from tests.helpers.build import share_build_cache
@@ -345,7 +346,7 @@ def test_serve_then_upload_grant_fetch_and_audit_with_keystore_keys(
     base = f"http://127.0.0.1:{port}"
     try:
         gateway.start()
-        health = _wait_healthy(gateway, base)
+        health = wait_healthy(gateway, base, timeout_s=30)
         assert health["chain_id"] == CHAIN_ID
         assert kind in health["database"], (kind, health)
 
@@ -391,22 +392,6 @@ def test_serve_then_upload_grant_fetch_and_audit_with_keystore_keys(
     finally:
         gateway.stop()
     assert not gateway.alive()
-
-
-def _wait_healthy(gateway: ServiceProcess, base: str, timeout_s: float = 30) -> dict:
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        gateway.check_alive()
-        try:
-            r = httpx.get(f"{base}/healthz", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-            last = r.text
-        except httpx.HTTPError as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    raise AssertionError(f"gateway not healthy: {last}\n{gateway.tail()}")
 
 
 def test_a_chain_node_that_does_not_answer_is_reported(

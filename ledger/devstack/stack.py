@@ -32,7 +32,7 @@ from ledger.devstack.services import AnvilNode, IpfsNode, ServiceError, ServiceP
 from ledger.paths import StatePaths
 from ledger.protocol.consent_types import GATEWAY_ROLE
 
-__all__ = ["StackConfig", "StackInfo", "ensure_kek", "run_stack", "start_stack"]
+__all__ = ["StackConfig", "StackInfo", "ensure_kek", "run_stack", "start_stack", "wait_healthy"]
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
         gateway.start()
         started.append(gateway)
         url = f"http://127.0.0.1:{config.gateway_port}"
-        health = _wait_healthy(gateway, url)
+        health = wait_healthy(gateway, url)
         return StackInfo(anvil, ipfs, gateway, deployment, created, url, health)
     except BaseException:
         for item in reversed(started):
@@ -185,7 +185,9 @@ def start_stack(config: StackConfig, *, say: Callable[[str], None] = print) -> S
         raise
 
 
-def _wait_healthy(gateway: ServiceProcess, url: str, timeout_s: float = 60.0) -> dict[str, Any]:
+def wait_healthy(gateway: ServiceProcess, url: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """The gateway's ``/healthz`` body once it answers 200; ``ServiceError`` (with the log's
+    tail) when the process dies or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
