@@ -123,6 +123,10 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
 
     /// @notice The highest purpose id a bit set of 32 bits can hold.
     uint8 private constant _MAX_PURPOSE = 31;
+    /// @notice The most gateways a federation may have.
+    uint256 private constant _MAX_CUSTODIANS = 32;
+    /// @notice The longest member URL accepted, in bytes.
+    uint256 private constant _MAX_URL_LENGTH = 200;
     /// @notice The longest CID accepted, in bytes.
     uint256 private constant _MAX_CID_LENGTH = 128;
     /// @dev Each scope kind as the first word of its scope key (see the contract-level notes).
@@ -133,7 +137,9 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     uint32 private constant _BREAK_GLASS_PURPOSES = uint32((1 << TREATMENT) | (1 << EMERGENCY));
 
     bytes32 private constant _RECORD_ATTESTATION_TYPEHASH =
-        keccak256("RecordAttestation(address patient,bytes32 category,bytes32 contentDigest,uint64 issuedAt)");
+        keccak256(
+            "RecordAttestation(address patient,bytes32 category,bytes32 contentDigest,uint64 issuedAt,bytes32 custodySet,bytes32 shareCommitments)"
+        );
     bytes32 private constant _GRANT_CONSENT_TYPEHASH = keccak256(
         "GrantConsent(address patient,address grantee,uint8 scopeKind,bytes32 scopeId,uint32 purposes,uint64 expiresAt,address signer,uint256 nonce,uint256 deadline)"
     );
@@ -154,6 +160,13 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     mapping(address gateway => Checkpoint) private _checkpoints;
     mapping(bytes32 category => bool listed) private _categories;
     EventDigest.Digest private _digest;
+    // The custody federation (see setFederation): members in share order, their keys and URLs.
+    address[] private _custodians;
+    bytes[] private _custodyKeys;
+    string[] private _custodianUrls;
+    mapping(address gateway => bool) private _isCustodian;
+    uint8 private _custodyThreshold;
+    bytes32 private _custodySet;
 
     // ---------------------------------------------------------------- constructor
 
@@ -192,6 +205,8 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
         if (bytes(cid).length == 0 || bytes(cid).length > _MAX_CID_LENGTH) revert InvalidCid(bytes(cid).length);
         if (attestation.patient == address(0)) revert ZeroPatient();
         if (!_categories[attestation.category]) revert CategoryNotListed(attestation.category);
+        bytes32 current = _custodySet;
+        if (attestation.custodySet != current) revert CustodySetNotCurrent(attestation.custodySet, current);
         recordId = _attestationDigest(attestation);
         address centre = ECDSA.recover(recordId, centreSignature);
         if (!hasRole(CENTRE_ROLE, centre)) revert NotACentre(centre);
@@ -208,6 +223,55 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
             bytes.concat(
                 abi.encode(RecordRegistered.selector, recordId, attestation.patient, centre),
                 abi.encode(attestation.category, attestation.contentDigest, attestation.issuedAt, cid)
+            )
+        );
+    }
+
+    // ---------------------------------------------------------------- external: federation
+
+    /// @inheritdoc IConsentRegistry
+    function setFederation(
+        uint8 threshold,
+        address[] calldata gateways,
+        bytes[] calldata custodyKeys,
+        string[] calldata urls
+    ) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        uint256 n = gateways.length;
+        if (n != custodyKeys.length || n != urls.length || n > _MAX_CUSTODIANS) {
+            revert InvalidFederation(n, custodyKeys.length, urls.length);
+        }
+        if (n == 0 ? threshold != 0 : (threshold == 0 || threshold > n)) revert InvalidThreshold(threshold, n);
+        address[] memory previous = _custodians;
+        for (uint256 i = 0; i < previous.length; ++i) {
+            _isCustodian[previous[i]] = false;
+        }
+        for (uint256 i = 0; i < n; ++i) {
+            address gateway = gateways[i];
+            bytes calldata key = custodyKeys[i];
+            if (!hasRole(GATEWAY_ROLE, gateway)) revert NotAGateway(gateway);
+            if (key.length != 33 || (key[0] != 0x02 && key[0] != 0x03)) revert InvalidCustodyKey(gateway);
+            uint256 urlLength = bytes(urls[i]).length;
+            if (urlLength == 0 || urlLength > _MAX_URL_LENGTH) revert InvalidUrl(gateway, urlLength);
+            if (_isCustodian[gateway]) revert DuplicateCustodian(gateway);
+            _isCustodian[gateway] = true;
+            for (uint256 j = 0; j < i; ++j) {
+                if (keccak256(custodyKeys[j]) == keccak256(key)) revert DuplicateCustodian(gateway);
+            }
+        }
+        bytes32 custodySet = n == 0 ? bytes32(0) : keccak256(abi.encode(threshold, gateways, custodyKeys));
+        _custodians = gateways;
+        delete _custodyKeys;
+        delete _custodianUrls;
+        for (uint256 i = 0; i < n; ++i) {
+            _custodyKeys.push(custodyKeys[i]);
+            _custodianUrls.push(urls[i]);
+        }
+        _custodyThreshold = threshold;
+        _custodySet = custodySet;
+        _digest.emitAndFold(
+            1,
+            bytes.concat(
+                abi.encode(FederationSet.selector), abi.encode(threshold, custodySet, gateways, custodyKeys, urls)
             )
         );
     }
@@ -459,6 +523,21 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     }
 
     /// @inheritdoc IConsentRegistry
+    function federation()
+        external
+        view
+        returns (
+            uint8 threshold,
+            bytes32 custodySet,
+            address[] memory gateways,
+            bytes[] memory custodyKeys,
+            string[] memory urls
+        )
+    {
+        return (_custodyThreshold, _custodySet, _custodians, _custodyKeys, _custodianUrls);
+    }
+
+    /// @inheritdoc IConsentRegistry
     function eventDigest() external view returns (bytes24 head, uint64 count) {
         EventDigest.Digest memory digest = _digest;
         return (digest.head, digest.count);
@@ -485,7 +564,9 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     }
 
     /// @dev OpenZeppelin's revoke, with its RoleRevoked(role, account, sender) folded into the digest.
+    /// A federation member keeps GATEWAY_ROLE until a federation without it is set.
     function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
+        if (role == GATEWAY_ROLE && _isCustodian[account]) revert FederationMember(account);
         revoked = super._revokeRole(role, account);
         if (revoked) _digest.fold(abi.encode(RoleRevoked.selector, role, account, _msgSender()));
     }

@@ -75,15 +75,23 @@ interface IConsentRegistry {
     }
 
     /// @notice What a checkup centre signs (EIP-712 primary type `RecordAttestation`):
-    /// `RecordAttestation(address patient,bytes32 category,bytes32 contentDigest,uint64 issuedAt)`.
+    /// `RecordAttestation(address patient,bytes32 category,bytes32 contentDigest,uint64 issuedAt,bytes32 custodySet,bytes32 shareCommitments)`.
     /// `contentDigest` is sha256(salt || plaintext result), with a fresh 32-byte salt that
     /// travels only inside the encrypted record, so an observer cannot test candidate results
     /// against it. `category` must be listed (see the contract-level notes).
+    /// `custodySet` is the federation the centre split the record's data key across
+    /// (`federation().custodySet`, zero while no federation is set: the single-gateway mode in
+    /// which the uploading gateway wraps the key itself); `registerRecord` refuses any other.
+    /// `shareCommitments` is keccak256(abi.encode(bytes32[] commitments)) over the custody
+    /// manifest's per-share commitments (zero in the single-gateway mode): the record id binds
+    /// them, so a reader detects a bad share and names its gateway.
     struct RecordAttestation {
         address patient;
         bytes32 category;
         bytes32 contentDigest;
         uint64 issuedAt;
+        bytes32 custodySet;
+        bytes32 shareCommitments;
     }
 
     /// @notice A registered record, as views return it.
@@ -182,6 +190,15 @@ interface IConsentRegistry {
     /// may use it (existing records and grants are unaffected).
     event CategoryRemoved(bytes32 indexed category);
 
+    /// @notice The admin set the custody federation: `gateways[i]` holds share i of every record
+    /// uploaded from now on, sealed to `custodyKeys[i]` (a 33-byte compressed secp256k1 key);
+    /// any `threshold` of them can release a record's key. `custodySet` is
+    /// keccak256(abi.encode(threshold, gateways, custodyKeys)), zero for an empty federation.
+    /// `urls[i]` is where clients reach `gateways[i]` (not part of `custodySet`).
+    event FederationSet(
+        uint8 threshold, bytes32 custodySet, address[] gateways, bytes[] custodyKeys, string[] urls
+    );
+
     // ---------------------------------------------------------------- errors
 
     /// @notice The attestation's signer does not hold CENTRE_ROLE.
@@ -244,6 +261,22 @@ interface IConsentRegistry {
     error CategoryAlreadyListed(bytes32 category);
     /// @notice The zero category cannot be listed.
     error ZeroCategory();
+    /// @notice The attestation names a custody set other than the federation's current one.
+    error CustodySetNotCurrent(bytes32 attested, bytes32 current);
+    /// @notice A federation needs 1 <= threshold <= members (or no members and threshold 0).
+    error InvalidThreshold(uint8 threshold, uint256 members);
+    /// @notice Federation arrays of different lengths, or more than 32 members.
+    error InvalidFederation(uint256 gateways, uint256 custodyKeys, uint256 urls);
+    /// @notice A federation member must hold GATEWAY_ROLE.
+    error NotAGateway(address account);
+    /// @notice A custody key must be a 33-byte compressed secp256k1 public key (0x02 / 0x03 prefix).
+    error InvalidCustodyKey(address gateway);
+    /// @notice A gateway (or a custody key) appears twice in the federation.
+    error DuplicateCustodian(address gateway);
+    /// @notice GATEWAY_ROLE cannot be taken from a federation member: set a federation without it first.
+    error FederationMember(address gateway);
+    /// @notice A member URL must be 1..200 bytes.
+    error InvalidUrl(address gateway, uint256 length);
 
     // ---------------------------------------------------------------- constants
 
@@ -290,6 +323,28 @@ interface IConsentRegistry {
     function removeCategory(bytes32 category) external;
 
     // ---------------------------------------------------------------- records
+
+    /// @notice Sets the whole custody federation in one step (DEFAULT_ADMIN_ROLE only): members,
+    /// their custody keys and URLs, and the threshold. Records uploaded later must attest its
+    /// `custodySet`; records uploaded earlier keep the custody set they were split under.
+    function setFederation(
+        uint8 threshold,
+        address[] calldata gateways,
+        bytes[] calldata custodyKeys,
+        string[] calldata urls
+    ) external;
+
+    /// @notice The federation in force, in one call.
+    function federation()
+        external
+        view
+        returns (
+            uint8 threshold,
+            bytes32 custodySet,
+            address[] memory gateways,
+            bytes[] memory custodyKeys,
+            string[] memory urls
+        );
 
     /// @notice Registers a record attested by a centre; callable by GATEWAY_ROLE only.
     /// The record id is the EIP-712 digest of the attestation (unique per chain, contract and attestation).

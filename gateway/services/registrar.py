@@ -41,7 +41,7 @@ from ledger.protocol.eip712 import RecordAttestation
 
 __all__ = ["Registered", "Registrar", "TxLookup", "registration_gas_limit"]
 
-_ATTESTATION = "(address,bytes32,bytes32,uint64)"
+_ATTESTATION = "(address,bytes32,bytes32,uint64,bytes32,bytes32)"
 _SIGNATURE = f"registerRecord({_ATTESTATION},bytes,string)"
 _REGISTERED_TOPIC = keccak(
     text="RecordRegistered(bytes32,address,address,bytes32,bytes32,uint64,string)"

@@ -59,6 +59,7 @@ from ledger.protocol.events import (
     CheckpointAnchored,
     ConsentGranted,
     ConsentRevoked,
+    FederationSet,
     GuardianRemoved,
     GuardianSet,
     NonceBurned,
@@ -196,6 +197,7 @@ class ConsentTimeline:
         self._bg_keys_by_patient: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._roles: dict[tuple[bytes, str], _History[bool]] = {}
         self._checkpoints: dict[str, list[CheckpointAnchored]] = defaultdict(list)
+        self._federations: list[FederationSet] = []
         self._by_patient: dict[str, list[RegistryEvent]] = defaultdict(list)
         self.extend(events)
 
@@ -279,6 +281,8 @@ class ConsentTimeline:
             if role is None:
                 role = self._roles[role_key] = _History()
             role.set(position, True if isinstance(event, RoleGranted) else None)
+        elif isinstance(event, FederationSet):
+            self._federations.append(event)
         elif isinstance(event, RoleAdminChanged | CategoryAdded | CategoryRemoved | NonceBurned):
             pass  # role administration, the category list and nonce burns: not who may read
         else:  # pragma: no cover - EventDecoder only produces the types above
@@ -343,6 +347,10 @@ class ConsentTimeline:
     def has_role_at(self, role: bytes, account: str, block: int) -> bool:
         history = self._roles.get((bytes(role), account))
         return bool(history.at(block)) if history is not None else False
+
+    def federations(self) -> list[FederationSet]:
+        """Every federation set so far, in chain order (the last is the one in force)."""
+        return list(self._federations)
 
     def checkpoints(self, gateway: str | None = None) -> list[CheckpointAnchored]:
         """Anchored checkpoints in chain order (of one gateway, or of all)."""

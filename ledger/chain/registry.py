@@ -172,6 +172,28 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class FederationMember:
+    """One custodian of the federation: its gateway account, custody key and URL."""
+
+    gateway: ChecksumAddress
+    custody_key: bytes  # 33-byte compressed secp256k1 public key
+    url: str
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The custody federation in force (``federation()``); empty: the single-gateway mode."""
+
+    threshold: int
+    custody_set: bytes
+    members: tuple[FederationMember, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
 class EventDigest:
     """The registry's running event digest: 24-byte head and the number of events folded."""
 
@@ -403,6 +425,17 @@ class ConsentRegistry:
         )
         return Checkpoint(int(tree_size), bytes(root_hash))
 
+    def federation(self, *, block_identifier: BlockIdentifier = "latest") -> Federation:
+        """The custody federation in force, in one call."""
+        threshold, custody_set, gateways, keys, urls = self._call(
+            "federation", block_identifier=block_identifier
+        )
+        members = tuple(
+            FederationMember(_addr(g), bytes(k), str(u))
+            for g, k, u in zip(gateways, keys, urls, strict=True)
+        )
+        return Federation(int(threshold), bytes(custody_set), members)
+
     def is_category(self, category: bytes, *, block_identifier: BlockIdentifier = "latest") -> bool:
         """Whether ``category`` (a bytes32 id) is on the admin's list."""
         return bool(self._call("isCategory", bytes(category), block_identifier=block_identifier))
@@ -553,6 +586,21 @@ class ConsentRegistry:
     def add_category(self, admin: LocalAccount, category: bytes) -> Receipt:
         """``admin`` (DEFAULT_ADMIN_ROLE) lists ``category`` (a bytes32 id); keep it coarse."""
         return Receipt.of(self._send(admin, "addCategory", bytes(category)))
+
+    def set_federation(
+        self, admin: LocalAccount, threshold: int, members: Sequence[FederationMember]
+    ) -> Receipt:
+        """``admin`` sets the whole custody federation (members in share order) in one step."""
+        return Receipt.of(
+            self._send(
+                admin,
+                "setFederation",
+                int(threshold),
+                [_addr(m.gateway) for m in members],
+                [bytes(m.custody_key) for m in members],
+                [str(m.url) for m in members],
+            )
+        )
 
     def remove_category(self, admin: LocalAccount, category: bytes) -> Receipt:
         """``admin`` takes ``category`` off the list (existing records and grants stay)."""

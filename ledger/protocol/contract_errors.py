@@ -53,25 +53,33 @@ __all__ = [
     "ConsentNotFound",
     "ConsentUnchanged",
     "ContractError",
+    "CustodySetNotCurrent",
+    "DuplicateCustodian",
     "ECDSAInvalidSignature",
     "ECDSAInvalidSignatureLength",
     "ECDSAInvalidSignatureS",
     "ErrorDecoder",
     "ExpiryInPast",
+    "FederationMember",
     "GuardianUnchanged",
     "InvalidAccountNonce",
     "InvalidBreakGlassDuration",
     "InvalidCid",
+    "InvalidCustodyKey",
+    "InvalidFederation",
     "InvalidGrantee",
     "InvalidGuardian",
     "InvalidPurpose",
     "InvalidScope",
     "InvalidShortString",
     "InvalidSignature",
+    "InvalidThreshold",
+    "InvalidUrl",
     "MissingReason",
     "NoGuardian",
     "NoPurpose",
     "NotACentre",
+    "NotAGateway",
     "NotPatientOrGuardian",
     "Panic",
     "RecordExists",
@@ -335,6 +343,67 @@ class ZeroCategory(ContractError):
     """The zero category cannot be listed."""
 
 
+@dataclass(eq=False)
+class CustodySetNotCurrent(ContractError):
+    """The attestation names a custody set other than the federation's current one."""
+
+    attested: bytes
+    current: bytes
+
+
+@dataclass(eq=False)
+class InvalidThreshold(ContractError):
+    """A federation needs 1 <= threshold <= members (or no members and threshold 0)."""
+
+    threshold: int
+    members: int
+
+
+@dataclass(eq=False)
+class InvalidFederation(ContractError):
+    """Federation arrays of different lengths, or more than 32 members."""
+
+    gateways: int
+    custody_keys: int
+    urls: int
+
+
+@dataclass(eq=False)
+class NotAGateway(ContractError):
+    """A federation member must hold GATEWAY_ROLE."""
+
+    account: ChecksumAddress
+
+
+@dataclass(eq=False)
+class InvalidCustodyKey(ContractError):
+    """A custody key must be a 33-byte compressed secp256k1 public key."""
+
+    gateway: ChecksumAddress
+
+
+@dataclass(eq=False)
+class DuplicateCustodian(ContractError):
+    """A gateway (or a custody key) appears twice in the federation."""
+
+    gateway: ChecksumAddress
+
+
+@dataclass(eq=False)
+class FederationMember(ContractError):
+    """GATEWAY_ROLE cannot be taken from a federation member; set a federation without it first."""
+
+    gateway: ChecksumAddress
+
+
+@dataclass(eq=False)
+class InvalidUrl(ContractError):
+    """A federation member's URL must be 1..200 bytes."""
+
+    gateway: ChecksumAddress
+    length: int
+
+
 # ---------------------------------------------------------------- OpenZeppelin errors
 
 
@@ -452,6 +521,14 @@ ERROR_CLASSES: Mapping[str, type[ContractError]] = {
         CategoryNotListed,
         CategoryAlreadyListed,
         ZeroCategory,
+        CustodySetNotCurrent,
+        InvalidThreshold,
+        InvalidFederation,
+        NotAGateway,
+        InvalidCustodyKey,
+        DuplicateCustodian,
+        FederationMember,
+        InvalidUrl,
         AccessControlUnauthorizedAccount,
         AccessControlBadConfirmation,
         InvalidAccountNonce,

@@ -65,6 +65,8 @@ RECORD_ATTESTATION_TYPE = [
     {"name": "category", "type": "bytes32"},
     {"name": "contentDigest", "type": "bytes32"},
     {"name": "issuedAt", "type": "uint64"},
+    {"name": "custodySet", "type": "bytes32"},
+    {"name": "shareCommitments", "type": "bytes32"},
 ]
 
 GRANT_CONSENT_TYPE = [
@@ -122,12 +124,19 @@ def _uint(value: int, bits: int, what: str) -> None:
 
 @dataclass(frozen=True)
 class RecordAttestation:
-    """A centre's statement that ``content_digest`` (sha256 of the plaintext) is ``patient``'s."""
+    """A centre's statement that ``content_digest`` (sha256 of the plaintext) is ``patient``'s.
+
+    ``custody_set`` names the federation the data key was split across (the registry's
+    ``federation().custodySet``; zero in the single-gateway mode) and ``share_commitments``
+    binds the custody manifest's per-share commitments (``ledger.protocol.custody``).
+    """
 
     patient: ChecksumAddress
     category: bytes
     content_digest: bytes
     issued_at: int
+    custody_set: bytes = bytes(32)
+    share_commitments: bytes = bytes(32)
 
     primary_type = "RecordAttestation"
 
@@ -136,6 +145,10 @@ class RecordAttestation:
         object.__setattr__(self, "category", _bytes32(self.category, "category"))
         object.__setattr__(self, "content_digest", _bytes32(self.content_digest, "content_digest"))
         _uint(self.issued_at, 64, "issued_at")
+        object.__setattr__(self, "custody_set", _bytes32(self.custody_set, "custody_set"))
+        object.__setattr__(
+            self, "share_commitments", _bytes32(self.share_commitments, "share_commitments")
+        )
 
     def message(self) -> dict[str, Any]:
         return {
@@ -143,11 +156,20 @@ class RecordAttestation:
             "category": self.category,
             "contentDigest": self.content_digest,
             "issuedAt": self.issued_at,
+            "custodySet": self.custody_set,
+            "shareCommitments": self.share_commitments,
         }
 
-    def as_tuple(self) -> tuple[ChecksumAddress, bytes, bytes, int]:
+    def as_tuple(self) -> tuple[ChecksumAddress, bytes, bytes, int, bytes, bytes]:
         """The Solidity struct, for a contract call."""
-        return (self.patient, self.category, self.content_digest, self.issued_at)
+        return (
+            self.patient,
+            self.category,
+            self.content_digest,
+            self.issued_at,
+            self.custody_set,
+            self.share_commitments,
+        )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ __all__ = [
     "ConsentGranted",
     "ConsentRevoked",
     "EventDecoder",
+    "FederationSet",
     "GuardianRemoved",
     "GuardianSet",
     "MalformedLog",
@@ -243,6 +244,19 @@ class CategoryRemoved(RegistryEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class FederationSet(RegistryEvent):
+    """The custody federation from this event on: share i of a record goes to ``gateways[i]``."""
+
+    threshold: int
+    custody_set: bytes
+    gateways: tuple[ChecksumAddress, ...]
+    custody_keys: tuple[bytes, ...]
+    urls: tuple[str, ...]
+
+    name: ClassVar[str] = "FederationSet"
+
+
+@dataclass(frozen=True, slots=True)
 class RoleGranted(RegistryEvent):
     role: bytes
     account: ChecksumAddress
@@ -281,6 +295,7 @@ EVENT_TYPES: tuple[type[RegistryEvent], ...] = (
     CheckpointAnchored,
     CategoryAdded,
     CategoryRemoved,
+    FederationSet,
     RoleGranted,
     RoleRevoked,
     RoleAdminChanged,
@@ -419,7 +434,7 @@ def _word_decoder(param: Mapping[str, Any]) -> _WordDecoder | None:
         return _uint_word(int(abi_type[4:] or 256))
     if abi_type.startswith("bytes") and abi_type[5:].isdigit():
         return _bytesn_word(int(abi_type[5:]))
-    if abi_type in ("string", "bytes"):
+    if abi_type in ("string", "bytes") or abi_type.endswith("[]"):
         return None
     raise ValueError(f"unsupported event parameter type {abi_type!r}")
 
@@ -445,6 +460,10 @@ def _eth_abi_post(param: Mapping[str, Any]) -> Callable[[Any], Any]:
         return ScopeKind
     if param["type"] == "address":
         return lambda a: _checksum(bytes.fromhex(a[2:]))
+    if param["type"] == "address[]":
+        return lambda items: tuple(_checksum(bytes.fromhex(a[2:])) for a in items)
+    if param["type"].endswith("[]"):
+        return tuple
     return _identity
 
 
