@@ -124,7 +124,7 @@ contract ConsentRegistry is IConsentRegistry, AccessControl, EIP712, Nonces {
     /// @notice The highest purpose id a bit set of 32 bits can hold.
     uint8 private constant _MAX_PURPOSE = 31;
     /// @notice The most gateways a federation may have.
-    uint256 private constant _MAX_CUSTODIANS = 32;
+    uint256 private constant _MAX_CUSTODIANS = 16;
     /// @notice The longest member URL accepted, in bytes.
     uint256 private constant _MAX_URL_LENGTH = 200;
     /// @notice The longest CID accepted, in bytes.

@@ -265,7 +265,7 @@ interface IConsentRegistry {
     error CustodySetNotCurrent(bytes32 attested, bytes32 current);
     /// @notice A federation needs 1 <= threshold <= members (or no members and threshold 0).
     error InvalidThreshold(uint8 threshold, uint256 members);
-    /// @notice Federation arrays of different lengths, or more than 32 members.
+    /// @notice Federation arrays of different lengths, or more than 16 members.
     error InvalidFederation(uint256 gateways, uint256 custodyKeys, uint256 urls);
     /// @notice A federation member must hold GATEWAY_ROLE.
     error NotAGateway(address account);

@@ -292,6 +292,7 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
         tx_timeout_s=settings.tx_timeout_s,
         max_head_age_s=settings.max_head_age_s,
     )
+    records.custody_key = settings.custody_key_bytes
     return GatewayState(
         engine=engine,
         chain=chain,

@@ -178,6 +178,15 @@ class Settings(BaseSettings):
     kek: SecretStr | None = Field(
         default=None, description="The KEK itself (hex), instead of a file."
     )
+    custody_key_file: Path | None = Field(
+        default=None,
+        description="The gateway's custody private key (secp256k1, 32 bytes hex): opens its share "
+        "of every threshold-custody record; default <home>/gateway-custody.key when that exists. "
+        "Its public key is what the registry's federation lists for this gateway.",
+    )
+    custody_key: SecretStr | None = Field(
+        default=None, description="The custody key itself (hex), instead of a file."
+    )
     gateway_key: SecretStr | None = Field(
         default=None,
         description="Hex private key of the gateway account (holds GATEWAY_ROLE, anchors "
@@ -298,6 +307,7 @@ class Settings(BaseSettings):
     )
 
     _kek_bytes: bytes = PrivateAttr(default=b"")
+    _custody_bytes: bytes | None = PrivateAttr(default=None)
     _gateway_bytes: bytes = PrivateAttr(default=b"")
     _registrar_bytes: bytes = PrivateAttr(default=b"")
     _relayer_bytes: bytes = PrivateAttr(default=b"")
@@ -376,6 +386,12 @@ class Settings(BaseSettings):
                 "CONSENT_GATEWAY_KEY, CONSENT_REGISTRAR_KEY and CONSENT_RELAYER_KEY must be three "
                 "different accounts (draining one must not stop the others)"
             )
+        self._custody_bytes = self._load_custody_key(home)
+        if self._custody_bytes is not None and self._custody_bytes in keys:
+            raise PlaceholderSecret(
+                "CONSENT_CUSTODY_KEY must not be one of the transaction keys: a custody key "
+                "opens shares and never signs a transaction"
+            )
         return self
 
     def _load_kek(self) -> bytes:
@@ -395,6 +411,30 @@ class Settings(BaseSettings):
         kek = parse_secret_hex(text, what=f"the key-encryption key in {self.kek_file}")
         _check_owner_only(self.kek_file)
         return kek
+
+    def _load_custody_key(self, home: Path) -> bytes | None:
+        if self.custody_key is not None:
+            return parse_secret_hex(self.custody_key.get_secret_value(), what="CONSENT_CUSTODY_KEY")
+        path = self.custody_key_file
+        if path is None:
+            default = home / "gateway-custody.key"
+            if not default.is_file():
+                return None  # no custody key: this gateway releases no share (says so per request)
+            path = default
+        if not path.is_file():
+            raise PlaceholderSecret(
+                f"the custody key file {path} does not exist (CONSENT_CUSTODY_KEY_FILE; "
+                f"`consent up` creates one per gateway)"
+            )
+        text = path.read_text(encoding="utf-8", errors="replace")
+        key = parse_secret_hex(text, what=f"the custody key in {path}")
+        _check_owner_only(path)
+        return key
+
+    @property
+    def custody_key_bytes(self) -> bytes | None:
+        """The custody private key (validated), or None when none is configured."""
+        return self._custody_bytes
 
     @staticmethod
     def _load_account_key(

@@ -191,8 +191,8 @@ def test_federation_refusals(reg: ConsentRegistry, a: Actors) -> None:
     for url in ("", "h" * 201):
         with reverts(InvalidUrl, gateway=members[0].gateway, length=len(url)):
             reg.set_federation(a.admin, 1, [dataclasses.replace(members[0], url=url)])
-    with reverts(InvalidFederation, gateways=33):
-        reg.set_federation(a.admin, 1, [members[0]] * 33)
+    with reverts(InvalidFederation, gateways=17):
+        reg.set_federation(a.admin, 1, [members[0]] * 17)
     with reverts(AccessControlUnauthorizedAccount, account=a.stranger.address):
         reg.set_federation(a.stranger, 1, members)
     assert reg.federation().members == ()

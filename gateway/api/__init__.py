@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.api import access_log, auth, consents, ops, records
+from gateway.api import access_log, auth, consents, custody, ops, records
 
 __all__ = ["router"]
 
 router = APIRouter()
-for _resource in (auth, records, consents, access_log, ops):
+for _resource in (auth, records, custody, consents, access_log, ops):
     router.include_router(_resource.router)

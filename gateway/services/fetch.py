@@ -35,6 +35,7 @@ from gateway.errors import (
     BlobTampered,
     ChainStale,
     ChainUnavailable,
+    Conflict,
     ConsentDenied,
     InvalidRequest,
     RecordNotFound,
@@ -114,7 +115,38 @@ class RecordFetches(RecordStore):
         row = self._row(rid_hex)
         if row is None:
             raise RecordNotFound(record_id=rid_hex)
+        if not row.wrapped_key:
+            raise Conflict(
+                "this record is under threshold custody: no gateway holds its key; ask the "
+                "federation for its shares (GET /v1/custody/records/{id}/share)",
+                record_id=rid_hex,
+            )
         patient = _checksum(row.patient)
+        block, answer, decide = self._decide(principal, rid, rid_hex, patient, purpose)
+        try:
+            blob, data_key, cached = self._verified_blob(row, rid)
+        except IpfsUnavailable:
+            self.metrics.ipfs_errors.inc()
+            decide(False, "ipfs_unavailable", block, answer)
+            raise
+        except IpfsError as exc:  # the node answered but could not produce the blob
+            log.error("blob unavailable record=%s cid=%s: %s", rid_hex, row.cid, exc.code)
+            decide(False, "blob_missing", block, answer)
+            raise BlobTampered(record_id=rid_hex, cid=row.cid or "", reason=exc.code) from exc
+        except BlobTampered as exc:
+            log.error("tampered blob record=%s cid=%s: %s", rid_hex, row.cid, exc.reason)
+            decide(False, "blob_tampered", block, answer)
+            raise
+        decide(True, "owner" if principal.address == patient else "consent", block, answer)
+        return _Checked(
+            rid, patient, row.cid or "", row.content_digest, blob, data_key, cached, block, answer
+        )
+
+    def _decide(
+        self, principal: Principal, rid: bytes, rid_hex: str, patient: ChecksumAddress, purpose: int
+    ) -> tuple[int, AccessDecision, _DecisionLog]:
+        """The chain's decision at the latest block, logged when it is not an allow (the caller
+        logs the allow once what it releases is ready): ``(block, answer, decide)``."""
         decide = _DecisionLog(self, principal.address, patient, rid_hex, purpose)
         try:
             block = self.chain.block_number()
@@ -156,24 +188,7 @@ class RecordFetches(RecordStore):
                 event_count=answer.event_count,
                 chain_time=answer.timestamp,
             )
-        try:
-            blob, data_key, cached = self._verified_blob(row, rid)
-        except IpfsUnavailable:
-            self.metrics.ipfs_errors.inc()
-            decide(False, "ipfs_unavailable", block, answer)
-            raise
-        except IpfsError as exc:  # the node answered but could not produce the blob
-            log.error("blob unavailable record=%s cid=%s: %s", rid_hex, row.cid, exc.code)
-            decide(False, "blob_missing", block, answer)
-            raise BlobTampered(record_id=rid_hex, cid=row.cid or "", reason=exc.code) from exc
-        except BlobTampered as exc:
-            log.error("tampered blob record=%s cid=%s: %s", rid_hex, row.cid, exc.reason)
-            decide(False, "blob_tampered", block, answer)
-            raise
-        decide(True, "owner" if principal.address == patient else "consent", block, answer)
-        return _Checked(
-            rid, patient, row.cid or "", row.content_digest, blob, data_key, cached, block, answer
-        )
+        return block, answer, decide
 
     def _verified_blob(self, row: Record, rid: bytes) -> tuple[bytes, bytes, bool]:
         """``(blob, data_key, from_cache)``."""

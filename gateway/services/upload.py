@@ -83,16 +83,7 @@ class RecordUploads(RecordRecovery):
         if not 0 <= issued_at < 2**64:
             raise InvalidRequest("issued_at must be a uint64 (UNIX seconds)", field="issued_at")
         sig = parse_signature(signature)
-        if int.from_bytes(sig[32:64], "big") > _SECP256K1_N // 2:
-            # eth-account recovers a high-s signature, the registry's ECDSA reverts on it: the
-            # relayer would pay for the revert. Refused before anything is sent.
-            self.metrics.uploads.labels("refused").inc()
-            raise AttestationInvalid(
-                expected=principal.address,
-                recovered=None,
-                reason="high-s signature (s > secp256k1n/2), which the registry refuses; "
-                "sign again with a signer that normalises s (EIP-2)",
-            )
+        self._check_signature_s(principal, sig)
         if not BYTES32_RE.fullmatch(salt):
             raise InvalidRequest("salt must be 32 bytes, 0x hex", field="salt")
         salt_bytes = bytes.fromhex(salt[2:])
@@ -109,6 +100,35 @@ class RecordUploads(RecordRecovery):
             content_digest=digest,
             issued_at=issued_at,
         )
+        rid, existing = self._check_attested(principal, attestation, sig)
+        if existing is not None:
+            return existing, False
+        blob, data_key = env.encrypt_record(
+            data, record_id=rid, patient=patient_addr, salt=salt_bytes
+        )
+        wrapped = env.wrap_key(data_key, self._kek, record_id=rid)
+        del data_key
+        return self._pin_and_register(
+            principal, attestation, sig, rid, blob=blob, key_material=wrapped
+        )
+
+    def _check_signature_s(self, principal: Principal, sig: bytes) -> None:
+        if int.from_bytes(sig[32:64], "big") > _SECP256K1_N // 2:
+            # eth-account recovers a high-s signature, the registry's ECDSA reverts on it: the
+            # relayer would pay for the revert. Refused before anything is sent.
+            self.metrics.uploads.labels("refused").inc()
+            raise AttestationInvalid(
+                expected=principal.address,
+                recovered=None,
+                reason="high-s signature (s > secp256k1n/2), which the registry refuses; "
+                "sign again with a signer that normalises s (EIP-2)",
+            )
+
+    def _check_attested(
+        self, principal: Principal, attestation: RecordAttestation, sig: bytes
+    ) -> tuple[bytes, RecordPublic | None]:
+        """The record id, after checking the attestation is the signed-in centre's; the
+        existing record instead when this attestation was uploaded before (a retry)."""
         domain = self.chain.domain
         rid = bytes(attestation_record_id(domain, attestation))
         rid_hex = "0x" + rid.hex()
@@ -133,40 +153,66 @@ class RecordUploads(RecordRecovery):
             )
         existing = self._row(rid_hex)
         if existing is not None:
-            return self._existing(existing), False
+            return rid, self._existing(existing)
         is_centre = self.registrar.has_role_cached(CENTRE_ROLE, principal.address)
         if not is_centre:
             raise Forbidden(account=principal.address, reason="not a checkup centre (CENTRE_ROLE)")
+        return rid, None
 
-        blob, data_key = env.encrypt_record(
-            data, record_id=rid, patient=patient_addr, salt=salt_bytes
-        )
-        wrapped = env.wrap_key(data_key, self._kek, record_id=rid)
-        del data_key
+    def _pin_and_register(
+        self,
+        principal: Principal,
+        attestation: RecordAttestation,
+        sig: bytes,
+        rid: bytes,
+        *,
+        blob: bytes,
+        key_material: bytes,
+        manifest: bytes | None = None,
+    ) -> tuple[RecordPublic, bool]:
+        """Reserve, pin, register and make live, all or nothing (see the module notes).
+
+        Single-gateway mode: ``key_material`` is the wrapped data key and the registered CID is
+        the blob's. Threshold custody: ``key_material`` is empty (this gateway holds no key),
+        ``manifest`` is the custody manifest's bytes, and the registered CID is the manifest's
+        (which names the blob's)."""
+        rid_hex = "0x" + rid.hex()
+        blob_cid = str(compute_cid(blob, chunk_size=self.blobs.chunk_size))
         # The CID is known before anything leaves the process, and stored with the pending row:
         # a crash at any later moment leaves a row that names everything it may have reached.
-        cid = str(compute_cid(blob, chunk_size=self.blobs.chunk_size))
+        cid = (
+            blob_cid
+            if manifest is None
+            else str(compute_cid(manifest, chunk_size=self.blobs.chunk_size))
+        )
         row_values: dict[str, Any] = {
             "record_id": rid_hex,
-            "patient": patient_addr.lower(),
+            "patient": attestation.patient.lower(),
             "centre": principal.address.lower(),
             "category": "0x" + attestation.category.hex(),
-            "content_digest": "0x" + digest.hex(),
-            "issued_at": issued_at,
+            "content_digest": "0x" + attestation.content_digest.hex(),
+            "issued_at": attestation.issued_at,
             "cid": cid,
             "size": len(blob),
             "blob_sha256": "0x" + hashlib.sha256(blob).hexdigest(),
-            "wrapped_key": wrapped,
+            "wrapped_key": key_material,
             "status": "pending",
         }
         existing_after = self._reserve(rid_hex, row_values)
         if existing_after is not None:
             return self._existing(existing_after), False
         created_at = float(row_values["created_at"])  # set by _reserve
+        pinned: list[str] = []
         try:
-            added = str(self.blobs.add(blob, pin=True))
-            if added != cid:  # add() checks the node's CID against the same computation
-                raise UpstreamFailed("the IPFS node stored the blob under another CID", cid=added)
+            for content, expected in ((blob, blob_cid), (manifest, cid)):
+                if content is None or (pinned and expected == pinned[-1]):
+                    continue
+                added = str(self.blobs.add(content, pin=True))
+                if added != expected:  # add() checks the node's CID against the same computation
+                    raise UpstreamFailed("the IPFS node stored it under another CID", cid=added)
+                pinned.append(added)
+            if manifest is not None:
+                self._keep_manifest(rid_hex, attestation.patient, cid, manifest)
             registered = self.registrar.register(
                 attestation,
                 sig,
@@ -189,6 +235,8 @@ class RecordUploads(RecordRecovery):
                 )
         except BaseException as exc:
             outcome = self._abandon(rid_hex, cid)
+            if outcome != "live" and manifest is not None and blob_cid in pinned:
+                self._unpin_quietly(blob_cid)  # the manifest's blob; the row names the manifest
             self.metrics.uploads.labels("failed").inc()
             log.warning("upload of %s failed (%s): %s", rid_hex, outcome, type(exc).__name__)
             if isinstance(exc, ChainUnavailable):
@@ -200,6 +248,15 @@ class RecordUploads(RecordRecovery):
         if row is None:  # made live above; only a database restored meanwhile loses it
             raise Conflict("the uploaded record's row is gone; retry", record_id=rid_hex)
         return record_public(row), True
+
+    def _keep_manifest(self, rid_hex: str, patient: str, cid: str, manifest: bytes) -> None:
+        """Overridden by the custody service (stores the manifest beside the row)."""
+
+    def _unpin_quietly(self, cid: str) -> None:
+        try:
+            self.blobs.pin_rm(cid)
+        except Exception as exc:
+            log.warning("could not unpin %s: %s", cid, type(exc).__name__)
 
     def _existing(self, row: Record) -> RecordPublic:
         return record_public(row)

@@ -137,6 +137,20 @@ class RelayedTx(SQLModel, table=True):
     created_at: float = DbField(index=True)
 
 
+class CustodyManifest(SQLModel, table=True):
+    """A threshold-custody record this gateway holds a share of: its patient and the custody
+    manifest pinned at ``cid`` (the registered CID), kept so a release needs no IPFS read.
+    Written at upload by the uploading gateway, and on first use by every other member (from
+    the chain's RecordRegistered and the manifest's CID)."""
+
+    __tablename__ = "custody_manifest"
+
+    record_id: str = DbField(primary_key=True, max_length=66)
+    patient: str = DbField(max_length=42, description="lowercase 0x hex")
+    cid: str = DbField(max_length=256)
+    manifest: bytes = DbField(sa_column=Column(LargeBinary, nullable=False))
+
+
 # Typed handles on the tables, for SQLAlchemy Core statements on the hot paths.
 AUTH_NONCE: Table = SQLModel.metadata.tables["auth_nonce"]
 AUTH_SESSION: Table = SQLModel.metadata.tables["auth_session"]
@@ -145,6 +159,7 @@ ACCESS_LOG: Table = SQLModel.metadata.tables["access_log"]
 LOG_SEQUENCER: Table = SQLModel.metadata.tables["access_log_sequencer"]
 CHECKPOINT: Table = SQLModel.metadata.tables["access_log_checkpoint"]
 RELAYED_TX: Table = SQLModel.metadata.tables["relayed_tx"]
+CUSTODY_MANIFEST: Table = SQLModel.metadata.tables["custody_manifest"]
 TABLES: tuple[Table, ...] = (
     AUTH_NONCE,
     AUTH_SESSION,
@@ -153,4 +168,5 @@ TABLES: tuple[Table, ...] = (
     LOG_SEQUENCER,
     CHECKPOINT,
     RELAYED_TX,
+    CUSTODY_MANIFEST,
 )

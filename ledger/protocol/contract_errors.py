@@ -361,7 +361,8 @@ class InvalidThreshold(ContractError):
 
 @dataclass(eq=False)
 class InvalidFederation(ContractError):
-    """Federation arrays of different lengths, or more than 32 members."""
+    """Federation arrays of different lengths, or more than 16 members (SLIP-39 splits among
+    at most 16)."""
 
     gateways: int
     custody_keys: int

@@ -21,6 +21,8 @@ __all__ = [
     "ConsentPublic",
     "ConsentsPublic",
     "ConsistencyPublic",
+    "CustodyBundlePublic",
+    "CustodyInfoPublic",
     "HealthPublic",
     "LoginRequest",
     "NoncePublic",
@@ -31,6 +33,7 @@ __all__ = [
     "RelayRequest",
     "RelayResult",
     "SessionPublic",
+    "ShareRelease",
 ]
 
 #: The patterns the gateway checks, also stated in the OpenAPI schema.
@@ -137,6 +140,41 @@ class RecordPublic(_Out):
     size: int
     tx_hash: str | None
     block_number: int | None
+
+
+class CustodyInfoPublic(_Out):
+    """A gateway's custody identity and the federation the registry lists."""
+
+    gateway: str = Field(description="the gateway's account (its identity on-chain)")
+    custody_key: str | None = Field(
+        description="its custody public key, 33-byte compressed secp256k1, 0x hex (null: none)"
+    )
+    member_index: int | None = Field(description="its share index in the federation, or null")
+    threshold: int
+    custody_set: str
+    members: list[str]
+
+
+class CustodyBundlePublic(_Out):
+    """A threshold-custody record's public bytes: the custody manifest and the ciphertext."""
+
+    record_id: str
+    patient: str
+    cid: str = Field(description="the manifest's CID (the one registered on-chain)")
+    manifest: str = Field(description="the custody manifest's exact bytes, standard base64")
+    ciphertext: str = Field(description="the record blob, standard base64")
+
+
+class ShareRelease(_Out):
+    """One gateway's share of a record's data key, re-sealed to the requester (ECIES)."""
+
+    record_id: str
+    gateway: str
+    index: int = Field(description="the share's index in the record's custody manifest")
+    sealed_share: str = Field(description="ECIES to the requester's key, standard base64")
+    block_number: int
+    event_count: int
+    chain_time: int
 
 
 class RecordsPublic(_Out):
