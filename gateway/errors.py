@@ -27,6 +27,8 @@ The tree (``code`` and HTTP status after the name)::
     ├── MerkleError                 merkle_error 400          (ledger.protocol.merkle)
     │   ├── InvalidTreeSize         invalid_tree_size 400
     │   └── LeafIndexOutOfRange     leaf_index_out_of_range 400
+    ├── CustodyError                custody_error 502         (ledger.protocol.custody)
+    │                                                         a stored manifest / share is bad
     └── SiweError                   siwe_error 401            (ledger.protocol.siwe)
         ├── MalformedMessage        siwe_malformed_message 400
         ├── DomainMismatch          siwe_domain_mismatch 401
@@ -44,6 +46,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
+from ledger.protocol.custody import CustodyError
 from ledger.protocol.envelope import DigestMismatch, EnvelopeError
 from ledger.protocol.errors import DomainError
 from ledger.protocol.merkle import MerkleError
@@ -70,6 +73,8 @@ PROTOCOL_STATUS: Mapping[type[DomainError], int] = MappingProxyType(
         MerkleError: 400,
         SiweError: 401,
         MalformedMessage: 400,
+        # A custody manifest or share this gateway read (from IPFS or its database) is bad.
+        CustodyError: 502,
     }
 )
 

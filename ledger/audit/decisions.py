@@ -34,12 +34,14 @@ def judge_entries(
     target_block: int,
     anchored: Sequence[CheckpointAnchored],
     findings: list[Finding],
+    *,
+    gateway: str | None = None,
 ) -> list[EntryVerdict]:
     """Each entry's decision against the consent state it names; findings are appended to
-    ``findings``."""
+    ``findings``, each naming ``gateway`` (the log's) in its details."""
     anchor_block = {c.tree_size: c.block_number for c in anchored}
     return [
-        _judge(entry, proven_by, timeline, times, target_block, anchor_block, findings)
+        _judge(entry, proven_by, timeline, times, target_block, anchor_block, findings, gateway)
         for entry, proven_by in zip(entries, anchored_by, strict=True)
     ]
 
@@ -52,11 +54,13 @@ def _judge(
     target_block: int,
     anchor_block: Mapping[int, int],
     findings: list[Finding],
+    gateway: str | None = None,
 ) -> EntryVerdict:
     d = entry.decision
     if d is None:
         return EntryVerdict(entry.index, None, proven_by, None, None, False)
     base = {
+        **({"gateway": gateway} if gateway is not None else {}),
         "index": entry.index,
         "requester": d.requester,
         "patient": d.patient,
@@ -138,13 +142,14 @@ def _judge(
         details["chain_time"] = d.chain_time
         where += f" (state after {d.events} events, chain time {d.chain_time})"
     ok = position_ok
+    by = f" of gateway {gateway}" if gateway is not None else ""
     if d.allowed and not allowed:
         ok = False
         findings.append(
             Finding(
                 FindingKind.READ_WITHOUT_CONSENT,
-                f"entry {entry.index}: {d.requester} read record 0x{d.record.hex()[:12]}… of "
-                f"{d.patient} for purpose {d.purpose} {where} without consent",
+                f"entry {entry.index}{by}: {d.requester} read record 0x{d.record.hex()[:12]}… "
+                f"of {d.patient} for purpose {d.purpose} {where} without consent",
                 details,
             )
         )

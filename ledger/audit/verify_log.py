@@ -103,7 +103,14 @@ def verify_access_log(
         max_time_skew_s=max_time_skew_s,
     )
     verdicts = judge_entries(
-        entries, proof.anchored_by, timeline, times, target_block, anchored, findings
+        entries,
+        proof.anchored_by,
+        timeline,
+        times,
+        target_block,
+        anchored,
+        findings,
+        gateway=export.gateway,
     )
     return LogVerification(
         gateway=export.gateway,

@@ -68,7 +68,15 @@ LEAF_KEYS = frozenset(
 POSITION_KEYS = frozenset({"events", "chain_time"})
 # ``denied`` reasons that are not a consent decision (the gateway refused for another cause).
 OPERATIONAL_DENIALS = frozenset(
-    {"blob_tampered", "blob_missing", "ipfs_unavailable", "chain_unavailable", "chain_stale"}
+    {
+        "blob_tampered",
+        "blob_missing",
+        "ipfs_unavailable",
+        "chain_unavailable",
+        "chain_stale",
+        "custody_key_missing",  # a custody member without its custody key: no share released
+        "share_unavailable",  # its custody key does not open its share of this record
+    }
 )
 _LEAF_KEYS_WITH_POSITION = LEAF_KEYS | POSITION_KEYS
 

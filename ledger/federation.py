@@ -1,0 +1,314 @@
+"""The federation client: a centre encrypts and splits on its own machine; a reader combines
+t shares released by t gateways, each of which decided alone (see DESIGN.md, "Data flow").
+
+Trust anchors come from the chain and the caller's own configuration, never from a gateway:
+the federation (threshold, members, custody keys, URLs) is read with ``federation()``, the
+record (patient, category, content digest, issue time) with ``recordOf``. A manifest served by
+a gateway is accepted only if, with the chain's record fields, it hashes to the record id (the
+EIP-712 attestation binds its custody set and share commitments), so a share that does not
+match its commitment is named with its gateway, and the ciphertext must decrypt under the
+combined key and hash to the chain's digest.
+
+Upload: draw the data key and salt, split and seal (``ledger.protocol.custody``), attest with
+the custody set and the share commitments, encrypt with the record id as associated data, then
+send ciphertext and manifest to one gateway. The plaintext and the whole key stay here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+
+from ledger.chain.registry import ConsentRegistry, Federation
+from ledger.client import (
+    ClientError,
+    Gateway,
+    GatewayRefused,
+    GatewayUnavailable,
+    Session,
+    VerificationFailed,
+    _parse,
+)
+from ledger.protocol import custody
+from ledger.protocol import envelope as env
+from ledger.protocol.cid import compute_cid, verify_cid
+from ledger.protocol.eip712 import RecordAttestation, record_id, sign
+from ledger.protocol.wire import CustodyBundlePublic, RecordPublic, ShareRelease
+
+__all__ = [
+    "FederatedOpened",
+    "FederatedUpload",
+    "FederationUnavailable",
+    "Released",
+    "fetch_federated",
+    "upload_sealed",
+]
+
+#: The exit code of a fetch that could not gather ``threshold`` shares (nothing written).
+EXIT_NOT_ENOUGH_SHARES = 5
+
+
+class FederationUnavailable(ClientError):
+    """Fewer than ``threshold`` gateways released a valid share: nothing is decrypted."""
+
+    def __init__(self, message: str, *, refusals: dict[str, str], bad: Sequence[str]) -> None:
+        super().__init__(
+            message,
+            hint="nothing was written; each gateway's answer is listed above",
+            exit_code=EXIT_NOT_ENOUGH_SHARES,
+        )
+        self.refusals = refusals
+        self.bad = list(bad)
+
+
+@dataclass(frozen=True)
+class FederatedUpload:
+    record: RecordPublic
+    created: bool
+    content_digest: bytes
+    manifest: custody.CustodyManifest
+
+
+@dataclass(frozen=True)
+class Released:
+    """One gateway's answer: its share release, or why it gave none."""
+
+    gateway: str
+    url: str
+    release: ShareRelease | None = None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class FederatedOpened:
+    plaintext: bytes
+    record_id: str
+    releases: list[Released] = field(default_factory=list)
+    bad_gateways: list[str] = field(default_factory=list)
+
+
+def _custody_members(fed: Federation) -> list[custody.CustodyMember]:
+    return [custody.CustodyMember(m.gateway, m.custody_key) for m in fed.members]
+
+
+def upload_sealed(
+    session: Session,
+    data: bytes,
+    *,
+    registry: ConsentRegistry,
+    patient: str,
+    category: bytes,
+    issued_at: int | None = None,
+    filename: str = "record",
+) -> FederatedUpload:
+    """Encrypt and split ``data`` here, attest it, and upload ciphertext + manifest."""
+    fed = registry.federation()
+    if fed.size == 0:
+        raise ClientError(
+            "the registry lists no custody federation",
+            hint="upload in single-gateway mode, or ask the registry admin to set the federation",
+        )
+    salt = env.new_salt()
+    digest = env.salted_digest(salt, data)
+    data_key = env.new_data_key()
+    members = _custody_members(fed)
+    sealed = custody.split_and_seal(data_key, threshold=fed.threshold, members=members)
+    if sealed.custody_set() != fed.custody_set:  # our hash of the chain's members vs the chain's
+        raise VerificationFailed("the federation's custody set does not hash as documented")
+    attestation = RecordAttestation(
+        patient=to_checksum_address(patient),
+        category=category,
+        content_digest=digest,
+        issued_at=int(time.time()) if issued_at is None else issued_at,
+        custody_set=sealed.custody_set(),
+        share_commitments=sealed.shares_commitment(),
+    )
+    domain = registry.domain
+    rid = bytes(record_id(domain, attestation))
+    blob, _ = env.encrypt_record(
+        data, record_id=rid, patient=attestation.patient, salt=salt, data_key=data_key
+    )
+    manifest = sealed.manifest(
+        blob_cid=str(compute_cid(blob)),
+        blob_size=len(blob),
+        blob_sha256=hashlib.sha256(blob).digest(),
+    )
+    del data_key
+    raw = manifest.to_bytes()
+    signature = sign(session.account, domain, attestation)
+    r = session._req(
+        "POST",
+        "/v1/custody/records",
+        ok=(200, 201),
+        data={
+            "patient": attestation.patient,
+            "category": "0x" + attestation.category.hex(),
+            "issued_at": str(attestation.issued_at),
+            "content_digest": "0x" + digest.hex(),
+            "signature": "0x" + signature.hex(),
+        },
+        files={
+            "ciphertext": (filename, blob, "application/octet-stream"),
+            "manifest": ("manifest.json", raw, "application/json"),
+        },
+    )
+    record: RecordPublic = _parse(RecordPublic, r.json(), "upload")
+    if record.record_id.lower() != "0x" + rid.hex():
+        raise VerificationFailed("the gateway registered another record id than attested")
+    return FederatedUpload(record, r.status_code == 201, digest, manifest)
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise VerificationFailed(f"the {what} is not base64") from None
+
+
+def _checked_bundle(
+    bundle: CustodyBundlePublic, *, rid: bytes, registry: ConsentRegistry
+) -> tuple[custody.CustodyManifest, bytes, str, bytes]:
+    """``(manifest, ciphertext, patient, digest)`` once both match what the chain says."""
+    record = registry.record_of(rid)
+    try:
+        manifest = custody.CustodyManifest.parse(_b64(bundle.manifest, "manifest"))
+    except custody.CustodyError as exc:
+        raise VerificationFailed(f"the custody manifest is malformed: {exc}") from None
+    attestation = RecordAttestation(
+        patient=record.patient,
+        category=record.category,
+        content_digest=record.content_digest,
+        issued_at=record.issued_at,
+        custody_set=manifest.custody_set(),
+        share_commitments=manifest.shares_commitment(),
+    )
+    if bytes(record_id(registry.domain, attestation)) != rid:
+        raise VerificationFailed("the custody manifest is not the one the centre attested")
+    blob = _b64(bundle.ciphertext, "ciphertext")
+    if hashlib.sha256(blob).digest() != bytes.fromhex(manifest.blob_sha256[2:]) or not verify_cid(
+        manifest.blob_cid, blob
+    ):
+        raise VerificationFailed("the ciphertext is not the one the manifest names")
+    return manifest, blob, record.patient, record.content_digest
+
+
+GatewayOpener = Callable[[str], Gateway]
+
+
+def fetch_federated(
+    account: LocalAccount,
+    record: str,
+    *,
+    registry: ConsentRegistry,
+    purpose: str | int,
+    open_gateway: GatewayOpener | None = None,
+) -> FederatedOpened:
+    """Gather ``threshold`` valid shares from the record's custodians, combine, decrypt, check.
+
+    The custodians and their URLs come from the chain (the record's manifest names who holds
+    which share; ``federation()`` where to reach them). Each gateway is asked once, in share
+    order, until ``threshold`` valid shares are in: one down or lying costs one more request.
+    """
+    rid = bytes.fromhex(record.removeprefix("0x"))
+    open_gateway = open_gateway or Gateway
+    fed = registry.federation()
+    urls: dict[str, str] = {str(m.gateway): m.url for m in fed.members}
+    sessions: dict[str, Session] = {}
+    refusals: dict[str, str] = {}
+    releases: list[Released] = []
+    checked: tuple[custody.CustodyManifest, bytes, str, bytes] | None = None
+
+    def session_at(gateway: str) -> Session | None:
+        if gateway in sessions:
+            return sessions[gateway]
+        url = urls.get(gateway)
+        if url is None:
+            refusals[gateway] = "not in the federation the registry lists now (no URL)"
+            return None
+        try:
+            sessions[gateway] = open_gateway(url).login(account)
+        except ClientError as exc:
+            refusals[gateway] = exc.line()
+            return None
+        return sessions[gateway]
+
+    try:
+        for member in fed.members:  # the manifest, from the first gateway that serves a valid one
+            s = session_at(member.gateway)
+            if s is None:
+                continue
+            try:
+                r = s._req("GET", f"/v1/custody/records/0x{rid.hex()}")
+                bundle = _parse(CustodyBundlePublic, r.json(), "custody record")
+                checked = _checked_bundle(bundle, rid=rid, registry=registry)
+                break
+            except (GatewayRefused, GatewayUnavailable, VerificationFailed) as exc:
+                refusals[member.gateway] = exc.line()
+        if checked is None:
+            raise FederationUnavailable(
+                "no gateway served this record's manifest and ciphertext",
+                refusals=refusals,
+                bad=[],
+            )
+        manifest, blob, patient, digest = checked
+        shares: dict[int, bytes] = {}
+        bad: list[str] = []
+        for index, custodian in enumerate(manifest.members):
+            if len(shares) >= manifest.threshold:
+                break
+            gateway = custodian.gateway
+            s = session_at(gateway)
+            url = urls.get(gateway, "")
+            if s is None:
+                releases.append(Released(gateway, url, refusal=refusals[gateway]))
+                continue
+            try:
+                r = s._req(
+                    "GET",
+                    f"/v1/custody/records/0x{rid.hex()}/share",
+                    params={"purpose": str(purpose)},
+                )
+                release = _parse(ShareRelease, r.json(), "share release")
+                share = custody.open_released_share(
+                    _b64(release.sealed_share, "sealed share"), account.key
+                )
+            except (ClientError, custody.CustodyError) as exc:
+                text = exc.line() if isinstance(exc, ClientError) else str(exc)
+                refusals[gateway] = text
+                releases.append(Released(gateway, url, refusal=text))
+                continue
+            try:
+                custody.verify_share(manifest, index, share)
+            except custody.BadShare:
+                bad.append(gateway)
+                refusals[gateway] = "released a share that does not match its commitment"
+                releases.append(Released(gateway, url, release, refusal="bad share"))
+                continue
+            shares[index] = share
+            releases.append(Released(gateway, url, release))
+        good = dict(shares)
+        if len(good) < manifest.threshold:
+            raise FederationUnavailable(
+                f"{len(good)} of the {manifest.threshold} shares needed were released"
+                + (f"; bad shares from {', '.join(bad)}" if bad else ""),
+                refusals=refusals,
+                bad=bad,
+            )
+        recovered = custody.recover_key(good, manifest=manifest)
+        salt_and_doc = env.open_record(
+            blob, data_key=recovered.data_key, record_id=rid, patient=patient
+        )
+        salt, document = salt_and_doc
+        if env.salted_digest(salt, document) != bytes(digest):
+            raise VerificationFailed("the decrypted record does not hash to the chain's digest")
+        return FederatedOpened(document, "0x" + rid.hex(), releases, bad)
+    finally:
+        for s in sessions.values():
+            s.gateway.close()
