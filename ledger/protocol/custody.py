@@ -533,6 +533,18 @@ class CustodyManifest(BaseModel):
         """:func:`shares_commitment` of the members' commitments, in member order."""
         return shares_commitment(self.commitments())
 
+    def check_anchors(self, *, custody_set: bytes, shares_commitment: bytes) -> None:
+        """:class:`CustodyError` unless the custody set and shares commitment are the ones the
+        chain holds for the record: a reader and a gateway check both before trusting it."""
+        for what, expected, actual in (
+            ("custody set", custody_set, self.custody_set()),
+            ("shares commitment", shares_commitment, self.shares_commitment()),
+        ):
+            if expected != actual:
+                raise CustodyError(
+                    f"the manifest's {what} is not the record's", what=what, expected=expected
+                )
+
     def index_of(self, gateway: str) -> int:
         """The member index of ``gateway``; :class:`CustodyError` if it is not a member."""
         try:
@@ -643,11 +655,15 @@ def _combine(manifest: CustodyManifest, good: Mapping[int, bytes]) -> bytes:
     except (shamir_mnemonic.MnemonicError, UnicodeDecodeError, ValueError):
         raise CustodyError("a committed share is not a SLIP-39 share", indices=chosen) from None
     for index, share in zip(chosen, decoded, strict=True):
-        if (share.group_index, share.group_count, share.group_threshold) != (
-            index,
-            manifest.n,
-            manifest.threshold,
-        ) or (share.member_threshold, share.index) != (1, 0):
+        # Also the parameters we write: a manifest's author cannot make readers run 2^15 times
+        # the PBKDF2 work with a high iteration exponent.
+        layout = (share.group_index, share.group_count, share.group_threshold, share.index)
+        params = (share.member_threshold, share.iteration_exponent, share.extendable)
+        if layout != (index, manifest.n, manifest.threshold, 0) or params != (
+            1,
+            _ITERATION_EXPONENT,
+            _EXTENDABLE,
+        ):
             raise CustodyError("a committed share does not fit the manifest", index=index)
     try:
         data_key: bytes = shamir_mnemonic.combine_mnemonics(
