@@ -262,6 +262,47 @@ def test_commitment_valid_shares_that_do_not_combine_are_a_custody_error() -> No
         assert type(info.value) is CustodyError
 
 
+@pytest.mark.parametrize(
+    ("extendable", "exponent"), [(False, 1), (True, 0)], ids=["iteration exponent 1", "extendable"]
+)
+def test_shares_with_other_slip39_parameters_are_refused(extendable: bool, exponent: int) -> None:
+    """A manifest author must not make every reader run 2^e times the PBKDF2 work (e up to 15,
+    minutes of CPU in a browser): only the parameters we write are combined."""
+    members, _ = federation(3)
+    key = os.urandom(32)
+    groups = shamir_mnemonic.generate_mnemonics(
+        2, [(1, 1)] * 3, key, b"", extendable=extendable, iteration_exponent=exponent
+    )
+    shares = [g[0].encode() for g in groups]
+    assert shamir_mnemonic.combine_mnemonics([s.decode() for s in shares[:2]]) == key
+    manifest = custody.SealedShares(
+        threshold=2,
+        members=tuple(members),
+        sealed_shares=tuple(
+            custody.seal_share(s, m.custody_key) for s, m in zip(shares, members, strict=True)
+        ),
+        commitments=tuple(custody.share_commitment(s) for s in shares),
+    ).manifest(blob_cid="bafy", blob_size=1, blob_sha256=bytes(32))
+    with pytest.raises(CustodyError, match="does not fit the manifest"):
+        custody.combine_shares({0: shares[0], 1: shares[1]}, manifest=manifest)
+
+
+def test_a_manifest_is_checked_against_the_chain_anchors() -> None:
+    manifest, _, _ = make_manifest(2, 3)
+    other, _, _ = make_manifest(2, 3)
+    manifest.check_anchors(
+        custody_set=manifest.custody_set(), shares_commitment=manifest.shares_commitment()
+    )
+    with pytest.raises(CustodyError, match="custody set"):
+        manifest.check_anchors(
+            custody_set=other.custody_set(), shares_commitment=manifest.shares_commitment()
+        )
+    with pytest.raises(CustodyError, match="shares commitment"):
+        manifest.check_anchors(
+            custody_set=manifest.custody_set(), shares_commitment=other.shares_commitment()
+        )
+
+
 def test_share_indices_must_name_members() -> None:
     manifest, privates, _ = make_manifest(2, 3)
     share = custody.unseal_share(manifest, 0, privates[0])
