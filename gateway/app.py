@@ -41,7 +41,7 @@ from gateway.fastpath import FetchFastPath
 from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
-from gateway.openapi import METADATA
+from gateway.openapi import METADATA, exact_integer_bounds
 from gateway.services.anchor import Anchorer
 from gateway.services.auth import AuthService
 from gateway.services.chain import ChainAccess
@@ -402,6 +402,7 @@ def create_app(
     app.state.upload_spool_bytes = settings.max_upload_bytes + _MULTIPART_OVERHEAD
     _install_error_handlers(app)
     app.include_router(router)
+    exact_integer_bounds(app)
     app.add_middleware(
         FetchFastPath,
         auth=lambda: app.state.gateway.auth,

@@ -9,7 +9,13 @@ from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 
 from gateway.api.deps import PrincipalDep, StateDep
 from gateway.api.records import InMemoryUploadRoute
-from gateway.api.responses import CATEGORY_SCHEMA, INT64, INT64_MAX, PURPOSE_SCHEMA, errors
+from gateway.api.responses import (
+    CATEGORY_SCHEMA,
+    PURPOSE_SCHEMA,
+    UNIX_SECONDS,
+    check_unix_seconds,
+    errors,
+)
 from gateway.errors import PayloadTooLarge
 from gateway.services.custody import MAX_MANIFEST_BYTES
 from gateway.services.fetch import parse_purpose
@@ -91,7 +97,7 @@ def upload_sealed_record(
         str, Form(min_length=42, max_length=42, json_schema_extra={"pattern": ADDRESS_PATTERN})
     ],
     category: Annotated[str, Form(min_length=1, json_schema_extra=CATEGORY_SCHEMA)],
-    issued_at: Annotated[int, Form(ge=0, le=INT64_MAX, json_schema_extra=INT64)],
+    issued_at: Annotated[int, Form(json_schema_extra=UNIX_SECONDS, description="as attested")],
     content_digest: Annotated[str, Form(pattern=BYTES32_PATTERN, description="as attested")],
     signature: Annotated[
         str,
@@ -106,7 +112,16 @@ def upload_sealed_record(
     """The gateway never sees plaintext or the whole key: it checks that the manifest is of the
     federation in force and names this ciphertext, that the signed-in centre attested it (custody
     set and share commitments included), then pins both and registers the manifest's CID, all
-    or nothing. Retrying the same attestation answers 200 with the same record."""
+    or nothing. Retrying the same attestation answers 200 with the same record.
+
+    Rules across fields (422 unless said otherwise): ``manifest`` must be a custody manifest in
+    canonical JSON (``ledger.protocol.custody``) whose custody set is the registry's
+    ``federation()`` in force, none set being ``invalid_request``; ``ciphertext`` must be the
+    blob it names (CID, size, sha256); ``signature`` must be the signed-in centre's EIP-712
+    ``RecordAttestation`` of (patient, category, content_digest, issued_at, the manifest's
+    custody set and share commitments) with a low s (``attestation_invalid``); the caller must
+    hold the centre role (403)."""
+    check_unix_seconds(issued_at)
     limit = state.records.max_upload_bytes + 1024
     blob = ciphertext.file.read(limit + 1)
     if len(blob) > limit:
@@ -131,7 +146,7 @@ def upload_sealed_record(
     "/v1/custody/records/{record_id}",
     tags=["custody"],
     summary="A threshold-custody record's manifest and ciphertext",
-    responses=errors(401, 404, 422, 502, 503, extra=_RELEASE_ERRORS[1:]),
+    responses=errors(401, 404, 409, 422, 502, 503, extra=_RELEASE_ERRORS[1:]),
 )
 def custody_bundle(
     state: StateDep,
@@ -147,7 +162,7 @@ def custody_bundle(
     "/v1/custody/records/{record_id}/share",
     tags=["custody"],
     summary="This gateway's share of a record's key (consent checked on-chain)",
-    responses=errors(401, 403, 404, 422, 502, 503, extra=_RELEASE_ERRORS),
+    responses=errors(401, 403, 404, 409, 422, 502, 503, extra=_RELEASE_ERRORS),
 )
 def release_share(
     state: StateDep,

@@ -27,6 +27,8 @@ from gateway.api.responses import (
     INT64,
     INT64_MAX,
     PURPOSE_SCHEMA,
+    UNIX_SECONDS,
+    check_unix_seconds,
     contract,
     errors,
 )
@@ -160,7 +162,7 @@ def upload_record(
     ],
     issued_at: Annotated[
         int,
-        Form(ge=0, le=INT64_MAX, json_schema_extra=INT64, description="UNIX seconds, as attested"),
+        Form(json_schema_extra=UNIX_SECONDS, description="UNIX seconds, as attested"),
     ],
     signature: Annotated[
         str,
@@ -198,6 +200,7 @@ def upload_record(
     ``sha256(salt || file)`` (``invalid_request``); the category must be listed by the
     registry (``contract_category_not_listed``); the caller must hold the centre role (403
     ``contract_not_a_centre``)."""
+    check_unix_seconds(issued_at)
     limit = state.records.max_upload_bytes
     if file.size is not None and file.size > limit:
         raise PayloadTooLarge(limit=limit)
@@ -251,6 +254,7 @@ def list_records(
             401,
             403,
             404,
+            409,
             422,
             502,
             503,

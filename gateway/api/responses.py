@@ -23,6 +23,8 @@ __all__ = [
     "INT64",
     "INT64_MAX",
     "PURPOSE_SCHEMA",
+    "UNIX_SECONDS",
+    "check_unix_seconds",
     "contract",
     "errors",
 ]
@@ -325,3 +327,14 @@ INT64_MAX = 2**63 - 1
 #: the schema's maximum for a database integer, as an integer (``le`` alone gives a float,
 #: 2**63, one more than the largest accepted value)
 INT64: dict[str, Any] = {"maximum": INT64_MAX}
+#: A form field's bounds, stated in its schema (``gateway.openapi.exact_integer_bounds`` writes
+#: them as integers) and checked by the route (``check_unix_seconds``).
+UNIX_SECONDS: dict[str, Any] = {"minimum": 0, "maximum": INT64_MAX}
+
+
+def check_unix_seconds(value: int, *, field: str = "issued_at") -> None:
+    """The bound ``UNIX_SECONDS`` states, as the 422 the schema promises."""
+    from gateway.errors import InvalidRequest
+
+    if not 0 <= value <= INT64_MAX:
+        raise InvalidRequest(f"{field} must be 0 .. 2**63 - 1 (UNIX seconds)", field=field)

@@ -30,6 +30,8 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import (
     BlobTampered,
+    Conflict,
+    ContractRejected,
     InvalidRequest,
     PayloadTooLarge,
     RecordNotFound,
@@ -182,8 +184,10 @@ class RecordCustody(RecordUploads, RecordFetches):
         rid = bytes.fromhex(rid_hex[2:])
         try:
             record = self.chain.call(lambda registry: registry.record_of(rid))
-        except UnknownRecord:
-            raise RecordNotFound(record_id=rid_hex) from None
+        except ContractRejected as exc:
+            if exc.error == UnknownRecord.__name__:
+                raise RecordNotFound(record_id=rid_hex) from None
+            raise
         registration = self.registrar.registration_of(rid)
         if registration is None:
             raise RecordNotFound(record_id=rid_hex)
@@ -197,12 +201,17 @@ class RecordCustody(RecordUploads, RecordFetches):
             raise BlobTampered(record_id=rid_hex, cid=cid, reason=exc.code) from exc
         if not verify_cid(cid, raw):
             raise BlobTampered(record_id=rid_hex, cid=cid, reason="does not match its CID")
+        if not raw.startswith(b"{"):  # a record blob: the record is in the single-gateway mode
+            raise Conflict(
+                "this record is not under threshold custody: its uploading gateway holds its "
+                "key; fetch it there (GET /v1/records/{id})",
+                record_id=rid_hex,
+            )
         try:
             parsed = custody.CustodyManifest.parse(raw)
         except custody.CustodyError:
             raise BlobTampered(
-                record_id=rid_hex, cid=cid, reason="not a custody manifest (a single-gateway "
-                "record, whose key only its uploading gateway holds)"
+                record_id=rid_hex, cid=cid, reason="the registered CID holds no valid manifest"
             ) from None
         self._store_manifest(rid_hex, record.patient, cid, raw)
         return record.patient.lower(), cid, parsed, raw
