@@ -56,16 +56,34 @@ EXIT_NOT_ENOUGH_SHARES = 5
 
 
 class FederationUnavailable(ClientError):
-    """Fewer than ``threshold`` gateways released a valid share: nothing is decrypted."""
+    """Fewer than ``threshold`` gateways released a valid share: nothing is decrypted.
 
-    def __init__(self, message: str, *, refusals: dict[str, str], bad: Sequence[str]) -> None:
+    Exit code 1 when consent is what is missing (so many gateways said ``consent_denied`` that
+    ``threshold`` can no longer be reached), else 5: gateways down or lying."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refusals: dict[str, str],
+        bad: Sequence[str],
+        denied: bool = False,
+    ) -> None:
+        answers = "; ".join(f"{gateway}: {why}" for gateway, why in refusals.items())
         super().__init__(
-            message,
-            hint="nothing was written; each gateway's answer is listed above",
-            exit_code=EXIT_NOT_ENOUGH_SHARES,
+            f"{message} ({answers})" if answers else message,
+            hint=(
+                "the chain says you hold no consent for this purpose; ask the patient to grant "
+                "it, nothing was written"
+                if denied
+                else "nothing was written; fewer than the threshold of gateways answered with "
+                "a valid share (each answer is listed)"
+            ),
+            exit_code=1 if denied else EXIT_NOT_ENOUGH_SHARES,
         )
         self.refusals = refusals
         self.bad = list(bad)
+        self.denied = denied
 
 
 @dataclass(frozen=True)
@@ -222,6 +240,7 @@ def fetch_federated(
     urls: dict[str, str] = {str(m.gateway): m.url for m in fed.members}
     sessions: dict[str, Session] = {}
     refusals: dict[str, str] = {}
+    denials: set[str] = set()
     releases: list[Released] = []
     checked: tuple[custody.CustodyManifest, bytes, str, bytes] | None = None
 
@@ -281,6 +300,8 @@ def fetch_federated(
                 )
             except (ClientError, custody.CustodyError) as exc:
                 text = exc.line() if isinstance(exc, ClientError) else str(exc)
+                if isinstance(exc, GatewayRefused) and exc.code == "consent_denied":
+                    denials.add(gateway)
                 refusals[gateway] = text
                 releases.append(Released(gateway, url, refusal=text))
                 continue
@@ -300,6 +321,7 @@ def fetch_federated(
                 + (f"; bad shares from {', '.join(bad)}" if bad else ""),
                 refusals=refusals,
                 bad=bad,
+                denied=manifest.n - len(denials) < manifest.threshold,
             )
         recovered = custody.recover_key(good, manifest=manifest)
         salt_and_doc = env.open_record(

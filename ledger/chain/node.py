@@ -47,9 +47,11 @@ __all__ = [
 ANVIL_CHAIN_ID = 31337
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 _DEV_ACCOUNT_COUNT = 10
-#: Derived from the same mnemonic after the ten named accounts: the local gateway's registrar
-#: (10) and relayer (11), funded by ``consent up`` (anvil funds only the first ten).
-_DEV_KEY_COUNT = 12
+#: Derived from the same mnemonic after the ten named accounts: the first local gateway's
+#: registrar (10) and relayer (11), then three accounts (gateway, registrar, relayer) for each
+#: further gateway of a local federation of up to 16 (``consent up --gateways``), all funded by
+#: ``consent up`` (anvil funds only the first ten).
+_DEV_KEY_COUNT = 12 + 3 * 15
 
 
 class ChainError(Exception):
@@ -111,26 +113,30 @@ _dev_accounts_cache: list[LocalAccount] = []
 _dev_lock = threading.Lock()
 
 
-def _dev_keys() -> list[LocalAccount]:
+def _dev_keys(count: int = _DEV_KEY_COUNT) -> list[LocalAccount]:
+    """The mnemonic's first ``count`` accounts, derived once each, on first need."""
     with _dev_lock:
-        if not _dev_accounts_cache:
+        if len(_dev_accounts_cache) < count:
             Account.enable_unaudited_hdwallet_features()
-            for i in range(_DEV_KEY_COUNT):
+            for i in range(len(_dev_accounts_cache), count):
                 _dev_accounts_cache.append(
                     Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}")
                 )
-        return list(_dev_accounts_cache)
+        return _dev_accounts_cache[:count]
 
 
 def dev_accounts() -> list[LocalAccount]:
     """anvil's ten development accounts (from its public mnemonic)."""
-    return _dev_keys()[:_DEV_ACCOUNT_COUNT]
+    return _dev_keys(_DEV_ACCOUNT_COUNT)
 
 
 def dev_account(index: int) -> LocalAccount:
     """The public mnemonic's account ``index`` (0-9: anvil's funded accounts; 10 and 11: the
-    local gateway's registrar and relayer, which ``consent up`` funds)."""
-    return _dev_keys()[index]
+    first local gateway's registrar and relayer; 12 on: the further gateways' accounts, three
+    each, which ``consent up`` funds)."""
+    if not 0 <= index < _DEV_KEY_COUNT:
+        raise IndexError(f"dev account {index} is not one of the {_DEV_KEY_COUNT} local keys")
+    return _dev_keys(index + 1)[index]
 
 
 def is_dev_address(address: str) -> bool:

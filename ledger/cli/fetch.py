@@ -1,8 +1,9 @@
 """Reading, as a grantee and as the patient: ``consent fetch`` and ``who-read``.
 
-``fetch`` opens the envelope with the grantee's key and checks the digest against the chain
-before writing anything; ``who-read`` verifies every access-log entry about the patient against
-the checkpoint its gateway anchored on-chain.
+``fetch`` opens the envelope with the grantee's key (single-gateway mode), or gathers t shares
+from the federation the chain lists when the record is under threshold custody, and checks the
+digest against the chain before writing anything; ``who-read`` verifies every access-log entry
+about the patient against the checkpoint its gateway anchored on-chain.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -21,6 +22,9 @@ from ledger.cli.consents import break_glass_openings, print_break_glass
 from ledger.cli.context import CliError, Ctx
 from ledger.cli.output import console, echo_json, fail, named, purpose_name, short
 from ledger.cli.parsing import parse_purposes, parse_record_id
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 __all__ = ["app", "print_who_read"]
 
@@ -44,12 +48,22 @@ def fetch(
         raise CliError("a fetch names exactly one purpose")
     if output.exists() and not force:
         raise CliError(f"{output} exists; pass --force to overwrite it")
+    from ledger.client import GatewayRefused
+
     ctx = context_of(cli)
     account = ctx.account(who)
     onchain = ctx.registry().record_of(bytes.fromhex(rid[2:]))
-    opened = ctx.session(account).open_record(
-        rid, purpose_name(pid[0]), expected_digest=onchain.content_digest
-    )
+    try:
+        opened = ctx.session(account).open_record(
+            rid, purpose_name(pid[0]), expected_digest=onchain.content_digest
+        )
+    except GatewayRefused as exc:
+        # 409: under threshold custody; 404 for a record the chain holds: this gateway did not
+        # upload it, so it holds no key of it (single-gateway mode) and maybe a share of it.
+        if exc.status not in (404, 409):
+            raise
+        _fetch_federated(ctx, account, rid, pid[0], output)
+        return
     _write_atomically(output, opened.plaintext)
     env = opened.envelope
     if ctx.as_json:
@@ -70,6 +84,46 @@ def fetch(
         f"{env.block_number}; sha256 matches the on-chain digest {short(env.content_digest)}",
         highlight=False,
     )
+    console.print(f"wrote {len(opened.plaintext):,} bytes to {output}", highlight=False)
+
+
+def _fetch_federated(ctx: Ctx, account: LocalAccount, rid: str, purpose: int, output: Path) -> None:
+    """Gather the shares from the federation the chain lists; nothing is written unless the
+    key combines and the plaintext hashes to the chain's digest."""
+    from ledger.federation import fetch_federated
+
+    opened = fetch_federated(account, rid, registry=ctx.registry(), purpose=purpose_name(purpose))
+    _write_atomically(output, opened.plaintext)
+    released = [r for r in opened.releases if r.release is not None]
+    if ctx.as_json:
+        echo_json(
+            {
+                "record_id": rid,
+                "bytes": len(opened.plaintext),
+                "output": str(output),
+                "released_by": [
+                    {"gateway": r.gateway, "url": r.url, "block_number": r.release.block_number}
+                    for r in released
+                    if r.release is not None
+                ],
+                "refused": {r.gateway: r.refusal for r in opened.releases if r.release is None},
+                "bad_shares": opened.bad_gateways,
+            }
+        )
+        return
+    console.print(
+        f"fetched {short(rid)} for {purpose_name(purpose)} from {len(released)} gateways, each "
+        f"deciding on its own: sha256 matches the on-chain digest",
+        highlight=False,
+    )
+    for r in opened.releases:
+        if r.release is not None and r.gateway not in opened.bad_gateways:
+            line = f"share {r.release.index} released at block {r.release.block_number}"
+        elif r.gateway in opened.bad_gateways:
+            line = "released a share that does not match its commitment: report it"
+        else:
+            line = f"no share: {r.refusal}"
+        console.print(f"  {named(ctx.names(), r.gateway)}  {r.url}  {line}", highlight=False)
     console.print(f"wrote {len(opened.plaintext):,} bytes to {output}", highlight=False)
 
 

@@ -1,10 +1,12 @@
 """Records, as a centre uploads them and a patient lists them: ``consent upload``,
 ``upload-dir`` and ``records``.
 
-An upload is attested by the centre (EIP-712) and sent to the gateway, which encrypts, pins and
-registers it; the command then checks that the pinned registry holds the record with the salted
-digest this client attested (:func:`confirm_record`). ``upload-dir`` confines every manifest row
-to its directory before anything is sent.
+An upload is attested by the centre (EIP-712). Under threshold custody (the registry lists a
+federation) this machine encrypts the file and splits its key across the federation, and the
+gateway pins and registers ciphertext and sealed shares; in the single-gateway mode the gateway
+encrypts, pins and registers it. The command then checks that the pinned registry holds the
+record with the salted digest this client attested (:func:`confirm_record`). ``upload-dir``
+confines every manifest row to its directory before anything is sent.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ledger.cli.output import console, echo_json, err, named, short, when
 from ledger.cli.parsing import parse_category, parse_record_id
 
 if TYPE_CHECKING:
-    from ledger.client import Uploaded
+    from ledger.client import Session, Uploaded
+    from ledger.federation import FederatedUpload
 
 __all__ = ["app"]
 
@@ -77,13 +80,13 @@ def upload(
     centre = ctx.account(who)
     target = ctx.address(patient, what="patient")
     session = ctx.session(centre)
-    domain = ctx.domain()
     if len(data) >= _BIG and not ctx.as_json:
         with _progress() as progress:
             task = progress.add_task(f"uploading {file.name}", total=len(data))
-            result = session.upload(
+            result = send_record(
+                ctx,
+                session,
                 data,
-                domain=domain,
                 patient=target,
                 category=parse_category(category),
                 filename=file.name,
@@ -91,9 +94,10 @@ def upload(
                 progress=_upload_progress(progress, task, file.name),
             )
     else:
-        result = session.upload(
+        result = send_record(
+            ctx,
+            session,
             data,
-            domain=domain,
             patient=target,
             category=parse_category(category),
             filename=file.name,
@@ -139,7 +143,6 @@ def upload_dir(
     ctx = context_of(cli)
     centre = ctx.account(who)
     session = ctx.session(centre)
-    domain = ctx.domain()
     results: list[dict[str, Any]] = []
     total = sum(job.size for job in jobs)
     with _progress() as progress:
@@ -154,9 +157,10 @@ def upload_dir(
                 issued = row.get("issued_at") or None
                 data = job.read()
                 target = ctx.address(row["patient"], what="patient")
-                result = session.upload(
+                result = send_record(
+                    ctx,
+                    session,
                     data,
-                    domain=domain,
                     patient=target,
                     category=parse_category(row["category"]),
                     filename=PurePath(row["file"]).name,
@@ -196,7 +200,47 @@ def upload_dir(
         raise typer.Exit(1)
 
 
-def confirm_record(ctx: Ctx, result: Uploaded, *, patient: str, centre: str) -> None:
+def send_record(
+    ctx: Ctx,
+    session: Session,
+    data: bytes,
+    *,
+    patient: str,
+    category: bytes,
+    filename: str,
+    issued_at: int | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Uploaded | FederatedUpload:
+    """Upload under threshold custody when the registry lists a federation (this machine
+    encrypts and splits; the gateway gets ciphertext and sealed shares), else in the
+    single-gateway mode (the gateway encrypts and wraps the key)."""
+    from ledger.federation import upload_sealed
+
+    registry = ctx.registry()
+    if registry.federation().size:
+        return upload_sealed(
+            session,
+            data,
+            registry=registry,
+            patient=patient,
+            category=category,
+            issued_at=issued_at,
+            filename=filename,
+        )
+    return session.upload(
+        data,
+        domain=ctx.domain(),
+        patient=patient,
+        category=category,
+        filename=filename,
+        issued_at=issued_at,
+        progress=progress,
+    )
+
+
+def confirm_record(
+    ctx: Ctx, result: Uploaded | FederatedUpload, *, patient: str, centre: str
+) -> None:
     """The chain (pinned registry) holds the uploaded record for this patient, centre and the
     salted content digest this client attested."""
     from ledger.protocol.contract_errors import UnknownRecord

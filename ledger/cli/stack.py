@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -32,9 +32,21 @@ def up(
     cli: typer.Context,
     chain_port: Annotated[int, typer.Option(help="Chain node port.")] = 8545,
     ipfs_port: Annotated[int, typer.Option(help="IPFS API port.")] = 5001,
-    gateway_port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+    gateway_port: Annotated[int, typer.Option(help="The first gateway's port.")] = 8000,
+    gateways: Annotated[
+        int, typer.Option("--gateways", help="Gateway processes (consecutive ports), 1 to 16.")
+    ] = 3,
+    threshold: Annotated[
+        int,
+        typer.Option(
+            "--threshold",
+            help="How many gateways must release a record's key (t of n). 1 of 1 is the "
+            "single-gateway mode: that gateway can decrypt every record. 0: no federation.",
+        ),
+    ] = 2,
 ) -> None:
-    """Start the chain node, the IPFS node and the gateway; stay in the foreground."""
+    """Start the chain node, the IPFS node and a federation of gateways (2 of 3 by default);
+    stay in the foreground."""
     from ledger.devstack.stack import StackConfig, run_stack
 
     config = StackConfig(
@@ -42,6 +54,8 @@ def up(
         chain_port=chain_port,
         ipfs_port=ipfs_port,
         gateway_port=gateway_port,
+        gateways=gateways,
+        threshold=min(threshold, gateways) if gateways == 1 else threshold,
     )
     try:
         code = run_stack(config, say=console.print)
@@ -52,7 +66,7 @@ def up(
     raise typer.Exit(code)
 
 
-@app.command(shared=("gateway", "json"))
+@app.command(shared=("gateway", "chain", "home", "json"))
 def status(cli: typer.Context) -> None:
     """Show the gateway's health: chain, registry, IPFS node and database."""
     ctx = context_of(cli)
@@ -65,13 +79,52 @@ def status(cli: typer.Context) -> None:
             f"gateway at {gateway} is not answering ({type(exc).__name__}); start it with "
             f"`make up` / `consent up`, or pass --gateway"
         ) from None
+    members = _federation_status(ctx)
     if ctx.as_json:
-        echo_json(body)
+        echo_json({**body, "federation": members})
     else:
         for key, value in body.items():
             console.print(f"{key:>18}  {value}", highlight=False)
+        if members is not None:
+            console.print(
+                f"{'federation':>18}  {members['threshold']} of {len(members['members'])}",
+                highlight=False,
+            )
+            for m in members["members"]:
+                console.print(
+                    f"{'':>18}  {m['url']}  {m['gateway']}  {m['health']}", highlight=False
+                )
     if r.status_code != 200:
         raise typer.Exit(1)
+
+
+def _federation_status(ctx: Any) -> dict[str, Any] | None:
+    """The federation the registry lists (from the chain), each member's health; None when the
+    chain cannot be read here (no deployment file)."""
+    try:
+        fed = ctx.registry().federation()
+    except Exception:
+        return None
+    members = []
+    for m in fed.members:
+        try:
+            health = httpx.get(f"{m.url.rstrip('/')}/healthz", timeout=5.0)
+            state = "ok" if health.status_code == 200 else f"unhealthy ({health.status_code})"
+        except httpx.HTTPError as exc:
+            state = f"down ({type(exc).__name__})"
+        members.append(
+            {
+                "gateway": m.gateway,
+                "url": m.url,
+                "custody_key": "0x" + m.custody_key.hex(),
+                "health": state,
+            }
+        )
+    return {
+        "threshold": fed.threshold,
+        "custody_set": "0x" + fed.custody_set.hex(),
+        "members": members,
+    }
 
 
 @app.command(shared=("home",))
