@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.devstack.services import free_port, port_in_use
+from ledger.devstack.services import free_port, free_ports
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack, wait_healthy
 from ledger.paths import state_paths
 from tests.helpers.build import share_build_cache
@@ -35,14 +35,6 @@ class Fed:
         ]  # fmt: skip
 
 
-def _consecutive_free_ports(n: int) -> int:
-    for _ in range(50):
-        base = free_port()
-        if all(not port_in_use(base + i) for i in range(n)) and base + n < 65_000:
-            return base
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
 @pytest.fixture(scope="module")
 def fed() -> Iterator[Fed]:
     with tempfile.TemporaryDirectory(prefix="consent-fed-", ignore_cleanup_errors=True) as tmp:
@@ -52,7 +44,7 @@ def fed() -> Iterator[Fed]:
             paths=paths,
             chain_port=free_port(),
             ipfs_port=free_port(),
-            gateway_port=_consecutive_free_ports(3),
+            gateway_port=free_ports(3),
             gateways=3,
             threshold=2,
             gateway_env={"CONSENT_CHECKPOINT_INTERVAL_S": "1", "CONSENT_CHECKPOINT_EVERY": "1"},

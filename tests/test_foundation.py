@@ -23,7 +23,7 @@ from ledger.chain import build
 from ledger.chain.build import SOLC_VERSION, compile_contracts
 from ledger.chain.deployment import REGISTRY_CONTRACT, DeploymentMismatch, ensure_deployed
 from ledger.chain.node import DevKeyOnPublicChain, TxSender, dev_accounts, ensure_not_dev_key
-from ledger.devstack.services import free_port
+from ledger.devstack.services import free_port, free_ports
 from ledger.paths import hardhat_local_dir
 
 
@@ -231,7 +231,7 @@ def _children_of(pid: int) -> set[int]:
 @pytest.mark.slow
 def test_consent_up_survives_restart_and_stops_every_child(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ports = [free_port(), free_port(), free_port()]
+    ports = [free_port(), free_port(), free_ports(3)]
     argv = [
         sys.executable, "-m", "ledger.cli", "up", "--home", str(home),
         "--chain-port", str(ports[0]), "--ipfs-port", str(ports[1]),
@@ -247,7 +247,7 @@ def test_consent_up_survives_restart_and_stops_every_child(tmp_path: Path) -> No
         try:
             health = _wait_health(url, proc)
             children = _children_of(proc.pid)
-            assert len(children) == 3, children
+            assert len(children) == 5, children  # chain, IPFS and the 2-of-3 federation
             seen.append(health)
             proc.send_signal(signal.SIGINT)
             output, _ = proc.communicate(timeout=60)

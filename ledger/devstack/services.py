@@ -50,6 +50,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive TCP ports on 127.0.0.1 that are free right now (a local
+    federation's gateways listen on consecutive ports)."""
+    for _ in range(100):
+        base = free_port()
+        if base + n < 65_536 and not any(port_in_use(base + i) for i in range(1, n)):
+            return base
+    raise ServiceError(f"no {n} consecutive free ports found")
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
