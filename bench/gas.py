@@ -29,6 +29,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from eth_typing import ChecksumAddress, HexStr
 from web3 import Web3
 
 from ledger.chain.node import connect, dev_accounts
-from ledger.chain.registry import ConsentRegistry, Receipt
+from ledger.chain.registry import ConsentRegistry, FederationMember, Receipt
 from ledger.devstack.services import AnvilNode, free_port
 from ledger.protocol import eip712
 from ledger.protocol.consent_types import (
@@ -49,6 +50,7 @@ from ledger.protocol.consent_types import (
     ScopeKind,
     category_id,
 )
+from ledger.protocol.custody import new_custody_key
 
 NEW_SLOT = 22_100
 CHANGED_SLOT = 5_000
@@ -161,8 +163,9 @@ def measure(url: str) -> list[Row]:
         "registerRecord",
         registered,
         150_000,
-        4 * NEW_SLOT + DIGEST + log_cost(4, cid_data) + 3 * COLD_SLOAD + ECRECOVER,
-        "4 record slots + gateway & centre role and category list reads + ecrecover + log",
+        4 * NEW_SLOT + DIGEST + log_cost(4, cid_data) + 4 * COLD_SLOAD + ECRECOVER,
+        "4 record slots + gateway & centre role, category list and custody set reads + "
+        "ecrecover + log",
     )
     record_id = registered.record_id
     lab = category_id("laboratory")
@@ -386,7 +389,63 @@ def measure(url: str) -> list[Row]:
         "every basis checked: 7 cold slots",
     )
     view_row("hasConsent (owner)", patient.address, Purpose.RESEARCH, COLD_SLOAD, "record slot")
+    measure_federation(registry, admin=admin, centre=centre, patient=patient, tx_row=tx_row)
     return rows
+
+
+def measure_federation(
+    registry: ConsentRegistry,
+    *,
+    admin: LocalAccount,
+    centre: LocalAccount,
+    patient: LocalAccount,
+    tx_row: Callable[..., None],
+) -> None:
+    """setFederation of a 2-of-3 federation, then registerRecord under it (custody set and share
+    commitments attested); the rows are appended through ``tx_row``."""
+    w3 = registry.w3
+    members = []
+    accounts = dev_accounts()[6:9]
+    for i, account in enumerate(accounts):
+        registry.grant_role(admin, GATEWAY_ROLE, account.address)
+        members.append(
+            FederationMember(account.address, new_custody_key()[1], f"http://127.0.0.1:{8000 + i}")
+        )
+    receipt = registry.set_federation(admin, 2, members)
+    n = len(members)
+    url_words = n  # each URL (< 32 bytes) is one word in the event's data
+    data_words = 2 + 3 + (1 + n) * 3 + n + n * 2 + url_words  # head, offsets, lengths, items
+    tx_row(
+        "setFederation (2 of 3)",
+        receipt,
+        None,
+        # new slots: 3 member flags, members array (length + 3), keys (length + 3 x (length
+        # slot + 2 data slots)), URLs (length + 3 short strings), threshold, custody set
+        (3 + (1 + n) + (1 + 3 * n) + (1 + n) + 2) * NEW_SLOT
+        + DIGEST
+        + log_cost(1, 32 * data_words)
+        + (n + 1) * COLD_SLOAD,
+        "members, custody keys and URLs stored so federation() is one call; 3 role reads",
+    )
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    attestation = eip712.RecordAttestation(
+        patient.address,
+        category_id("laboratory"),
+        os.urandom(32),
+        now,
+        custody_set=registry.federation().custody_set,
+        share_commitments=os.urandom(32),
+    )
+    signature = eip712.sign(centre, registry.domain, attestation)
+    registered = registry.register_record(accounts[0], attestation, signature, CID)
+    cid_data = 4 * 32 + 32 + 32 * ((len(CID) + 31) // 32)
+    tx_row(
+        "registerRecord (2-of-3 custody)",
+        registered,
+        150_000,
+        4 * NEW_SLOT + DIGEST + log_cost(4, cid_data) + 4 * COLD_SLOAD + ECRECOVER,
+        "as registerRecord; the custody set is compared with the stored one (same read)",
+    )
 
 
 def print_table(rows: list[Row]) -> None:
