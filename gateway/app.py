@@ -46,6 +46,7 @@ from gateway.services.anchor import Anchorer
 from gateway.services.auth import AuthService
 from gateway.services.chain import ChainAccess
 from gateway.services.consents import ConsentDirectory
+from gateway.services.custody import CIPHERTEXT_OVERHEAD, MAX_MANIFEST_BYTES
 from gateway.services.records import RecordService
 from gateway.services.relay import ConsentRelay, RelayLedger, RelayPolicy
 from gateway.settings import Settings, get_settings
@@ -155,20 +156,34 @@ class _BodyTooLarge(Exception):
 
 class BodyLimitMiddleware:
     """Refuses request bodies above their limit with 413 before reading them whole: an upload
-    (``POST /v1/records``) up to ``upload_limit`` (``payload_too_large``), every other body up
-    to ``limit`` (``body_too_large``)."""
+    (``POST /v1/records``) up to ``upload_limit``, a threshold-custody upload (``POST
+    /v1/custody/records``: ciphertext and manifest) up to ``custody_upload_limit`` (both
+    ``payload_too_large``), every other body up to ``limit`` (``body_too_large``)."""
 
-    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        upload_limit: int | None = None,
+        custody_upload_limit: int | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.upload_limit = upload_limit if upload_limit is not None else limit
+        self.uploads = {
+            "/v1/records": self.upload_limit,
+            "/v1/custody/records": (
+                custody_upload_limit if custody_upload_limit is not None else self.upload_limit
+            ),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["method"] == "POST" and scope["path"] == "/v1/records"
-        limit = self.upload_limit if upload else self.limit
+        upload_limit = self.uploads.get(scope["path"]) if scope["method"] == "POST" else None
+        upload = upload_limit is not None
+        limit = upload_limit if upload_limit is not None else self.limit
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 await _send_413(send, _too_large(upload, limit))
@@ -426,5 +441,10 @@ def create_app(
         BodyLimitMiddleware,
         limit=settings.max_json_body_bytes,
         upload_limit=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
+        # the blob is the file plus its header, nonce, salt and tag; the manifest is bounded
+        custody_upload_limit=settings.max_upload_bytes
+        + CIPHERTEXT_OVERHEAD
+        + MAX_MANIFEST_BYTES
+        + _MULTIPART_OVERHEAD,
     )
     return app

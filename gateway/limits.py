@@ -34,7 +34,7 @@ __all__ = ["AUTH_FIRST", "RATE_LIMITED", "RateLimiter", "RequestGuard"]
 #: POST routes limited per client address (they need no session, so anyone can call them).
 RATE_LIMITED = frozenset({"/v1/auth/nonce", "/v1/auth/login"})
 #: POST routes whose body is read only after the bearer session is verified.
-AUTH_FIRST = frozenset({"/v1/records", "/v1/consents"})
+AUTH_FIRST = frozenset({"/v1/records", "/v1/custody/records", "/v1/consents"})
 
 
 class RateLimiter:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
@@ -227,49 +229,99 @@ def fetch_federated(
     registry: ConsentRegistry,
     purpose: str | int,
     open_gateway: GatewayOpener | None = None,
+    sessions: dict[str, Session] | None = None,
 ) -> FederatedOpened:
     """Gather ``threshold`` valid shares from the record's custodians, combine, decrypt, check.
 
     The custodians and their URLs come from the chain (the record's manifest names who holds
     which share; ``federation()`` where to reach them). Each gateway is asked once, in share
     order, until ``threshold`` valid shares are in: one down or lying costs one more request.
+
+    ``sessions`` (gateway address -> signed-in session) keeps sign-ins across fetches: the
+    caller owns it (it is filled here and not closed), so a reader signs in once per gateway.
     """
     rid = bytes.fromhex(record.removeprefix("0x"))
     open_gateway = open_gateway or Gateway
     fed = registry.federation()
     urls: dict[str, str] = {str(m.gateway): m.url for m in fed.members}
-    sessions: dict[str, Session] = {}
+    owned = sessions is None
+    sessions = {} if sessions is None else sessions
+    lock = threading.Lock()
     refusals: dict[str, str] = {}
     denials: set[str] = set()
-    releases: list[Released] = []
-    checked: tuple[custody.CustodyManifest, bytes, str, bytes] | None = None
 
     def session_at(gateway: str) -> Session | None:
-        if gateway in sessions:
-            return sessions[gateway]
+        with lock:
+            if gateway in sessions:
+                return sessions[gateway]
         url = urls.get(gateway)
         if url is None:
-            refusals[gateway] = "not in the federation the registry lists now (no URL)"
+            with lock:
+                refusals[gateway] = "not in the federation the registry lists now (no URL)"
             return None
+        client = open_gateway(url)
         try:
-            sessions[gateway] = open_gateway(url).login(account)
+            session = client.login(account)
         except ClientError as exc:
-            refusals[gateway] = exc.line()
+            client.close()
+            with lock:
+                refusals[gateway] = exc.line()
             return None
-        return sessions[gateway]
+        with lock:
+            if gateway in sessions:  # signed in meanwhile by another thread of this fetch
+                client.close()
+                return sessions[gateway]
+            sessions[gateway] = session
+        return session
 
-    try:
-        for member in fed.members:  # the manifest, from the first gateway that serves a valid one
+    def bundle() -> tuple[custody.CustodyManifest, bytes, str, bytes] | None:
+        """The manifest and ciphertext, from the first member that serves valid ones."""
+        for member in fed.members:
             s = session_at(member.gateway)
             if s is None:
                 continue
             try:
                 r = s._req("GET", f"/v1/custody/records/0x{rid.hex()}")
-                bundle = _parse(CustodyBundlePublic, r.json(), "custody record")
-                checked = _checked_bundle(bundle, rid=rid, registry=registry)
-                break
+                got = _parse(CustodyBundlePublic, r.json(), "custody record")
+                return _checked_bundle(got, rid=rid, registry=registry)
             except (GatewayRefused, GatewayUnavailable, VerificationFailed) as exc:
-                refusals[member.gateway] = exc.line()
+                with lock:
+                    refusals[member.gateway] = exc.line()
+        return None
+
+    def ask(gateway: str) -> Released:
+        """One gateway's release, opened (its share in ``Released.release``'s place)."""
+        url = urls.get(gateway, "")
+        s = session_at(gateway)
+        if s is None:
+            return Released(gateway, url, refusal=refusals.get(gateway, "unreachable"))
+        try:
+            r = s._req(
+                "GET", f"/v1/custody/records/0x{rid.hex()}/share", params={"purpose": str(purpose)}
+            )
+            release = _parse(ShareRelease, r.json(), "share release")
+            share = custody.open_released_share(
+                _b64(release.sealed_share, "sealed share"), account.key
+            )
+        except (ClientError, custody.CustodyError) as exc:
+            text = exc.line() if isinstance(exc, ClientError) else str(exc)
+            with lock:
+                if isinstance(exc, GatewayRefused) and exc.code == "consent_denied":
+                    denials.add(gateway)
+                refusals[gateway] = text
+            return Released(gateway, url, refusal=text)
+        opened[gateway] = share
+        return Released(gateway, url, release)
+
+    opened: dict[str, bytes] = {}
+    try:
+        # The manifest, and shares from the first `threshold` members, asked at the same time;
+        # more members are asked only if some of those fail or lie.
+        first = [str(m.gateway) for m in fed.members[: max(fed.threshold, 1)]]
+        with ThreadPoolExecutor(max_workers=len(first) + 1) as pool:
+            pending_bundle = pool.submit(bundle)
+            answers = list(pool.map(ask, first))
+            checked = pending_bundle.result()
         if checked is None:
             raise FederationUnavailable(
                 "no gateway served this record's manifest and ciphertext",
@@ -277,60 +329,52 @@ def fetch_federated(
                 bad=[],
             )
         manifest, blob, patient, digest = checked
+        custodians = [m.gateway for m in manifest.members]
         shares: dict[int, bytes] = {}
         bad: list[str] = []
-        for index, custodian in enumerate(manifest.members):
-            if len(shares) >= manifest.threshold:
-                break
-            gateway = custodian.gateway
-            s = session_at(gateway)
-            url = urls.get(gateway, "")
-            if s is None:
-                releases.append(Released(gateway, url, refusal=refusals[gateway]))
-                continue
-            try:
-                r = s._req(
-                    "GET",
-                    f"/v1/custody/records/0x{rid.hex()}/share",
-                    params={"purpose": str(purpose)},
-                )
-                release = _parse(ShareRelease, r.json(), "share release")
-                share = custody.open_released_share(
-                    _b64(release.sealed_share, "sealed share"), account.key
-                )
-            except (ClientError, custody.CustodyError) as exc:
-                text = exc.line() if isinstance(exc, ClientError) else str(exc)
-                if isinstance(exc, GatewayRefused) and exc.code == "consent_denied":
-                    denials.add(gateway)
-                refusals[gateway] = text
-                releases.append(Released(gateway, url, refusal=text))
-                continue
+        releases: list[Released] = []
+
+        def take(answer: Released) -> None:
+            releases.append(answer)
+            share = opened.get(answer.gateway)
+            if answer.release is None or share is None:
+                return
+            index = answer.release.index
+            if answer.gateway not in custodians or custodians[index] != answer.gateway:
+                bad.append(answer.gateway)
+                refusals[answer.gateway] = "released a share under another member's index"
+                return
             try:
                 custody.verify_share(manifest, index, share)
             except custody.BadShare:
-                bad.append(gateway)
-                refusals[gateway] = "released a share that does not match its commitment"
-                releases.append(Released(gateway, url, release, refusal="bad share"))
-                continue
+                bad.append(answer.gateway)
+                refusals[answer.gateway] = "released a share that does not match its commitment"
+                return
             shares[index] = share
-            releases.append(Released(gateway, url, release))
-        good = dict(shares)
-        if len(good) < manifest.threshold:
+
+        for answer in answers:
+            take(answer)
+        for gateway in custodians:
+            if len(shares) >= manifest.threshold:
+                break
+            if gateway not in {a.gateway for a in releases}:
+                take(ask(gateway))
+        if len(shares) < manifest.threshold:
             raise FederationUnavailable(
-                f"{len(good)} of the {manifest.threshold} shares needed were released"
+                f"{len(shares)} of the {manifest.threshold} shares needed were released"
                 + (f"; bad shares from {', '.join(bad)}" if bad else ""),
                 refusals=refusals,
                 bad=bad,
                 denied=manifest.n - len(denials) < manifest.threshold,
             )
-        recovered = custody.recover_key(good, manifest=manifest)
-        salt_and_doc = env.open_record(
+        recovered = custody.recover_key(shares, manifest=manifest)
+        salt, document = env.open_record(
             blob, data_key=recovered.data_key, record_id=rid, patient=patient
         )
-        salt, document = salt_and_doc
         if env.salted_digest(salt, document) != bytes(digest):
             raise VerificationFailed("the decrypted record does not hash to the chain's digest")
         return FederatedOpened(document, "0x" + rid.hex(), releases, bad)
     finally:
-        for s in sessions.values():
-            s.gateway.close()
+        if owned:
+            for s in sessions.values():
+                s.gateway.close()

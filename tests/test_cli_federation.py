@@ -40,11 +40,13 @@ def fed() -> Iterator[Fed]:
     with tempfile.TemporaryDirectory(prefix="consent-fed-", ignore_cleanup_errors=True) as tmp:
         paths = state_paths(Path(tmp) / "home")
         share_build_cache(paths.home)
+        first = free_ports(3)
+        chain_port = free_port(avoid=range(first, first + 3))
         config = StackConfig(
             paths=paths,
-            chain_port=free_port(),
-            ipfs_port=free_port(),
-            gateway_port=free_ports(3),
+            chain_port=chain_port,
+            ipfs_port=free_port(avoid=[*range(first, first + 3), chain_port]),
+            gateway_port=first,
             gateways=3,
             threshold=2,
             gateway_env={"CONSENT_CHECKPOINT_INTERVAL_S": "1", "CONSENT_CHECKPOINT_EVERY": "1"},

@@ -231,7 +231,9 @@ def _children_of(pid: int) -> set[int]:
 @pytest.mark.slow
 def test_consent_up_survives_restart_and_stops_every_child(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ports = [free_port(), free_port(), free_ports(3)]
+    first = free_ports(3)
+    chain_port = free_port(avoid=range(first, first + 3))
+    ports = [chain_port, free_port(avoid=[*range(first, first + 3), chain_port]), first]
     argv = [
         sys.executable, "-m", "ledger.cli", "up", "--home", str(home),
         "--chain-port", str(ports[0]), "--ipfs-port", str(ports[1]),

@@ -17,7 +17,7 @@ from gateway.api.responses import (
     errors,
 )
 from gateway.errors import PayloadTooLarge
-from gateway.services.custody import MAX_MANIFEST_BYTES
+from gateway.services.custody import CIPHERTEXT_OVERHEAD, MAX_MANIFEST_BYTES
 from gateway.services.fetch import parse_purpose
 from ledger.protocol.wire import (
     ADDRESS_PATTERN,
@@ -122,7 +122,7 @@ def upload_sealed_record(
     custody set and share commitments) with a low s (``attestation_invalid``); the caller must
     hold the centre role (403)."""
     check_unix_seconds(issued_at)
-    limit = state.records.max_upload_bytes + 1024
+    limit = state.records.max_upload_bytes + CIPHERTEXT_OVERHEAD
     blob = ciphertext.file.read(limit + 1)
     if len(blob) > limit:
         raise PayloadTooLarge(limit=limit)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 
 from eth_utils.address import to_checksum_address
 from sqlalchemy import select
@@ -50,18 +52,21 @@ from ledger.protocol.contract_errors import UnknownRecord
 from ledger.protocol.eip712 import RecordAttestation
 from ledger.protocol.wire import CustodyBundlePublic, CustodyInfoPublic, RecordPublic, ShareRelease
 
-__all__ = ["RecordCustody"]
+__all__ = ["CIPHERTEXT_OVERHEAD", "MAX_MANIFEST_BYTES", "RecordCustody"]
 
 log = logging.getLogger("gateway")
 
 #: A manifest of 16 members is about 11 KB; anything far larger is not one.
-MAX_MANIFEST_BYTES = 64 * 1024
+MAX_MANIFEST_BYTES = custody.MAX_MANIFEST_SIZE
+#: A record blob is its file plus the header, nonce, salt and tag (``ledger.protocol.envelope``).
+CIPHERTEXT_OVERHEAD = 5 + 12 + 32 + 16
 
 
 class RecordCustody(RecordUploads, RecordFetches):
     """Threshold-custody upload, manifest reads and share release (see the module notes)."""
 
     custody_key: bytes | None = None  # this gateway's custody private key (set by the app)
+    _manifest_cache: _ManifestCache | None = None
 
     # -- this gateway's custody identity -------------------------------------------------------
 
@@ -98,8 +103,8 @@ class RecordCustody(RecordUploads, RecordFetches):
         signature: str,
     ) -> tuple[RecordPublic, bool]:
         """Pin and register a record the centre encrypted and split; ``(record, created)``."""
-        if len(ciphertext) > self.max_upload_bytes + 1024:  # the blob's header, salt and tag
-            raise PayloadTooLarge(limit=self.max_upload_bytes)
+        if len(ciphertext) > self.max_upload_bytes + CIPHERTEXT_OVERHEAD:
+            raise PayloadTooLarge(limit=self.max_upload_bytes + CIPHERTEXT_OVERHEAD)
         if len(manifest) > MAX_MANIFEST_BYTES:
             raise PayloadTooLarge(limit=MAX_MANIFEST_BYTES)
         patient_addr = parse_address(patient, what="patient")
@@ -169,7 +174,19 @@ class RecordCustody(RecordUploads, RecordFetches):
     # -- reads ----------------------------------------------------------------------------------
 
     def custody_record(self, rid_hex: str) -> tuple[str, str, custody.CustodyManifest, bytes]:
-        """``(patient, manifest_cid, manifest, manifest_bytes)``: kept, else from the chain."""
+        """``(patient, manifest_cid, manifest, manifest_bytes)``: kept, else from the chain.
+        A record's manifest never changes (the record id binds it): parsed ones are cached."""
+        cache = self._manifest_cache
+        if cache is None:
+            cache = self._manifest_cache = _ManifestCache()
+        hit = cache.get(rid_hex)
+        if hit is not None:
+            return hit
+        found = self._custody_record(rid_hex)
+        cache.put(rid_hex, found)
+        return found
+
+    def _custody_record(self, rid_hex: str) -> tuple[str, str, custody.CustodyManifest, bytes]:
         with db_guard(), self._engine.connect() as conn:
             found = (
                 conn.execute(
@@ -283,6 +300,30 @@ class RecordCustody(RecordUploads, RecordFetches):
             event_count=answer.event_count,
             chain_time=answer.timestamp,
         )
+
+
+class _ManifestCache:
+    """The last ``size`` records' parsed manifests (immutable per record id)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._items: OrderedDict[str, tuple[str, str, custody.CustodyManifest, bytes]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[str, str, custody.CustodyManifest, bytes] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: str, item: tuple[str, str, custody.CustodyManifest, bytes]) -> None:
+        with self._lock:
+            self._items[key] = item
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 def _bytes32(value: str, what: str) -> bytes:

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -43,11 +43,16 @@ class ServiceError(Exception):
     """A local service could not be started or died."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(*, avoid: Container[int] = ()) -> int:
+    """A TCP port on 127.0.0.1 that is free right now (and not in ``avoid``: ports chosen for
+    services not started yet)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise ServiceError("no free port found")
 
 
 def free_ports(n: int) -> int:
