@@ -166,3 +166,79 @@ def admin_add_category(
         )
     else:
         console.print(f"category {result['category']} is already listed; nothing to do")
+
+
+@app.command("set-federation")
+def admin_set_federation(
+    cli: typer.Context,
+    urls: Annotated[
+        list[str], typer.Argument(help="Each member gateway's base URL, in share order.")
+    ],
+    threshold: Annotated[
+        int, typer.Option("--threshold", help="How many members must release a record's key.")
+    ],
+    who: AsOpt = "admin",
+) -> None:
+    """Set the custody federation: each gateway's account and custody public key are read from
+    its `/v1/custody` and shown, must hold GATEWAY_ROLE, and are sent with the threshold in one
+    transaction. Records uploaded before keep the federation they were split under."""
+    import httpx
+
+    from ledger.chain.registry import FederationMember
+
+    ctx = context_of(cli)
+    admin = ctx.account(who)
+    contract = ctx.registry()
+    members: list[FederationMember] = []
+    for url in urls:
+        base = url.rstrip("/")
+        try:
+            body = httpx.get(f"{base}/v1/custody", timeout=10.0).json()
+            key = bytes.fromhex(str(body["custody_key"])[2:])
+            gateway = str(body["gateway"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise CliError(
+                f"{base}/v1/custody gave no custody key ({type(exc).__name__}); start that "
+                f"gateway with CONSENT_CUSTODY_KEY_FILE set"
+            ) from None
+        if not contract.has_role(GATEWAY_ROLE, gateway):
+            raise CliError(
+                f"{gateway} ({base}) does not hold GATEWAY_ROLE; `consent admin add-gateway "
+                f"{gateway}` first",
+                code=1,
+            )
+        members.append(FederationMember(ctx.address(gateway), key, base))
+    if not 1 <= threshold <= len(members):
+        raise CliError(f"--threshold must be 1 to {len(members)} (the members named)")
+    current = contract.federation()
+    if current.threshold == threshold and list(current.members) == members:
+        if ctx.as_json:
+            echo_json({"changed": False, "custody_set": "0x" + current.custody_set.hex()})
+        else:
+            console.print("the registry lists this federation already; nothing to do")
+        return
+    receipt = contract.set_federation(admin, threshold, members)
+    fed = contract.federation()
+    if ctx.as_json:
+        echo_json(
+            {
+                "changed": True,
+                "threshold": fed.threshold,
+                "custody_set": "0x" + fed.custody_set.hex(),
+                "members": [
+                    {"gateway": m.gateway, "custody_key": "0x" + m.custody_key.hex(), "url": m.url}
+                    for m in fed.members
+                ],
+                "tx_hash": receipt.tx_hash,
+            }
+        )
+        return
+    console.print(
+        f"federation set: {fed.threshold} of {len(fed.members)}  tx {receipt.tx_hash}  "
+        f"block {receipt.block_number}",
+        highlight=False,
+    )
+    for m in fed.members:
+        console.print(
+            f"  {m.gateway}  {m.url}  custody key 0x{m.custody_key.hex()}", highlight=False
+        )
