@@ -304,6 +304,67 @@ def test_after_the_revoke_receipt_every_gateway_denies(fed: Federation) -> None:
         assert r.json()["error"]["code"] == "consent_denied"
 
 
+def test_revocation_race_across_the_federation_no_release_after_a_revoke(
+    fed: Federation,
+) -> None:
+    """20 grantees keep asking every gateway for their shares while the patients revoke, one
+    grant after another; the audit, judging every gateway's every release on the exact state it
+    was decided on, finds none at or after a revoke's position."""
+    patients = [new_account() for _ in range(4)]
+    grantees = [new_account() for _ in range(20)]
+    rids = [_upload(fed, p.address, b"race " + p.address.encode()) for p in patients]
+    owner = {g.address: i % len(patients) for i, g in enumerate(grantees)}
+    for i, g in enumerate(grantees):
+        _grant(fed, patients[i % len(patients)], g.address)
+    tokens = {
+        (g.address, k): login(stack, g) for g in grantees for k, stack in enumerate(fed.stacks)
+    }
+    stop = threading.Event()
+    counts = {"allowed": 0, "denied": 0, "other": 0}
+    lock = threading.Lock()
+
+    def hammer(g: Any) -> None:
+        rid = rids[owner[g.address]]
+        k = 0
+        while not stop.is_set():
+            stack = fed.stacks[k % 3]
+            r = stack.client.get(
+                f"/v1/custody/records/{rid}/share",
+                params={"purpose": "treatment"},
+                headers=tokens[(g.address, k % 3)],
+            )
+            with lock:
+                key = {200: "allowed", 403: "denied"}.get(r.status_code, "other")
+                counts[key] += 1
+            k += 1
+
+    threads = [threading.Thread(target=hammer, args=(g,)) for g in grantees]
+    for t in threads:
+        t.start()
+    try:
+        for i, g in enumerate(grantees):
+            fed.registry.revoke(patients[i % len(patients)], g.address, ScopeKind.CATEGORY, LAB)
+    finally:
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert counts["allowed"] > 0
+    assert counts["denied"] > 0
+    assert counts["other"] == 0, counts
+    # After every revoke's receipt, every gateway denies every grantee.
+    for g in grantees:
+        for k, stack in enumerate(fed.stacks):
+            r = stack.client.get(
+                f"/v1/custody/records/{rids[owner[g.address]]}/share",
+                params={"purpose": "treatment"},
+                headers=tokens[(g.address, k)],
+            )
+            assert r.status_code == 403, r.text
+    report = _audit(fed, expect_clean=True)
+    assert not [f for f in report.violations if f.kind is FindingKind.READ_WITHOUT_CONSENT]
+
+
 def test_a_release_without_consent_is_a_violation_naming_that_gateway(
     fed: Federation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
