@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
-from ledger.chain.registry import ConsentRegistry, Federation
+from ledger.chain.registry import ConsentRegistry, Federation, Record
 from ledger.client import (
     ClientError,
     Gateway,
@@ -48,6 +48,7 @@ __all__ = [
     "FederatedOpened",
     "FederatedUpload",
     "FederationUnavailable",
+    "ReaderState",
     "Released",
     "fetch_federated",
     "upload_sealed",
@@ -192,11 +193,29 @@ def _b64(text: str, what: str) -> bytes:
         raise VerificationFailed(f"the {what} is not base64") from None
 
 
+@dataclass
+class ReaderState:
+    """What a reader keeps across fetches: its sign-ins (gateway address -> session), the
+    federation it read from the chain (where to reach the members), and the chain's record
+    fields it read (immutable once registered). The caller owns it and closes the sessions."""
+
+    sessions: dict[str, Session] = field(default_factory=dict)
+    federation: Federation | None = None
+    records: dict[bytes, Record] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.gateway.close()
+        self.sessions.clear()
+
+
 def _checked_bundle(
-    bundle: CustodyBundlePublic, *, rid: bytes, registry: ConsentRegistry
+    bundle: CustodyBundlePublic, *, rid: bytes, registry: ConsentRegistry, state: ReaderState
 ) -> tuple[custody.CustodyManifest, bytes, str, bytes]:
     """``(manifest, ciphertext, patient, digest)`` once both match what the chain says."""
-    record = registry.record_of(rid)
+    record = state.records.get(rid)
+    if record is None:
+        record = state.records[rid] = registry.record_of(rid)
     try:
         manifest = custody.CustodyManifest.parse(_b64(bundle.manifest, "manifest"))
     except custody.CustodyError as exc:
@@ -229,7 +248,7 @@ def fetch_federated(
     registry: ConsentRegistry,
     purpose: str | int,
     open_gateway: GatewayOpener | None = None,
-    sessions: dict[str, Session] | None = None,
+    state: ReaderState | None = None,
 ) -> FederatedOpened:
     """Gather ``threshold`` valid shares from the record's custodians, combine, decrypt, check.
 
@@ -237,15 +256,18 @@ def fetch_federated(
     which share; ``federation()`` where to reach them). Each gateway is asked once, in share
     order, until ``threshold`` valid shares are in: one down or lying costs one more request.
 
-    ``sessions`` (gateway address -> signed-in session) keeps sign-ins across fetches: the
-    caller owns it (it is filled here and not closed), so a reader signs in once per gateway.
+    ``state`` keeps sign-ins, the federation and the record fields across fetches (the caller
+    owns it and closes it), so a reader signs in once per gateway and session.
     """
     rid = bytes.fromhex(record.removeprefix("0x"))
     open_gateway = open_gateway or Gateway
-    fed = registry.federation()
+    owned = state is None
+    state = ReaderState() if state is None else state
+    if state.federation is None:
+        state.federation = registry.federation()
+    fed = state.federation
     urls: dict[str, str] = {str(m.gateway): m.url for m in fed.members}
-    owned = sessions is None
-    sessions = {} if sessions is None else sessions
+    sessions = state.sessions
     lock = threading.Lock()
     refusals: dict[str, str] = {}
     denials: set[str] = set()
@@ -283,7 +305,7 @@ def fetch_federated(
             try:
                 r = s._req("GET", f"/v1/custody/records/0x{rid.hex()}")
                 got = _parse(CustodyBundlePublic, r.json(), "custody record")
-                return _checked_bundle(got, rid=rid, registry=registry)
+                return _checked_bundle(got, rid=rid, registry=registry, state=state)
             except (GatewayRefused, GatewayUnavailable, VerificationFailed) as exc:
                 with lock:
                     refusals[member.gateway] = exc.line()
@@ -376,5 +398,4 @@ def fetch_federated(
         return FederatedOpened(document, "0x" + rid.hex(), releases, bad)
     finally:
         if owned:
-            for s in sessions.values():
-                s.gateway.close()
+            state.close()

@@ -158,3 +158,21 @@ def test_upload_split_fetch_from_two_and_fail_closed_when_two_are_down(
     assert audited.stdout, audited.output + audited.stderr
     report = json.loads(audited.stdout)
     assert audited.exit_code == 0, [f["kind"] for f in report.get("findings", [])]
+
+
+def test_who_read_verifies_every_members_log(fed: Fed) -> None:
+    """After the doctor's reads above, the patient sees each gateway's own decisions, each
+    entry proven against the checkpoint that gateway anchored on-chain."""
+    result = _run(fed, "who-read", "--wait", "30", "--json", who="patient")
+    assert result.exit_code == 0, result.output + result.stderr
+    logs = json.loads(result.stdout)["gateways"]
+    assert [log["gateway"] for log in logs] == [m.address for m in fed.info.members]
+    released_by = {
+        log["gateway"]
+        for log in logs
+        for e in log["entries"]
+        if e["decision"] == "allowed" and e["inclusion"] == "verified"
+    }
+    assert len(released_by) >= 2  # the doctor's shares came from at least two gateways
+    denials = [e for log in logs for e in log["entries"] if e["decision"] == "denied"]
+    assert denials  # the doctor's first, refused read: every gateway asked logged it

@@ -155,62 +155,109 @@ def who_read(
     locally against the checkpoint the gateway anchored on-chain. Exit 0 only when every entry
     is verified; 1 when a proof fails; 2 "could not verify" when no checkpoint anchored on-chain
     (as the chain's checkpointOf says) covers them."""
+    from ledger.client import ClientError, Gateway
+
     ctx = context_of(cli)
     account = ctx.account(who)
-    session = ctx.session(account)
     contract = ctx.registry()
+    members = contract.federation().members
+    # Under threshold custody every member decides and logs on its own: read every log.
+    sources: list[tuple[str, str]] = (
+        [(m.gateway, m.url) for m in members] if members else [("", ctx.gateway_url)]
+    )
     deadline = time.monotonic() + wait
+    results: list[tuple[str, str, Any, str | None]] = []
+    for gateway, url in sources:
+        try:
+            if members:
+                with Gateway(url) as gw:
+                    session = gw.login(account, chain_id=ctx.chain_id())
+                    result = _who_read_waiting(session, contract, deadline)
+            else:
+                result = _who_read_waiting(ctx.session(account), contract, deadline)
+        except ClientError as exc:
+            results.append((gateway, url, None, exc.line()))
+            continue
+        results.append((gateway, url, result, None))
+    openings = break_glass_openings(ctx, account.address)
+    verdicts = []
+    for g, u, r, err in results:
+        problem = err or _who_read_verdict(r)
+        if problem and members:  # name the member: "!" (a failure) stays in front
+            bang = "!" if problem.startswith("!") else ""
+            problem = f"{bang}gateway {g} ({u}): {problem.lstrip('!')}"
+        verdicts.append((g, u, r, problem))
+    if ctx.as_json:
+        logs = [
+            {"gateway": g, "url": u, "problem": problem, **(_who_read_json(r) if r else {})}
+            for g, u, r, problem in verdicts
+        ]
+        echo_json({"break_glass": openings, **(logs[0] if not members else {"gateways": logs})})
+    else:
+        for g, u, r, problem in verdicts:
+            if members:
+                console.print(f"\n[bold]gateway {named(ctx.names(), g)}[/]  {u}", highlight=False)
+            if r is not None:
+                print_who_read(ctx, r)
+            if problem and members:
+                console.print(f"  [yellow]{problem}[/]", highlight=False)
+        print_break_glass(ctx, openings)
+    failed = [p for _g, _u, r, p in verdicts if p and r is not None and p.startswith("!")]
+    if failed:
+        raise fail(failed[0][1:], code=1)
+    unverified = [p for _g, _u, _r, p in verdicts if p]
+    if unverified:
+        raise fail(unverified[0].lstrip("!"), code=2)
+
+
+def _who_read_waiting(session: Any, contract: Any, deadline: float) -> Any:
     result = session.who_read(contract)
     while any(e.included is None for e in result.entries) and time.monotonic() < deadline:
         time.sleep(0.5)
         result = session.who_read(contract)
+    return result
+
+
+def _who_read_verdict(result: Any) -> str | None:
+    """None when every entry is verified; else the sentence, ``!``-prefixed for a failure."""
     pending = [e for e in result.entries if e.included is None]
     bad = [e for e in result.entries if e.included is not None and not e.verified]
-    openings = break_glass_openings(ctx, account.address)
-    if ctx.as_json:
-        echo_json(
-            {
-                "break_glass": openings,
-                "checkpoint": result.checkpoint.model_dump() if result.checkpoint else None,
-                "anchored": result.anchored,
-                "anchor": result.anchor_reason,
-                "log_size": result.log_size,
-                "entries": [
-                    {
-                        "index": e.index,
-                        **dict(e.entry),
-                        "leaf_ok": e.leaf_ok,
-                        "inclusion": {True: "verified", False: "FAILED", None: "pending"}[
-                            e.included
-                        ],
-                    }
-                    for e in result.entries
-                ],
-            }
+    if bad:
+        return (
+            f"!{len(bad)} entries failed verification (leaf or inclusion proof): the gateway's "
+            f"log does not match what it anchored; report it to its operator"
         )
-    else:
-        print_who_read(ctx, result)
-        print_break_glass(ctx, openings)
     if result.checkpoint is None:
-        raise fail(
+        return (
             "could not verify: the gateway gave no checkpoint anchored on-chain; try again "
-            "with --wait 60",
-            code=2,
+            "with --wait 60"
         )
     if not result.anchored:
-        raise fail(f"could not verify: {result.anchor_reason}", code=2)
-    if bad:
-        raise fail(
-            f"{len(bad)} entries failed verification (leaf or inclusion proof): the gateway's "
-            f"log does not match what it anchored; report it to its operator",
-            code=1,
-        )
+        return f"could not verify: {result.anchor_reason}"
     if pending:
-        raise fail(
+        return (
             f"could not verify {len(pending)} of {len(result.entries)} entries: no checkpoint "
-            f"anchored on-chain covers them yet; try again with --wait 60",
-            code=2,
+            f"anchored on-chain covers them yet; try again with --wait 60"
         )
+    return None
+
+
+def _who_read_json(result: Any) -> dict[str, Any]:
+    return {
+        "checkpoint": result.checkpoint.model_dump() if result.checkpoint else None,
+        "anchored": result.anchored,
+        "anchor": result.anchor_reason,
+        "log_size": result.log_size,
+        "entries": [
+            {
+                "index": e.index,
+                **dict(e.entry),
+                "leaf_ok": e.leaf_ok,
+                "inclusion": {True: "verified", False: "FAILED", None: "pending"}[e.included],
+            }
+            for e in result.entries
+        ],
+    }
 
 
 def print_who_read(ctx: Ctx, result: Any) -> None:
