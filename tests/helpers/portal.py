@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -120,8 +121,9 @@ def download_json(page: Page, click: Callable[[], None]) -> Any:
 
 
 def message(page: Page, kind: str = "ok") -> str:
+    """The message shown once the page is done (a busy message ends with an ellipsis)."""
     locator = page.get_by_test_id(f"message-{kind}")
-    expect(locator).to_be_visible()
+    expect(locator).to_have_text(re.compile(r".*[^…]$"), timeout=30_000)
     return str(locator.inner_text())
 
 

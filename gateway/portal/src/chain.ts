@@ -38,6 +38,7 @@ export class Chain {
     if (!config.chain_rpc_url) throw new PortalError('err.noChainUrl')
     this.config = config
     this.client = createPublicClient({
+      cacheTime: 0, // every answer is a fresh read: a confirmation must see the latest block
       transport: http(config.chain_rpc_url, { retryCount: 1, timeout: 10_000 }),
     })
   }

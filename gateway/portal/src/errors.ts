@@ -21,8 +21,9 @@ export function fromGateway(
   const error = (body as { error?: { code?: string; details?: Record<string, unknown> } })?.error
   const code = error?.code ?? `http_${status}`
   const details = error?.details ?? {}
-  const limit = typeof details.limit === 'number' ? details.limit : Number(details.limit ?? 0)
-  const minutes = Math.max(1, Math.ceil(Number(retryAfter ?? 60) / 60))
+  const limit = Number(details.quota ?? details.rate ?? 0)
+  const wait = Number(retryAfter ?? details.retry_after_s ?? 60)
+  const minutes = Math.max(1, Math.ceil((Number.isFinite(wait) ? wait : 60) / 60))
   if (status === 401 && !code.startsWith('siwe_')) return new PortalError('err.session', {}, code)
   switch (code) {
     case 'relay_quota_exceeded':

@@ -90,7 +90,7 @@ const en: Dict = {
   'bg.open': 'OPEN',
   'bg.closed': 'ended',
   'bg.close': 'Close this opening',
-  'bg.closeLabel': 'Close the emergency opening by {institution}',
+  'bg.closeLabel': 'Close this opening by {institution}',
   'bg.closedDone':
     'Closed. The chain (block {block}) now says the opening by {institution} ended; it cannot reopen before {reopens}.',
   'basis.owner': 'you',
@@ -222,7 +222,7 @@ const zh: Dict = {
   'bg.open': '进行中',
   'bg.closed': '已结束',
   'bg.close': '关闭此次访问',
-  'bg.closeLabel': '关闭 {institution} 的紧急访问',
+  'bg.closeLabel': '关闭此次访问（{institution}）',
   'bg.closedDone': '已关闭。区块链（区块 {block}）显示 {institution} 的访问已结束；{reopens} 之前不能再次开启。',
   'basis.owner': '本人',
   'basis.consent': '授权',
@@ -285,12 +285,12 @@ export function fmtNumber(n: number | bigint): string {
 }
 
 export function fmtDate(unixSeconds: number): string {
-  return new Intl.DateTimeFormat(current, {
+  const text = new Intl.DateTimeFormat(current, {
     dateStyle: 'medium',
     timeStyle: 'short',
     timeZone: 'UTC',
-    timeZoneName: 'short',
   }).format(new Date(unixSeconds * 1000))
+  return `${text} UTC`
 }
 
 export function fmtDay(unixSeconds: number): string {
