@@ -104,7 +104,11 @@ class TestWallet:
         if method == "eth_sendTransaction":
             (tx,) = params
             self._check_address(tx["from"])
-            call = {"from": self.address, "to": Web3.to_checksum_address(tx["to"]), "data": tx["data"]}
+            call = {
+                "from": self.address,
+                "to": Web3.to_checksum_address(tx["to"]),
+                "data": tx["data"],
+            }
             built = {
                 **call,
                 "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending"),

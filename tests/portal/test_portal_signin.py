@@ -29,7 +29,8 @@ def test_portal_is_served_under_a_strict_csp_with_its_trust_anchors(portal_stack
     assert 'src="/portal/assets/' in page.text
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp
-    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
     assert f"connect-src 'self' {portal_stack.settings.chain_url}" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     config = portal_stack.client.get("/portal/config.json").json()
@@ -43,7 +44,9 @@ def test_portal_is_served_under_a_strict_csp_with_its_trust_anchors(portal_stack
     }
     assert portal_stack.client.get("/portal").status_code == 308
     # Not part of the API: the committed OpenAPI schema stays as it is.
-    assert not any(p.startswith("/portal") for p in portal_stack.client.get("/openapi.json").json()["paths"])
+    assert not any(
+        p.startswith("/portal") for p in portal_stack.client.get("/openapi.json").json()["paths"]
+    )
 
 
 def test_a_portal_not_built_answers_503_with_the_command_to_run(
@@ -113,7 +116,9 @@ def test_keyboard_sign_in_with_siwe_for_the_page_origin_session_in_memory_only(
                 cookie: document.cookie,
                 dbs: (await indexedDB.databases()).map((d) => d.name) })"""
         )
-        assert stored["session"] == "{}" and stored["cookie"] == "" and stored["dbs"] == []
+        assert stored["session"] == "{}"
+        assert stored["cookie"] == ""
+        assert stored["dbs"] == []
         assert "token" not in stored["local"].lower()
         page.reload()
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # memory only
