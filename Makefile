@@ -61,14 +61,16 @@ portal: $(PORTAL_BUILD_STAMP)
 # Debian's chromium for the browser tests: installed with apt when missing and we are root (CI
 # runs as root on a fresh Debian machine). Otherwise the browser tests fail under CI=true and are
 # skipped elsewhere, saying why.
+# fonts-noto-cjk: the zh-CN pages (and their screenshots) need a Chinese font.
 chromium:
-	@if [ -x "$(CHROMIUM)" ]; then :; \
+	@if [ -x "$(CHROMIUM)" ] && { ! command -v dpkg >/dev/null || dpkg -s fonts-noto-cjk >/dev/null 2>&1; }; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Debian's chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		echo "installing Debian's chromium and fonts-noto-cjk for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium fonts-noto-cjk >/dev/null; \
 	else \
-		echo "note: no Chromium at $(CHROMIUM) and not root: the browser tests are skipped" \
-			"(they fail under CI=true); run 'apt-get install chromium' as root"; \
+		echo "note: Chromium ($(CHROMIUM)) or fonts-noto-cjk missing and not root: the browser tests" \
+			"are skipped (they fail under CI=true); run 'apt-get install chromium fonts-noto-cjk' as root"; \
 	fi
 
 lint:

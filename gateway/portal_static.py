@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
@@ -81,12 +82,14 @@ def content_security_policy(chain_url: str | None) -> str:
 
 
 class _PortalFiles:
-    """StaticFiles with the portal's security headers, or 503 while nothing is built."""
+    """StaticFiles (gzip when asked) with the portal's security headers, or 503 while
+    nothing is built."""
 
     def __init__(self, directory: Path, headers: dict[str, str]) -> None:
         self.directory = directory
         self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        self.files = StaticFiles(directory=directory, html=True, check_dir=False)
+        files = StaticFiles(directory=directory, html=True, check_dir=False)
+        self.files = GZipMiddleware(files, minimum_size=1024)  # the bundle: a third on the wire
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def with_headers(message: Message) -> None:

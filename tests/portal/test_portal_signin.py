@@ -4,6 +4,7 @@ origin, the session in memory only; the CSP the gateway serves it under; its con
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def test_a_portal_not_built_answers_503_with_the_command_to_run(
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             return await client.get("/portal/")
 
-    r = asyncio.run(get())
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
+        r = pool.submit(asyncio.run, get()).result()
     assert r.status_code == 503
     assert "make install" in r.text
     assert "content-security-policy" in r.headers

@@ -2,14 +2,14 @@
 // against the registry address and chain id it names: the gateway's API answers are checked
 // against these reads (consentOf after a revoke, checkpointOf for every proof).
 import {
-  createPublicClient,
+  decodeEventLog,
+  decodeFunctionResult,
+  encodeEventTopics,
   encodeFunctionData,
-  http,
   keccak256,
   parseAbi,
   toHex,
   type Hex,
-  type PublicClient,
 } from 'viem'
 import type { Config } from './api'
 import { PortalError } from './errors'
@@ -23,44 +23,82 @@ export const REGISTRY_ABI = parseAbi([
   'function breakGlassReopensAt(address patient, address institution) view returns (uint64)',
   'function closeBreakGlass(address patient, address institution)',
   'event BreakGlassOpened(address indexed patient, address indexed institution, uint64 until, bytes32 reasonHash)',
-  'event BreakGlassClosed(address indexed patient, address indexed institution, address closedBy, uint64 reopensAt)',
 ])
+
+type ViewName = 'consentOf' | 'checkpointOf' | 'hasRole' | 'nonces' | 'breakGlassUntil' | 'breakGlassReopensAt'
+
+interface RpcBlock {
+  number: Hex
+  timestamp: Hex
+}
+
+interface RpcLog {
+  blockNumber: Hex
+  data: Hex
+  topics: [Hex, ...Hex[]]
+}
+
+/** Plain JSON-RPC over fetch: every read is a fresh request (no cache), so a confirmation
+ * read after a transaction sees the block that holds it. */
+class Rpc {
+  private id = 0
+  constructor(private readonly url: string) {}
+
+  async call<T>(method: string, params: unknown[]): Promise<T> {
+    let response: Response
+    try {
+      response = await fetch(this.url, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: ++this.id, method, params }),
+        credentials: 'omit',
+        cache: 'no-store',
+        signal: AbortSignal.timeout(10_000),
+      })
+    } catch {
+      throw new PortalError('err.chainDown', {}, 'chain_unreachable')
+    }
+    const body = (await response.json().catch(() => null)) as { result?: T; error?: unknown } | null
+    if (!response.ok || !body || body.error !== undefined || !('result' in body))
+      throw new PortalError('err.chainDown', {}, 'chain_error')
+    return body.result as T
+  }
+}
 
 export const GATEWAY_ROLE = keccak256(toHex('GATEWAY_ROLE'))
 
 export const SCOPE_KIND = { record: 0, category: 1, all: 2 } as const
 
 export class Chain {
-  readonly client: PublicClient
   readonly config: Config
+  private readonly rpc: Rpc
 
   constructor(config: Config) {
     if (!config.chain_rpc_url) throw new PortalError('err.noChainUrl')
     this.config = config
-    this.client = createPublicClient({
-      cacheTime: 0, // every answer is a fresh read: a confirmation must see the latest block
-      transport: http(config.chain_rpc_url, { retryCount: 1, timeout: 10_000 }),
-    })
+    this.rpc = new Rpc(config.chain_rpc_url)
   }
 
-  private async guard<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work()
-    } catch (exc) {
-      if (exc instanceof PortalError) throw exc
-      throw new PortalError('err.chainDown', {}, 'chain_unreachable')
-    }
+  private async view(name: ViewName, args: readonly unknown[], block: Hex | 'latest' = 'latest') {
+    const data = encodeFunctionData({ abi: REGISTRY_ABI, functionName: name, args } as never)
+    const result = await this.rpc.call<Hex>('eth_call', [{ to: this.config.registry, data }, block])
+    return decodeFunctionResult({ abi: REGISTRY_ABI, functionName: name, data: result } as never) as unknown
   }
 
   async checkChainId(): Promise<void> {
-    const id = await this.guard(() => this.client.getChainId())
+    const id = Number(BigInt(await this.rpc.call<Hex>('eth_chainId', [])))
     if (id !== this.config.chain_id)
       throw new PortalError('err.wrongNetwork', { actual: id, expected: this.config.chain_id })
   }
 
-  async head(): Promise<{ number: number; timestamp: number }> {
-    const block = await this.guard(() => this.client.getBlock({ blockTag: 'latest' }))
-    return { number: Number(block.number), timestamp: Number(block.timestamp) }
+  async block(tag: Hex | 'latest'): Promise<{ number: number; timestamp: number }> {
+    const block = await this.rpc.call<RpcBlock | null>('eth_getBlockByNumber', [tag, false])
+    if (!block) throw new PortalError('err.chainDown', {}, 'chain_error')
+    return { number: Number(BigInt(block.number)), timestamp: Number(BigInt(block.timestamp)) }
+  }
+
+  head(): Promise<{ number: number; timestamp: number }> {
+    return this.block('latest')
   }
 
   async consentOf(
@@ -69,119 +107,65 @@ export class Chain {
     kind: number,
     scopeId: Hex,
   ): Promise<{ purposes: number; expiresAt: bigint; block: number }> {
-    return this.guard(async () => {
-      const blockNumber = await this.client.getBlockNumber()
-      const [purposes, expiresAt] = await this.client.readContract({
-        address: this.config.registry,
-        abi: REGISTRY_ABI,
-        functionName: 'consentOf',
-        args: [patient, grantee, kind, scopeId],
-        blockNumber,
-      })
-      return { purposes: Number(purposes), expiresAt, block: Number(blockNumber) }
-    })
+    const block = await this.rpc.call<Hex>('eth_blockNumber', [])
+    const [purposes, expiresAt] = (await this.view('consentOf', [patient, grantee, kind, scopeId], block)) as [number, bigint]
+    return { purposes: Number(purposes), expiresAt, block: Number(BigInt(block)) }
   }
 
   async checkpointOf(gateway: Hex): Promise<{ treeSize: number; rootHash: Hex }> {
-    return this.guard(async () => {
-      const [treeSize, rootHash] = await this.client.readContract({
-        address: this.config.registry,
-        abi: REGISTRY_ABI,
-        functionName: 'checkpointOf',
-        args: [gateway],
-      })
-      return { treeSize: Number(treeSize), rootHash }
-    })
+    const [treeSize, rootHash] = (await this.view('checkpointOf', [gateway])) as [bigint, Hex]
+    return { treeSize: Number(treeSize), rootHash }
   }
 
   async isGateway(account: Hex): Promise<boolean> {
-    return this.guard(() =>
-      this.client.readContract({
-        address: this.config.registry,
-        abi: REGISTRY_ABI,
-        functionName: 'hasRole',
-        args: [GATEWAY_ROLE, account],
-      }),
-    )
+    return (await this.view('hasRole', [GATEWAY_ROLE, account])) as boolean
   }
 
   async nonceOf(signer: Hex): Promise<bigint> {
-    return this.guard(() =>
-      this.client.readContract({
-        address: this.config.registry,
-        abi: REGISTRY_ABI,
-        functionName: 'nonces',
-        args: [signer],
-      }),
-    )
-  }
-
-  async breakGlass(patient: Hex): Promise<BreakGlassOpening[]> {
-    return this.guard(async () => {
-      const opened = await this.client.getContractEvents({
-        address: this.config.registry,
-        abi: REGISTRY_ABI,
-        eventName: 'BreakGlassOpened',
-        args: { patient },
-        fromBlock: BigInt(this.config.deploy_block),
-      })
-      const result: BreakGlassOpening[] = []
-      for (const log of opened) {
-        const institution = log.args.institution as Hex
-        const block = await this.client.getBlock({ blockNumber: log.blockNumber })
-        const until = await this.breakGlassUntil(patient, institution)
-        result.push({
-          institution,
-          openedAt: Number(block.timestamp),
-          until: Number(log.args.until),
-          currentUntil: until,
-          reasonHash: log.args.reasonHash as Hex,
-          block: Number(log.blockNumber),
-        })
-      }
-      return result
-    })
+    return (await this.view('nonces', [signer])) as bigint
   }
 
   async breakGlassUntil(patient: Hex, institution: Hex): Promise<number> {
-    return this.guard(async () =>
-      Number(
-        await this.client.readContract({
-          address: this.config.registry,
-          abi: REGISTRY_ABI,
-          functionName: 'breakGlassUntil',
-          args: [patient, institution],
-        }),
-      ),
-    )
+    return Number((await this.view('breakGlassUntil', [patient, institution])) as bigint)
   }
 
   async breakGlassReopensAt(patient: Hex, institution: Hex): Promise<number> {
-    return this.guard(async () =>
-      Number(
-        await this.client.readContract({
-          address: this.config.registry,
-          abi: REGISTRY_ABI,
-          functionName: 'breakGlassReopensAt',
-          args: [patient, institution],
-        }),
-      ),
-    )
+    return Number((await this.view('breakGlassReopensAt', [patient, institution])) as bigint)
+  }
+
+  async breakGlass(patient: Hex): Promise<BreakGlassOpening[]> {
+    const topics = encodeEventTopics({ abi: REGISTRY_ABI, eventName: 'BreakGlassOpened', args: { patient } })
+    const logs = await this.rpc.call<RpcLog[]>('eth_getLogs', [
+      { address: this.config.registry, topics, fromBlock: toHex(this.config.deploy_block), toBlock: 'latest' },
+    ])
+    const result: BreakGlassOpening[] = []
+    for (const log of logs) {
+      const { args } = decodeEventLog({ abi: REGISTRY_ABI, eventName: 'BreakGlassOpened', data: log.data, topics: log.topics })
+      const block = await this.block(log.blockNumber)
+      result.push({
+        institution: args.institution,
+        openedAt: block.timestamp,
+        until: Number(args.until),
+        currentUntil: await this.breakGlassUntil(patient, args.institution),
+        reasonHash: args.reasonHash,
+        block: block.number,
+      })
+    }
+    return result
   }
 
   closeBreakGlassData(patient: Hex, institution: Hex): Hex {
-    return encodeFunctionData({
-      abi: REGISTRY_ABI,
-      functionName: 'closeBreakGlass',
-      args: [patient, institution],
-    })
+    return encodeFunctionData({ abi: REGISTRY_ABI, functionName: 'closeBreakGlass', args: [patient, institution] })
   }
 
   async waitForReceipt(hash: Hex): Promise<{ block: number; ok: boolean }> {
-    return this.guard(async () => {
-      const receipt = await this.client.waitForTransactionReceipt({ hash, timeout: 30_000 })
-      return { block: Number(receipt.blockNumber), ok: receipt.status === 'success' }
-    })
+    const until = Date.now() + 30_000
+    while (Date.now() < until) {
+      const receipt = await this.rpc.call<{ blockNumber: Hex; status: Hex } | null>('eth_getTransactionReceipt', [hash])
+      if (receipt) return { block: Number(BigInt(receipt.blockNumber)), ok: receipt.status === '0x1' }
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    throw new PortalError('err.chainDown', {}, 'receipt_timeout')
   }
 }
 

@@ -525,12 +525,12 @@ async function prepareGrant(form: HTMLFormElement, review: HTMLElement): Promise
 async function consentsPage(): Promise<Child[]> {
   const consents = await loadConsents()
   if (!consents.granted.length) return [h('p', {}, t('consents.none'))]
-  const block = await state.chain!.client.getBlock({ blockNumber: BigInt(consents.block_number) })
+  const block = await state.chain!.block(toHex(consents.block_number))
   const ctx = {
     chainId: state.config!.chain_id,
     registry: state.config!.registry,
     blockNumber: consents.block_number,
-    blockTime: Number(block.timestamp),
+    blockTime: block.timestamp,
     language: lang(),
   }
   const rows = consents.granted.map((c, i) =>
