@@ -452,6 +452,14 @@ async function grantPage(): Promise<Child[]> {
     field('expiry', t('grant.expiry'), h('input', { id: 'expiry', name: 'expiry', type: 'number', min: '1', max: '3650', value: '30' })),
     h('button', { type: 'submit', class: 'primary', id: 'grant-review' }, t('grant.review')),
   ) as HTMLFormElement
+  // Only the control of the chosen scope is shown (a record, or a category).
+  const showScope = (): void => {
+    const kind = (form.querySelector('input[name=scope]:checked') as HTMLInputElement | null)?.value
+    form.querySelector('#record')!.parentElement!.hidden = kind !== 'record'
+    form.querySelector('#category')!.parentElement!.hidden = kind !== 'category'
+  }
+  form.addEventListener('change', showScope)
+  showScope()
   form.addEventListener('submit', (e) => {
     e.preventDefault()
     void prepareGrant(form, review)
