@@ -31,7 +31,9 @@ import { leafHash } from './merkle'
 import { verifyInclusionHex } from './merkle'
 import { consentR5, download, kantaraReceipt, categoryOf } from './receipts'
 import { purposesOfMask, readableRows, typedData, type ConsentMessage } from './typed'
-import { ensureChain, sendTransaction, signIn, signTypedData } from './wallet'
+import { ensureChain, sendTransaction, signIn, signTypedData, useBuiltInKey } from './wallet'
+import type { LocalKey } from './localkey'
+import { storedAddress } from './keystore'
 
 type Child = Node | string | null | undefined | false
 type Props = Record<string, unknown>
@@ -63,9 +65,17 @@ interface State {
   address: Hex | null
   message: { kind: 'error' | 'ok'; text: string } | null
   busy: boolean
+  localKey: LocalKey | null
 }
 
-const state: State = { config: null, chain: null, address: null, message: null, busy: false }
+const state: State = {
+  config: null,
+  chain: null,
+  address: null,
+  message: null,
+  busy: false,
+  localKey: null,
+}
 const PAGES = ['records', 'grant', 'consents', 'who-read'] as const
 type Page = (typeof PAGES)[number]
 
@@ -146,6 +156,8 @@ function shell(content: HTMLElement): HTMLElement {
                 class: 'link',
                 onclick: () => {
                   setSession(null)
+                  useBuiltInKey(null)
+                  state.localKey = null
                   state.address = null
                   state.message = null
                   void render()
@@ -169,6 +181,23 @@ function shell(content: HTMLElement): HTMLElement {
       languageSwitch(),
       state.address
         ? h('p', { class: 'who', 'data-testid': 'signed-in' }, t('signin.signedInAs', { address: '' }), addr(state.address))
+        : null,
+      state.localKey
+        ? h(
+            'button',
+            {
+              type: 'button',
+              id: 'export-key',
+              onclick: async () => {
+                try {
+                  download(`consent-key-${state.localKey!.address}.json`, await state.localKey!.keyfile())
+                } catch (exc) {
+                  sayError(exc)
+                }
+              },
+            },
+            t('local.export'),
+          )
         : null,
     ),
     nav,
@@ -235,14 +264,71 @@ function signInPage(): HTMLElement {
     },
     t('signin.button'),
   )
+  const local = h('section', { 'aria-labelledby': 'local-heading', class: 'local' })
+  void builtInKeySection(local)
   return h(
     'section',
     {},
     heading('signin.heading'),
     h('p', {}, t('signin.intro')),
     button,
+    local,
     h('p', { class: 'fine' }, t('signin.trust', { rpc })),
   )
+}
+
+async function builtInKeySection(section: HTMLElement): Promise<void> {
+  const stored = await storedAddress().catch(() => null)
+  const field = (id: string, label: string): HTMLElement =>
+    h('div', { class: 'field' }, h('label', { for: id }, label),
+      h('input', { id, type: 'password', autocomplete: stored ? 'current-password' : 'new-password' }))
+  const value = (id: string): string => (section.querySelector(`#${id}`) as HTMLInputElement).value
+  const start = async (make: () => Promise<LocalKey>): Promise<void> => {
+    if (state.busy) return
+    state.busy = true
+    try {
+      if (!state.chain) throw new PortalError('err.noChainUrl')
+      await state.chain.checkChainId()
+      const key = await make()
+      useBuiltInKey(key)
+      state.localKey = key
+      state.address = await signIn(state.config!)
+      state.message = null
+      if (!window.location.hash) window.location.hash = '#/records'
+      await render()
+    } catch (exc) {
+      useBuiltInKey(null)
+      state.localKey = null
+      sayError(exc)
+    } finally {
+      state.busy = false
+    }
+  }
+  const form = h('form', { novalidate: true }) as HTMLFormElement
+  if (stored) {
+    form.append(
+      h('p', {}, t('local.stored', { address: '' }), addr(stored)),
+      field('passphrase', t('local.passphrase')),
+      h('button', { type: 'submit', id: 'unlock' }, t('local.unlock')),
+    )
+    form.addEventListener('submit', (e) => {
+      e.preventDefault()
+      void start(async () => (await import('./localkey')).unlockKey(value('passphrase'), state.config!.chain_id))
+    })
+  } else {
+    form.append(
+      field('new-passphrase', t('local.passphrase')),
+      field('new-passphrase-2', t('local.confirm')),
+      h('button', { type: 'submit', id: 'create-key' }, t('local.create')),
+    )
+    form.addEventListener('submit', (e) => {
+      e.preventDefault()
+      void start(async () =>
+        (await import('./localkey')).createKey(value('new-passphrase'), value('new-passphrase-2'), state.config!.chain_id),
+      )
+    })
+  }
+  section.replaceChildren(h('h2', { id: 'local-heading' }, t('local.heading')), h('p', { class: 'fine' }, t('local.intro')), form)
 }
 
 // ----------------------------------------------------------------------------- data

@@ -9,7 +9,19 @@ interface Eip1193 {
   request(args: { method: string; params?: unknown[] }): Promise<unknown>
 }
 
+let builtIn: Eip1193 | null = null
+
+/** Use an unlocked built-in key instead of an injected wallet (null: the wallet again). */
+export function useBuiltInKey(key: Eip1193 | null): void {
+  builtIn = key
+}
+
+export function usingBuiltInKey(): boolean {
+  return builtIn !== null
+}
+
 function provider(): Eip1193 {
+  if (builtIn) return builtIn
   const injected = (window as unknown as { ethereum?: Eip1193 }).ethereum
   if (!injected || typeof injected.request !== 'function') throw new PortalError('err.noWallet')
   return injected
