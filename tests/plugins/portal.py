@@ -6,7 +6,8 @@ serving the built portal on the session's chain and IPFS node.
   as root).
 - ``portal_stack``: a gateway of the portal tests' own on the session registry, serving
   ``gateway/portal/dist`` (built by ``make install``), with a small relay quota per patient so
-  the quota's answer can be shown, and checkpoints anchored within about a second.
+  the quota's answer can be shown, checkpoints anchored within about a second, and
+  ``PORTAL_AUDITOR`` listed as its auditor.
 - ``portal_artifacts``: where the tests save screenshots (``$CONSENT_TEST_ARTIFACTS``, default
   ``build/test-artifacts/portal``).
 """
@@ -23,6 +24,7 @@ import pytest
 from web3 import Web3
 
 from ledger.chain.deployment import Deployment
+from ledger.chain.node import dev_accounts
 from ledger.chain.registry import ConsentRegistry
 from ledger.paths import PROJECT_ROOT
 from tests.helpers.gateway import Stack, build_stack, close_stack, funded_account
@@ -30,6 +32,7 @@ from tests.helpers.gateway import Stack, build_stack, close_stack, funded_accoun
 CHROMIUM = Path(os.environ.get("CONSENT_CHROMIUM", "/usr/bin/chromium"))
 PORTAL_DIST = PROJECT_ROOT / "gateway" / "portal" / "dist"
 PORTAL_QUOTA = 6
+PORTAL_AUDITOR = dev_accounts()[9]  # the local chain's `auditor` account
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +82,7 @@ def portal_stack(
         checkpoint_every=1,
         checkpoint_interval_s=0.5,
         checkpoint_min_gap_s=0.2,
+        auditors=PORTAL_AUDITOR.address,
     )
     try:
         yield stack

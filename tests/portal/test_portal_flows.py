@@ -38,7 +38,7 @@ from tests.helpers.portal import (
     tab_to,
     wait_until,
 )
-from tests.plugins.portal import PORTAL_QUOTA
+from tests.plugins.portal import PORTAL_AUDITOR, PORTAL_QUOTA
 
 LAB = category_id("laboratory")
 
@@ -294,5 +294,40 @@ def test_api_failures_are_one_plain_sentence_with_what_to_do(
         page.evaluate("() => { window.location.hash = '#/consents' }")
         assert message(page, "error") == "Your session has ended. Sign in again to continue."
         expect(page.get_by_role("button", name="Sign in with wallet")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_auditor_sees_each_gateway_checkpoint_from_the_chain_and_downloads_the_log(
+    chromium: Any, portal_stack: Stack, portal_artifacts: Path
+) -> None:
+    stack = portal_stack
+    patient = new_account()
+    lab, _ = _records(stack, patient)
+    own = stack.client.get(f"/v1/records/{lab}?purpose=treatment", headers=login(stack, patient))
+    assert own.status_code == 200, own.text  # a decision in the log, anchored below
+    _anchored(stack)
+    context, page, _ = open_portal(chromium, stack, PORTAL_AUDITOR)
+    try:
+        sign_in(page)
+        go(page, "auditor")
+        gateway = stack.gateway_account.address
+        row = page.locator(f"tr[data-gateway='{gateway}']")
+        expect(row).to_contain_text("this gateway")
+        anchored = stack.registry.checkpoint_of(gateway).tree_size
+        expect(row.get_by_test_id("anchored-size")).to_have_text(f"{anchored:,}")
+        check_page(page, portal_artifacts, "auditor-desktop")
+        export = download_json(page, lambda: page.click("#download-export"))
+        assert export["format"] == "consent-ledger/access-log"
+        assert export["gateway"] == gateway
+        assert len(export["entries"]) >= anchored
+    finally:
+        context.close()
+    context, page, _ = open_portal(chromium, stack, patient)
+    try:
+        sign_in(page)
+        go(page, "auditor")
+        page.click("#download-export")
+        assert message(page, "error").startswith("This account may not do that here")
     finally:
         context.close()

@@ -23,6 +23,7 @@ export const REGISTRY_ABI = parseAbi([
   'function breakGlassReopensAt(address patient, address institution) view returns (uint64)',
   'function closeBreakGlass(address patient, address institution)',
   'event BreakGlassOpened(address indexed patient, address indexed institution, uint64 until, bytes32 reasonHash)',
+  'event RoleGranted(bytes32 indexed role, address indexed account, address indexed sender)',
 ])
 
 type ViewName = 'consentOf' | 'checkpointOf' | 'hasRole' | 'nonces' | 'breakGlassUntil' | 'breakGlassReopensAt'
@@ -152,6 +153,26 @@ export class Chain {
       })
     }
     return result
+  }
+
+  /** Every account that ever held GATEWAY_ROLE (from RoleGranted logs), with whether it
+   * holds it now, its last anchored checkpoint, read from the chain. */
+  async federation(): Promise<{ gateway: Hex; member: boolean; treeSize: number; rootHash: Hex }[]> {
+    const topics = encodeEventTopics({ abi: REGISTRY_ABI, eventName: 'RoleGranted', args: { role: GATEWAY_ROLE } })
+    const logs = await this.rpc.call<RpcLog[]>('eth_getLogs', [
+      { address: this.config.registry, topics, fromBlock: toHex(this.config.deploy_block), toBlock: 'latest' },
+    ])
+    const accounts = new Set<Hex>()
+    for (const log of logs) {
+      const { args } = decodeEventLog({ abi: REGISTRY_ABI, eventName: 'RoleGranted', data: log.data, topics: log.topics })
+      accounts.add(args.account)
+    }
+    const out = []
+    for (const gateway of accounts) {
+      const [member, checkpoint] = await Promise.all([this.isGateway(gateway), this.checkpointOf(gateway)])
+      out.push({ gateway, member, ...checkpoint })
+    }
+    return out
   }
 
   closeBreakGlassData(patient: Hex, institution: Hex): Hex {

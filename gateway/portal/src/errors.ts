@@ -48,6 +48,8 @@ export function fromGateway(
       return new PortalError('err.expiryPast', {}, code)
     case 'contract_invalid_account_nonce':
       return new PortalError('err.nonce', {}, code)
+    case 'forbidden':
+      return new PortalError('err.forbidden', {}, code)
     case 'invalid_request':
       return new PortalError('err.badInput', {}, code)
   }

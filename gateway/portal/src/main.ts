@@ -76,7 +76,7 @@ const state: State = {
   busy: false,
   localKey: null,
 }
-const PAGES = ['records', 'grant', 'consents', 'who-read'] as const
+const PAGES = ['records', 'grant', 'consents', 'who-read', 'auditor'] as const
 type Page = (typeof PAGES)[number]
 
 function page(): Page {
@@ -232,7 +232,13 @@ async function render(): Promise<void> {
 }
 
 const headingOf = (p: Page): string =>
-  ({ records: 'records.heading', grant: 'grant.heading', consents: 'consents.heading', 'who-read': 'who.heading' })[p]
+  ({
+    records: 'records.heading',
+    grant: 'grant.heading',
+    consents: 'consents.heading',
+    'who-read': 'who.heading',
+    auditor: 'audit.heading',
+  })[p]
 
 // ----------------------------------------------------------------------------- sign-in
 
@@ -873,11 +879,68 @@ async function closeBreakGlass(o: BreakGlassOpening): Promise<void> {
   }
 }
 
+// ----------------------------------------------------------------------------- auditor
+
+async function auditorPage(): Promise<Child[]> {
+  const [gateways, page] = await Promise.all([
+    state.chain!.federation(),
+    call<AccessPage>('GET', '/v1/access-log/entries?limit=1'),
+  ])
+  const here = page.checkpoint?.gateway.toLowerCase()
+  const rows = gateways.map((g) =>
+    h(
+      'tr',
+      { 'data-gateway': g.gateway },
+      h('td', { 'data-label': t('audit.gateway') }, addr(g.gateway), g.gateway.toLowerCase() === here ? ` (${t('audit.this')})` : ''),
+      h('td', { 'data-label': t('audit.role') }, g.member ? t('audit.member') : t('audit.former')),
+      h('td', { 'data-label': t('audit.anchored'), 'data-testid': 'anchored-size' }, fmtNumber(g.treeSize)),
+      h('td', { 'data-label': t('audit.root') }, h('span', { class: 'mono' }, g.treeSize ? short(g.rootHash) : '—')),
+      h(
+        'td',
+        { 'data-label': t('audit.logSize') },
+        g.gateway.toLowerCase() === here ? fmtNumber(page.log_size) : '—',
+      ),
+    ),
+  )
+  const exportButton = h(
+    'button',
+    {
+      type: 'button',
+      id: 'download-export',
+      onclick: async () => {
+        try {
+          download('access-log-export.json', await call<unknown>('GET', '/v1/access-log/export'))
+        } catch (exc) {
+          sayError(exc)
+        }
+      },
+    },
+    t('audit.export'),
+  )
+  return [
+    h('p', {}, t('audit.intro')),
+    h(
+      'table',
+      { class: 'cards' },
+      h('caption', { class: 'visually-hidden' }, t('audit.heading')),
+      h(
+        'thead',
+        {},
+        h('tr', {}, ...['audit.gateway', 'audit.role', 'audit.anchored', 'audit.root', 'audit.logSize'].map((k) => h('th', { scope: 'col' }, t(k)))),
+      ),
+      h('tbody', {}, ...rows),
+    ),
+    exportButton,
+    h('p', { class: 'fine' }, t('audit.exportHelp')),
+  ]
+}
+
 const PAGE_RENDERERS: Record<Page, () => Promise<Child[]>> = {
   records: recordsPage,
   grant: grantPage,
   consents: consentsPage,
   'who-read': whoReadPage,
+  auditor: auditorPage,
 }
 
 // ----------------------------------------------------------------------------- start
