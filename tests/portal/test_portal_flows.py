@@ -331,3 +331,34 @@ def test_auditor_sees_each_gateway_checkpoint_from_the_chain_and_downloads_the_l
         assert message(page, "error").startswith("This account may not do that here")
     finally:
         context.close()
+
+
+def test_a_guardian_grants_for_the_patient_clearly_labelled(
+    chromium: Any, portal_stack: Stack
+) -> None:
+    stack = portal_stack
+    patient, guardian, doctor = funded_account(stack.w3), new_account(), new_account()
+    stack.registry.set_guardian(patient, guardian.address)
+    context, page, wallet = open_portal(chromium, stack, guardian)
+    try:
+        sign_in(page)
+        go(page, "grant")
+        page.fill("#acting-for", new_account().address)  # not their guardian: refused
+        page.fill("#grantee", doctor.address)
+        page.get_by_role("button", name="Review").click()
+        assert message(page, "error").startswith("The chain does not list you as the guardian")
+        page.fill("#acting-for", patient.address)
+        expect(page.locator("input[name=scope][value=record]")).to_be_disabled()
+        page.get_by_role("button", name="Review").click()
+        expect(page.locator("#acting-banner")).to_contain_text(
+            f"You are acting for patient {patient.address}"
+        )
+        page.get_by_role("button", name="Sign and grant").click()
+        assert message(page).startswith("Granted. The chain (block ")
+        signed = wallet.signed_typed[-1]["message"]
+        assert signed["patient"] == patient.address
+        assert signed["signer"] == guardian.address
+        terms = stack.registry.consent_of(patient.address, doctor.address, ScopeKind.CATEGORY, LAB)
+        assert terms.purposes == 1
+    finally:
+        context.close()

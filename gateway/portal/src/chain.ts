@@ -19,6 +19,7 @@ export const REGISTRY_ABI = parseAbi([
   'function checkpointOf(address gateway) view returns (uint64 treeSize, bytes32 rootHash)',
   'function hasRole(bytes32 role, address account) view returns (bool)',
   'function nonces(address owner) view returns (uint256)',
+  'function guardianOf(address patient) view returns (address)',
   'function breakGlassUntil(address patient, address institution) view returns (uint64)',
   'function breakGlassReopensAt(address patient, address institution) view returns (uint64)',
   'function closeBreakGlass(address patient, address institution)',
@@ -26,7 +27,14 @@ export const REGISTRY_ABI = parseAbi([
   'event RoleGranted(bytes32 indexed role, address indexed account, address indexed sender)',
 ])
 
-type ViewName = 'consentOf' | 'checkpointOf' | 'hasRole' | 'nonces' | 'breakGlassUntil' | 'breakGlassReopensAt'
+type ViewName =
+  | 'consentOf'
+  | 'checkpointOf'
+  | 'hasRole'
+  | 'nonces'
+  | 'guardianOf'
+  | 'breakGlassUntil'
+  | 'breakGlassReopensAt'
 
 interface RpcBlock {
   number: Hex
@@ -120,6 +128,10 @@ export class Chain {
 
   async isGateway(account: Hex): Promise<boolean> {
     return (await this.view('hasRole', [GATEWAY_ROLE, account])) as boolean
+  }
+
+  async guardianOf(patient: Hex): Promise<Hex> {
+    return (await this.view('guardianOf', [patient])) as Hex
   }
 
   async nonceOf(signer: Hex): Promise<bigint> {

@@ -446,11 +446,16 @@ async function relay(action: 'grant' | 'revoke', message: ConsentMessage): Promi
   return answer
 }
 
-async function baseMessage(grantee: Hex, kind: number, scopeId: Hex): Promise<ConsentMessage> {
+async function baseMessage(
+  grantee: Hex,
+  kind: number,
+  scopeId: Hex,
+  patient: Hex = state.address!,
+): Promise<ConsentMessage> {
   const chain = state.chain!
   const [head, nonce] = await Promise.all([chain.head(), chain.nonceOf(state.address!)])
   return {
-    patient: state.address!,
+    patient,
     grantee,
     scopeKind: kind,
     scopeId,
@@ -506,6 +511,20 @@ async function grantPage(): Promise<Child[]> {
     'form',
     { id: 'grant-form', novalidate: true },
     field(
+      'acting-for',
+      t('guardian.actingFor'),
+      h('input', {
+        id: 'acting-for',
+        name: 'acting-for',
+        autocomplete: 'off',
+        spellcheck: 'false',
+        'aria-describedby': 'acting-for-help',
+        placeholder: '0x…',
+      }),
+      t('guardian.help'),
+    ),
+    h('p', { id: 'acting-banner', class: 'acting', hidden: true, role: 'note' }),
+    field(
       'grantee',
       t('grant.grantee'),
       h('input', {
@@ -546,11 +565,18 @@ async function grantPage(): Promise<Child[]> {
   ) as HTMLFormElement
   // Only the control of the chosen scope is shown (a record, or a category).
   const showScope = (): void => {
+    // Acting for a patient: their records are not listed here, so a category or all of them.
+    const acting = (form.querySelector('#acting-for') as HTMLInputElement).value.trim() !== ''
+    const recordRadio = form.querySelector('input[name=scope][value=record]') as HTMLInputElement
+    recordRadio.disabled = acting
+    if (acting && recordRadio.checked)
+      (form.querySelector('input[name=scope][value=category]') as HTMLInputElement).checked = true
     const kind = (form.querySelector('input[name=scope]:checked') as HTMLInputElement | null)?.value
     form.querySelector('#record')!.parentElement!.hidden = kind !== 'record'
     form.querySelector('#category')!.parentElement!.hidden = kind !== 'category'
   }
   form.addEventListener('change', showScope)
+  form.addEventListener('input', showScope)
   showScope()
   form.addEventListener('submit', (e) => {
     e.preventDefault()
@@ -576,7 +602,21 @@ async function prepareGrant(form: HTMLFormElement, review: HTMLElement): Promise
     const mask = values.getAll('purpose').reduce((m, p) => m | (1 << Number(p)), 0)
     if (!mask) throw new PortalError('err.purpose')
     const days = Math.max(1, Math.min(3650, Number(values.get('expiry') || 30)))
-    const base = await baseMessage(getAddress(grantee), kind, scopeId)
+    const actingFor = String(values.get('acting-for') ?? '').trim()
+    let patient = state.address!
+    const banner = form.querySelector('#acting-banner') as HTMLElement
+    banner.hidden = true
+    if (actingFor) {
+      if (!isAddress(actingFor, { strict: false })) throw new PortalError('err.badAddress')
+      patient = getAddress(actingFor)
+      // The chain, not the gateway, says whether this account is the patient's guardian.
+      const guardian = await state.chain!.guardianOf(patient)
+      if (guardian.toLowerCase() !== state.address!.toLowerCase())
+        throw new PortalError('err.notGuardian', { patient })
+      banner.replaceChildren(t('guardian.acting', { patient }))
+      banner.hidden = false
+    }
+    const base = await baseMessage(getAddress(grantee), kind, scopeId, patient)
     const head = await state.chain!.head()
     const message: ConsentMessage = { ...base, purposes: mask, expiresAt: head.timestamp + days * 86400 }
     const data = typedData(state.config!, 'grant', message)
