@@ -4,7 +4,6 @@
   ``chain`` (each test's changes reverted with ``evm_snapshot`` / ``evm_revert``).
 - ``tests.plugins.gateway``: the session gateways (SQLite and PostgreSQL) and their registry.
 - ``tests.plugins.audit``: the audit world, a consent history built once per session.
-- ``tests.plugins.portal``: real Chromium (Playwright) and a gateway serving the built portal.
 
 Plain helper functions live in ``tests.helpers``; test modules import those, never fixtures
 and never each other.
@@ -18,5 +17,4 @@ pytest_plugins = [
     "tests.plugins.services",
     "tests.plugins.gateway",
     "tests.plugins.audit",
-    "tests.plugins.portal",
 ]

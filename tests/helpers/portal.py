@@ -20,10 +20,15 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from ledger.chain.node import dev_accounts
 from ledger.paths import PROJECT_ROOT
 from tests.helpers.gateway import Stack
 from tests.helpers.wallet import TestWallet
 
+CHROMIUM = Path(os.environ.get("CONSENT_CHROMIUM", "/usr/bin/chromium"))
+PORTAL_DIST = PROJECT_ROOT / "gateway" / "portal" / "dist"
+PORTAL_QUOTA = 6  # the portal gateway's relays per patient per hour
+PORTAL_AUDITOR = dev_accounts()[9]  # the local chain's `auditor` account, in CONSENT_AUDITORS
 AXE = PROJECT_ROOT / "gateway" / "portal" / "node_modules" / "axe-core" / "axe.min.js"
 DOCS_SCREENSHOTS = PROJECT_ROOT / "docs" / "portal"
 PHONE = {"width": 360, "height": 740}

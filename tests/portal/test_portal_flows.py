@@ -29,6 +29,8 @@ from tests.helpers.gateway import (
 )
 from tests.helpers.portal import (
     PHONE,
+    PORTAL_AUDITOR,
+    PORTAL_QUOTA,
     check_page,
     download_json,
     go,
@@ -38,7 +40,6 @@ from tests.helpers.portal import (
     tab_to,
     wait_until,
 )
-from tests.plugins.portal import PORTAL_AUDITOR, PORTAL_QUOTA
 
 LAB = category_id("laboratory")
 

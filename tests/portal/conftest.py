@@ -1,7 +1,9 @@
 """Portal fixtures: real Chromium (Debian's package) driven by Playwright, and a gateway
-serving the built portal on the session's chain and IPFS node.
+serving the built portal on the session's chain and IPFS node. Package-scoped: Playwright's
+sync API holds an event loop on the main thread while it runs, so it stops once the browser
+tests are done and the rest of the suite runs without it.
 
-- ``chromium``: one browser for the session. Without Chromium the browser tests fail under
+- ``chromium``: one browser for the portal tests. Without Chromium the browser tests fail under
   ``CI=true`` and are skipped, with the reason, elsewhere (``make test`` installs it when run
   as root).
 - ``portal_stack``: a gateway of the portal tests' own on the session registry, serving
@@ -24,18 +26,13 @@ import pytest
 from web3 import Web3
 
 from ledger.chain.deployment import Deployment
-from ledger.chain.node import dev_accounts
 from ledger.chain.registry import ConsentRegistry
 from ledger.paths import PROJECT_ROOT
 from tests.helpers.gateway import Stack, build_stack, close_stack, funded_account
-
-CHROMIUM = Path(os.environ.get("CONSENT_CHROMIUM", "/usr/bin/chromium"))
-PORTAL_DIST = PROJECT_ROOT / "gateway" / "portal" / "dist"
-PORTAL_QUOTA = 6
-PORTAL_AUDITOR = dev_accounts()[9]  # the local chain's `auditor` account
+from tests.helpers.portal import CHROMIUM, PORTAL_AUDITOR, PORTAL_DIST, PORTAL_QUOTA
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.is_file():
         reason = (
@@ -56,7 +53,7 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def portal_stack(
     tmp_path_factory: pytest.TempPathFactory,
     anvil: Any,
@@ -90,7 +87,7 @@ def portal_stack(
         close_stack(stack)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def portal_artifacts() -> Path:
     path = Path(os.environ.get("CONSENT_TEST_ARTIFACTS", PROJECT_ROOT / "build" / "test-artifacts"))
     path = path / "portal"
