@@ -83,3 +83,30 @@ def test_built_in_key_with_passphrase_keyfile_export_and_wrong_passphrase(
         )
     finally:
         context.close()
+
+
+def test_a_keyfile_of_consent_key_new_is_imported_into_the_browser(
+    chromium: Any, portal_stack: Stack, tmp_path: Path
+) -> None:
+    created = CliRunner().invoke(
+        app,
+        ["key", "new", "alice", "--home", str(tmp_path), "--json"],
+        env={"CONSENT_PASSWORD": PASSPHRASE},
+    )
+    assert created.exit_code == 0, created.output
+    address = json.loads(created.stdout)["address"]
+    (keyfile,) = (tmp_path / "keys").glob("alice*.json")
+    context, page, wallet = open_portal(chromium, portal_stack, new_account())
+    try:
+        page.fill("#new-passphrase", "not the keyfile's passphrase")
+        page.set_input_files("#keyfile", str(keyfile))
+        assert message(page, "error").startswith("That passphrase does not open this keyfile.")
+        page.fill("#new-passphrase", PASSPHRASE)
+        page.set_input_files("#keyfile", [])
+        page.set_input_files("#keyfile", str(keyfile))
+        expect(page.get_by_test_id("signed-in").locator("[data-address]")).to_have_attribute(
+            "data-address", address, timeout=30_000
+        )
+        assert wallet.requests == []
+    finally:
+        context.close()

@@ -1,10 +1,12 @@
 // The built-in key: a secp256k1 key made in this browser, kept in IndexedDB encrypted with a
 // passphrase (WebCrypto: PBKDF2-SHA256, 600,000 iterations -> AES-256-GCM), unlocked into memory
 // only, and exportable as an Ethereum keyfile (Web3 Secret Storage v3, pbkdf2 + aes-128-ctr +
-// keccak MAC) that `consent key import NAME --key-file F` reads. Loaded on demand: a wallet
+// keccak MAC) that `consent key import NAME --key-file F` reads; a keyfile of `consent key new`
+// (scrypt, @noble/hashes) or pbkdf2 is imported the other way. Loaded on demand: a wallet
 // user never downloads it. It answers the same EIP-1193 requests an injected wallet does.
 import { bytesToHex, hexToBytes, keccak256, concatBytes, type Hex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from 'viem/accounts'
+import { scryptAsync } from '@noble/hashes/scrypt'
 import { PortalError } from './errors'
 import { ID, tx, type StoredKey } from './keystore'
 
@@ -86,7 +88,10 @@ export class LocalKey {
 export async function createKey(passphrase: string, confirm: string, chainId: number): Promise<LocalKey> {
   if (passphrase.length < MIN_PASSPHRASE) throw new PortalError('err.passphraseShort', { min: MIN_PASSPHRASE })
   if (passphrase !== confirm) throw new PortalError('err.passphraseMismatch')
-  const privateKey = generatePrivateKey()
+  return store(generatePrivateKey(), passphrase, chainId)
+}
+
+async function store(privateKey: Hex, passphrase: string, chainId: number): Promise<LocalKey> {
   const salt = crypto.getRandomValues(new Uint8Array(16))
   const iv = crypto.getRandomValues(new Uint8Array(12))
   const key = await aesKey(passphrase, salt, ITERATIONS)
@@ -97,6 +102,58 @@ export async function createKey(passphrase: string, confirm: string, chainId: nu
   const stored: StoredKey = { address: local.address, salt, iv, ciphertext, iterations: ITERATIONS }
   await tx('readwrite', (s) => s.put(stored, ID))
   return local
+}
+
+interface Keyfile {
+  address?: string
+  crypto?: {
+    cipher: string
+    cipherparams: { iv: string }
+    ciphertext: string
+    kdf: string
+    kdfparams: Record<string, number | string>
+    mac: string
+  }
+}
+
+/** Import an Ethereum keyfile (v3: scrypt, as `consent key new` writes, or pbkdf2) opened with
+ * its passphrase, and keep it in this browser under the same passphrase. */
+export async function importKeyfile(text: string, passphrase: string, chainId: number): Promise<LocalKey> {
+  if (passphrase.length < MIN_PASSPHRASE) throw new PortalError('err.passphraseShort', { min: MIN_PASSPHRASE })
+  let file: Keyfile
+  try {
+    file = JSON.parse(text) as Keyfile
+  } catch {
+    throw new PortalError('err.keyfile')
+  }
+  const c = file.crypto
+  if (!c || c.cipher !== 'aes-128-ctr') throw new PortalError('err.keyfile')
+  const p = c.kdfparams
+  const salt = hexToBytes(`0x${String(p.salt)}`)
+  const secret = new TextEncoder().encode(passphrase)
+  let derived: Uint8Array
+  if (c.kdf === 'scrypt') {
+    derived = await scryptAsync(secret, salt, { N: Number(p.n), r: Number(p.r), p: Number(p.p), dkLen: Number(p.dklen) })
+  } else if (c.kdf === 'pbkdf2' && p.prf === 'hmac-sha256') {
+    const base = await crypto.subtle.importKey('raw', secret, 'PBKDF2', false, ['deriveBits'])
+    derived = new Uint8Array(
+      await crypto.subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt: salt as BufferSource, iterations: Number(p.c) }, base, 256),
+    )
+  } else {
+    throw new PortalError('err.keyfile')
+  }
+  const ciphertext = hexToBytes(`0x${c.ciphertext}`)
+  if (keccak256(concatBytes([derived.slice(16, 32), ciphertext])).slice(2) !== c.mac.toLowerCase())
+    throw new PortalError('err.keyfilePassphrase') // the MAC says: another passphrase
+  const ctrKey = await crypto.subtle.importKey('raw', derived.slice(0, 16) as BufferSource, 'AES-CTR', false, ['decrypt'])
+  const plain = new Uint8Array(
+    await crypto.subtle.decrypt(
+      { name: 'AES-CTR', counter: hexToBytes(`0x${c.cipherparams.iv}`) as BufferSource, length: 128 },
+      ctrKey,
+      ciphertext as BufferSource,
+    ),
+  )
+  return store(bytesToHex(plain), passphrase, chainId)
 }
 
 export async function unlockKey(passphrase: string, chainId: number): Promise<LocalKey> {

@@ -322,10 +322,19 @@ async function builtInKeySection(section: HTMLElement): Promise<void> {
       void start(async () => (await import('./localkey')).unlockKey(value('passphrase'), state.config!.chain_id))
     })
   } else {
+    const importer = h('input', { id: 'keyfile', type: 'file', accept: '.json,application/json' }) as HTMLInputElement
+    importer.addEventListener('change', () => {
+      const file = importer.files?.[0]
+      if (!file) return
+      void start(async () =>
+        (await import('./localkey')).importKeyfile(await file.text(), value('new-passphrase'), state.config!.chain_id),
+      )
+    })
     form.append(
       field('new-passphrase', t('local.passphrase')),
       field('new-passphrase-2', t('local.confirm')),
       h('button', { type: 'submit', id: 'create-key' }, t('local.create')),
+      h('div', { class: 'field' }, h('label', { for: 'keyfile' }, t('local.import')), importer),
     )
     form.addEventListener('submit', (e) => {
       e.preventDefault()
