@@ -55,6 +55,12 @@ function h(tag: string, props: Props = {}, ...children: Child[]): HTMLElement {
   return el
 }
 
+/** A translated sentence with an address element where its {address} is. */
+function withAddr(key: string, address: string): Child[] {
+  const [before, after = ''] = t(key, { address: '\u0000' }).split('\u0000')
+  return [before, addr(address), after]
+}
+
 const short = (a: string): string => `${a.slice(0, 6)}…${a.slice(-4)}`
 const addr = (a: string): HTMLElement =>
   h('span', { class: 'addr', title: a, 'data-address': a }, short(a))
@@ -180,7 +186,7 @@ function shell(content: HTMLElement): HTMLElement {
       h('div', { class: 'brand' }, h('p', { class: 'title' }, t('title')), h('p', { class: 'tagline' }, t('tagline'))),
       languageSwitch(),
       state.address
-        ? h('p', { class: 'who', 'data-testid': 'signed-in' }, t('signin.signedInAs', { address: '' }), addr(state.address))
+        ? h('p', { class: 'who', 'data-testid': 'signed-in' }, ...withAddr('signin.signedInAs', state.address))
         : null,
       state.localKey
         ? h(
@@ -313,7 +319,7 @@ async function builtInKeySection(section: HTMLElement): Promise<void> {
   const form = h('form', { novalidate: true }) as HTMLFormElement
   if (stored) {
     form.append(
-      h('p', {}, t('local.stored', { address: '' }), addr(stored)),
+      h('p', {}, ...withAddr('local.stored', stored)),
       field('passphrase', t('local.passphrase')),
       h('button', { type: 'submit', id: 'unlock' }, t('local.unlock')),
     )
