@@ -5,20 +5,29 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_STAMP := hardhat_local/node_modules/.installed
+# The portal (gateway/portal, its own npm project): packages, then the built pages in dist/.
+PORTAL := gateway/portal
+PORTAL_NPM_STAMP := $(PORTAL)/node_modules/.installed
+PORTAL_BUILD_STAMP := $(PORTAL)/dist/.built
+PORTAL_SOURCES := $(wildcard $(PORTAL)/src/*) $(PORTAL)/index.html $(PORTAL)/vite.config.ts \
+	$(PORTAL)/tsconfig.json $(wildcard $(PORTAL)/public/*)
+# The browser tests drive Debian's Chromium package.
+CHROMIUM ?= /usr/bin/chromium
 # `make lock` resolves for every platform and Python >= 3.11 (`--universal`) with uv, pinned here.
 UV_VERSION := 0.13.9
 LOCK_FLAGS ?=
 UV_COMPILE := --universal --python-version 3.11 --generate-hashes --quiet \
 	--custom-compile-command 'make lock' $(LOCK_FLAGS)
 
-.PHONY: up test install lint typecheck pytest clean-state abi client-check lock openapi api-contract
+.PHONY: up test install lint typecheck pytest clean-state abi client-check lock openapi api-contract \
+	chromium portal
 
 up: install
 	$(BIN)/consent up
 
-test: install lint typecheck pytest
+test: install chromium lint typecheck pytest
 
-install: $(STAMP) $(NPM_STAMP)
+install: $(STAMP) $(NPM_STAMP) $(PORTAL_BUILD_STAMP)
 
 # Every Python dependency (runtime, dev extra, slither) comes from the hashed lock. --no-deps:
 # the lock is complete, and pip would refuse slither's declared web3<8 (requirements-slither.txt).
@@ -35,6 +44,34 @@ $(NPM_STAMP): hardhat_local/package.json hardhat_local/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20 and npm"; exit 1; }
 	npm ci --prefix hardhat_local --no-audit --no-fund --loglevel=error
 	touch $@
+
+$(PORTAL_NPM_STAMP): $(PORTAL)/package.json $(PORTAL)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20 and npm"; exit 1; }
+	npm ci --prefix $(PORTAL) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Type-check, then bundle into gateway/portal/dist (served by the gateway at /portal/).
+$(PORTAL_BUILD_STAMP): $(PORTAL_NPM_STAMP) $(PORTAL_SOURCES) $(PORTAL)/package-lock.json
+	npm run --prefix $(PORTAL) --silent check
+	npm run --prefix $(PORTAL) --silent build
+	touch $@
+
+portal: $(PORTAL_BUILD_STAMP)
+
+# Debian's chromium for the browser tests: installed with apt when missing and we are root (CI
+# runs as root on a fresh Debian machine). Otherwise the browser tests fail under CI=true and are
+# skipped elsewhere, saying why.
+# fonts-noto-cjk: the zh-CN pages (and their screenshots) need a Chinese font.
+chromium:
+	@if [ -x "$(CHROMIUM)" ] && { ! command -v dpkg >/dev/null || dpkg -s fonts-noto-cjk >/dev/null 2>&1; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and fonts-noto-cjk for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium fonts-noto-cjk >/dev/null; \
+	else \
+		echo "note: Chromium ($(CHROMIUM)) or fonts-noto-cjk missing and not root: the browser tests" \
+			"are skipped (they fail under CI=true); run 'apt-get install chromium fonts-noto-cjk' as root"; \
+	fi
 
 lint:
 	$(BIN)/ruff check .

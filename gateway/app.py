@@ -42,6 +42,7 @@ from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.openapi import METADATA, exact_integer_bounds
+from gateway.portal_static import mount_portal
 from gateway.services.anchor import Anchorer
 from gateway.services.auth import AuthService
 from gateway.services.chain import ChainAccess
@@ -418,6 +419,7 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(router)
     exact_integer_bounds(app)
+    mount_portal(app, settings)  # static pages at /portal/ (not in the API schema)
     app.add_middleware(
         FetchFastPath,
         auth=lambda: app.state.gateway.auth,

@@ -305,6 +305,15 @@ class Settings(BaseSettings):
         description="Comma-separated 0x addresses whose sessions may download the whole access "
         "log (GET /v1/access-log/export); CONSENT_AUDITORS.",
     )
+    portal_dir: Path | None = Field(
+        default=None,
+        description="The built portal served at /portal/; default gateway/portal/dist.",
+    )
+    portal_chain_url: str | None = Field(
+        default=None,
+        description="The chain JSON-RPC URL the portal's browsers read the chain at (public, "
+        "no API key; allowed in its connect-src); default chain_url on a loopback host.",
+    )
 
     _kek_bytes: bytes = PrivateAttr(default=b"")
     _custody_bytes: bytes | None = PrivateAttr(default=None)
@@ -332,7 +341,7 @@ class Settings(BaseSettings):
         )
         return (init_settings, env_settings, from_file, dotenv_settings, file_secret_settings)
 
-    @field_validator("chain_url", "ipfs_url", "siwe_uri", "public_base_url")
+    @field_validator("chain_url", "ipfs_url", "siwe_uri", "public_base_url", "portal_chain_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return None if value is None else value.rstrip("/")

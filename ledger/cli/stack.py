@@ -57,8 +57,15 @@ def up(
         gateways=gateways,
         threshold=min(threshold, gateways) if gateways == 1 else threshold,
     )
+    portal = f"http://127.0.0.1:{gateway_port}/portal/"
+
+    def say(text: str) -> None:
+        console.print(text)
+        if text.startswith("  gateway "):  # the summary's gateway line: the portal under it
+            console.print(f"  portal       {portal}  (patients: sign in with a wallet)")
+
     try:
-        code = run_stack(config, say=console.print)
+        code = run_stack(config, say=say)
     except ServiceError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
