@@ -202,11 +202,22 @@ class ReaderState:
     sessions: dict[str, Session] = field(default_factory=dict)
     federation: Federation | None = None
     records: dict[bytes, Record] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
+
+    def pool(self, workers: int) -> ThreadPoolExecutor:
+        """The threads a fetch asks the gateways on (kept: starting threads per fetch costs
+        more than the requests' own client work)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(workers, 2))
+        return self._pool
 
     def close(self) -> None:
         for s in self.sessions.values():
             s.gateway.close()
         self.sessions.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _checked_bundle(
@@ -340,10 +351,10 @@ def fetch_federated(
         # The manifest, and shares from the first `threshold` members, asked at the same time;
         # more members are asked only if some of those fail or lie.
         first = [str(m.gateway) for m in fed.members[: max(fed.threshold, 1)]]
-        with ThreadPoolExecutor(max_workers=len(first) + 1) as pool:
-            pending_bundle = pool.submit(bundle)
-            answers = list(pool.map(ask, first))
-            checked = pending_bundle.result()
+        pool = state.pool(len(first) + 1)
+        pending_bundle = pool.submit(bundle)
+        answers = list(pool.map(ask, first))
+        checked = pending_bundle.result()
         if checked is None:
             raise FederationUnavailable(
                 "no gateway served this record's manifest and ciphertext",

@@ -44,7 +44,7 @@ from ledger.federation import (
     upload_sealed,
 )
 from ledger.protocol import custody
-from ledger.protocol.consent_types import ScopeKind, category_id
+from ledger.protocol.consent_types import EMERGENCY_ROLE, ScopeKind, category_id
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.helpers.audit_world import audit_time_skew
 from tests.helpers.gateway import (
@@ -302,6 +302,29 @@ def test_after_the_revoke_receipt_every_gateway_denies(fed: Federation) -> None:
         )
         assert r.status_code == 403, r.text
         assert r.json()["error"]["code"] == "consent_denied"
+
+
+def test_guardian_and_break_glass_are_decided_by_each_gateway(fed: Federation) -> None:
+    """A guardian reads for the patient, and an emergency institution reads while its
+    break-glass window is open and is refused by every gateway once the patient closes it."""
+    patient, guardian, ward = new_account(), new_account(), new_account()
+    data = b"troponin 3 ng/L"
+    rid = _upload(fed, patient.address, data)
+    for acc in (patient, guardian, ward):
+        fed.registry.w3.provider.make_request(  # type: ignore[arg-type]
+            "anvil_setBalance", [acc.address, hex(10**20)]
+        )
+    fed.registry.reset_nonces()
+    fed.registry.set_guardian(patient, guardian.address)
+    assert fetch_federated(guardian, rid, registry=fed.registry, purpose=0).plaintext == data
+    fed.registry.grant_role(fed.stacks[0].admin, EMERGENCY_ROLE, ward.address)
+    fed.registry.open_break_glass(ward, patient.address, 3600, b"\x11" * 32)
+    opened = fetch_federated(ward, rid, registry=fed.registry, purpose="emergency")
+    assert opened.plaintext == data
+    fed.registry.close_break_glass(patient, patient.address, ward.address)
+    with pytest.raises(FederationUnavailable) as closed:
+        fetch_federated(ward, rid, registry=fed.registry, purpose="emergency")
+    assert closed.value.denied
 
 
 def test_revocation_race_across_the_federation_no_release_after_a_revoke(

@@ -238,24 +238,29 @@ class RecordCustody(RecordUploads, RecordFetches):
         del principal  # signed in: the read is rate-limited per session, not consent-checked
         rid_hex = "0x" + parse_record_id(record_id).hex()
         patient, cid, parsed, raw = self.custody_record(rid_hex)
-        try:
-            blob = self._blob_cache.get(parsed.blob_cid) or self.blobs.cat(parsed.blob_cid)
-        except IpfsUnavailable:
-            self.metrics.ipfs_errors.inc()
-            raise
-        except IpfsError as exc:
-            raise BlobTampered(record_id=rid_hex, cid=parsed.blob_cid, reason=exc.code) from exc
-        if "0x" + hashlib.sha256(blob).hexdigest() != parsed.blob_sha256.lower():
-            raise BlobTampered(
-                record_id=rid_hex, cid=parsed.blob_cid, reason="does not match its manifest"
-            )
-        self._blob_cache.put(parsed.blob_cid, blob)
+        blob = self._blob_cache.get(parsed.blob_cid)
+        if blob is None:
+            try:
+                blob = self.blobs.cat(parsed.blob_cid)
+            except IpfsUnavailable:
+                self.metrics.ipfs_errors.inc()
+                raise
+            except IpfsError as exc:
+                raise BlobTampered(
+                    record_id=rid_hex, cid=parsed.blob_cid, reason=exc.code
+                ) from exc
+            if "0x" + hashlib.sha256(blob).hexdigest() != parsed.blob_sha256.lower():
+                raise BlobTampered(
+                    record_id=rid_hex, cid=parsed.blob_cid, reason="does not match its manifest"
+                )
+            self._blob_cache.put(parsed.blob_cid, blob)
+        encoded = self._blob_cache.encoded(parsed.blob_cid) or base64.b64encode(blob)
         return CustodyBundlePublic(
             record_id=rid_hex,
             patient=to_checksum_address(patient),
             cid=cid,
             manifest=base64.b64encode(raw).decode(),
-            ciphertext=base64.b64encode(blob).decode(),
+            ciphertext=encoded.decode(),
         )
 
     # -- release --------------------------------------------------------------------------------
