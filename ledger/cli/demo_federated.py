@@ -109,7 +109,7 @@ class FederatedSteps(Steps):
             "on-chain at a block it names, logs its decision and re-seals its share to the "
             "doctor's key. The doctor combines the shares, decrypts and checks the chain's digest.",
         )
-        opened = self._read(lab_id, lab_data)
+        opened = self._read(lab_id)
         story.expect(
             f"{fed.threshold} gateways released a share; the doctor decrypts the report and "
             "sha256(salt || report) matches the chain",
@@ -277,7 +277,7 @@ class FederatedSteps(Steps):
             self.decisions.append((r.gateway.lower(), record_id.lower(), who, "allowed"))
         return opened
 
-    def _read(self, record_id: str, data: bytes) -> Any:
+    def _read(self, record_id: str) -> Any:
         from ledger.federation import FederatedOpened
 
         got = self._fetch(self.accounts["doctor"], record_id, "treatment")
@@ -294,7 +294,6 @@ class FederatedSteps(Steps):
                 )
             else:
                 self.story.say(f"  {where} -> [red]no share[/]: {r.refusal}")
-        del data
         return got
 
     def _expect_refused_by_all(
@@ -347,9 +346,9 @@ class FederatedSteps(Steps):
             )
             return
         member.process.kill()
-        story.say(f"killed gateway 0 ({down.url}, pid gone): the doctor reads again")
+        story.say(f"killed gateway 0 ({down.url}, SIGKILL): the doctor reads again")
         try:
-            got = self._read(record_id, data)
+            got = self._read(record_id)
             others = {m.gateway.lower() for m in fed.members[1:]}
             released = {r.gateway.lower() for r in _released(got)} if got else set()
             story.expect(
@@ -363,7 +362,7 @@ class FederatedSteps(Steps):
             member.process.start()
             wait_healthy(member.process, member.url)
         story.say(f"restarted gateway 0 ({down.url}); the doctor reads once more")
-        again = self._read(record_id, data)
+        again = self._read(record_id)
         story.expect(
             "gateway 0 serves again after its restart (it released its share)",
             isinstance(again, FederatedOpened)
@@ -401,8 +400,8 @@ class FederatedSteps(Steps):
             proofs_ok = proofs_ok and bool(who.entries) and all(e.verified for e in who.entries)
             anchored = anchored and who.anchored
         story.expect(
-            f"each gateway's log holds exactly the {len(self.decisions)} decisions it answered "
-            "about this demo's records",
+            f"the {self.fed.size} logs hold exactly the {len(self.decisions)} decisions the "
+            "gateways answered about this demo's records, each in its own gateway's log",
             not wrong,
             "; ".join(wrong),
         )
