@@ -2,15 +2,21 @@
 
 The health commission admits a checkup centre; the centre uploads two checkup results (a FHIR R4
 ``DiagnosticReport`` with lab values and a small PDF summary); the patient grants a doctor
-treatment access to the laboratory category (signed, relayed by the gateway: gasless); the
+treatment access to the laboratory category (signed, relayed by a gateway: gasless); the
 doctor fetches and decrypts; an insurer and the doctor (on the PDF) are refused; the patient
 revokes and the doctor's next try is refused; the patient sees every decision with its verified
 inclusion proof; the auditor replays the ledger and checks every decision against it.
 
+When the registry lists a custody federation (``consent up`` starts 2 of 3), the story follows
+it (``ledger.cli.demo_federated``): the centre splits the key on its machine, each gateway
+decides alone and logs its decision, one gateway is killed mid-story while the doctor still
+reads (only when the demo started the stack itself) and the auditor verifies every gateway's
+log. Without a federation it tells the single-gateway story (``ledger.cli.demo_story``).
+
 Every step states an expectation; the demo exits 0 only if all of them held. It runs against a
-running stack (``--gateway`` / ``--chain``) or, with ``--fresh``, one it starts on free ports in
-a temporary directory and stops afterwards. It uses the local chain's dev accounts, so it
-refuses any chain but the local one.
+running stack (``--gateway`` / ``--chain``) or, with ``--fresh``, a 2-of-3 federation it starts
+on free ports in a temporary directory and stops afterwards. It uses the local chain's dev
+accounts, so it refuses any chain but the local one.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -30,8 +36,12 @@ from ledger.chain.keys import DEV_NAMES
 from ledger.chain.node import ANVIL_CHAIN_ID, dev_accounts
 from ledger.cli.app import RoleApp, context_of
 from ledger.cli.demo_docs import checkup_pdf, diagnostic_report
+from ledger.cli.demo_federated import FederatedSteps
 from ledger.cli.demo_story import DemoConfig, Steps, Story
 from ledger.cli.output import console as stdout
+
+if TYPE_CHECKING:
+    from ledger.devstack.stack import Member, StackInfo
 
 __all__ = ["DemoConfig", "app", "checkup_pdf", "diagnostic_report", "run_demo"]
 
@@ -44,7 +54,8 @@ def demo(
     fresh: Annotated[
         bool,
         typer.Option(
-            "--fresh", help="Start a throw-away stack on free ports in a temp dir, stop it after."
+            "--fresh",
+            help="Start a throw-away 2-of-3 federation on free ports in a temp dir, stop it after.",
         ),
     ] = False,
     pause: Annotated[bool, typer.Option("--pause", help="Wait for Enter between screens.")] = False,
@@ -66,9 +77,9 @@ def demo(
 
 
 @contextlib.contextmanager
-def _fresh_stack(console: Console) -> Iterator[tuple[str, str, Path]]:
-    """A throw-away stack on free ports in a temp dir (checkpoints anchored every second)."""
-    from ledger.devstack.services import free_port
+def _fresh_stack(console: Console) -> Iterator[tuple[StackInfo, Path]]:
+    """A throw-away 2-of-3 federation on free ports in a temp dir (checkpoints every second)."""
+    from ledger.devstack.services import free_port, free_ports
     from ledger.devstack.stack import StackConfig, start_stack
     from ledger.paths import state_paths
 
@@ -77,17 +88,24 @@ def _fresh_stack(console: Console) -> Iterator[tuple[str, str, Path]]:
         cache = state_paths().build_cache
         if cache.is_dir():  # reuse compiled contracts (the cache is keyed by sources + solc)
             shutil.copytree(cache, paths.build_cache, dirs_exist_ok=True)
+        first = free_ports(3)  # the gateways listen on consecutive ports
+        gateways = range(first, first + 3)
+        chain_port = free_port(avoid=gateways)
         config = StackConfig(
             paths=paths,
-            chain_port=free_port(),
-            ipfs_port=free_port(),
-            gateway_port=free_port(),
+            chain_port=chain_port,
+            ipfs_port=free_port(avoid=[*gateways, chain_port]),
+            gateway_port=first,
+            gateways=3,
+            threshold=2,
             gateway_env={"CONSENT_CHECKPOINT_INTERVAL_S": "1"},
         )
-        console.print(f"[dim]starting a fresh stack in {paths.home} ...[/]", highlight=False)
+        console.print(
+            f"[dim]starting a fresh 2-of-3 federation in {paths.home} ...[/]", highlight=False
+        )
         info = start_stack(config, say=lambda s: console.print(f"[dim]  {s}[/]"))
         try:
-            yield info.gateway_url, info.anvil.url, paths.home
+            yield info, paths.home
         finally:
             console.print("[dim]stopping the fresh stack ...[/]")
             info.stop()
@@ -96,14 +114,21 @@ def _fresh_stack(console: Console) -> Iterator[tuple[str, str, Path]]:
 def run_demo(config: DemoConfig, *, console: Console) -> int:
     """Run the story; 0 if every expectation held, 1 if one did not, 2 if it could not run."""
     if config.fresh:
-        with _fresh_stack(console) as (gateway_url, chain_url, home):
-            return _run(config, console, gateway_url, chain_url, home)
-    return _run(config, console, config.gateway_url, config.chain_url, config.home)
+        with _fresh_stack(console) as (info, home):
+            return _run(config, console, info.gateway_url, info.anvil.url, home, info.members)
+    return _run(config, console, config.gateway_url, config.chain_url, config.home, [])
 
 
 def _run(
-    config: DemoConfig, console: Console, gateway_url: str, chain_url: str, home: Path | None
+    config: DemoConfig,
+    console: Console,
+    gateway_url: str,
+    chain_url: str,
+    home: Path | None,
+    started: list[Member],
 ) -> int:
+    """The story against the stack at ``gateway_url``; ``started``: the gateway processes this
+    demo started (it kills and restarts one of them), empty for someone else's stack."""
     from ledger.chain.abi import interface_abi, registry_abi
     from ledger.chain.deployment import load_deployment
     from ledger.chain.node import connect
@@ -152,17 +177,29 @@ def _run(
                 hint="pass the --home of the stack the gateway runs on, or use --fresh",
             )
         registry = ConsentRegistry(w3, deployment.address, abi=registry_abi())
+        fed = registry.federation()
+        mode = (
+            f"{fed.threshold} of {fed.size} gateways must release a record's key"
+            if fed.size
+            else "single gateway (no federation: this gateway can decrypt every record)"
+        )
         console.print(
             Panel.fit(
                 f"gateway  {gateway_url}\nchain    {chain_url} (chain id {chain_id}, block "
-                f"{w3.eth.block_number})\nregistry {registry.address}",
+                f"{w3.eth.block_number})\nregistry {registry.address}\ncustody  {mode}",
                 title="Consent Ledger demo",
             ),
             highlight=False,
         )
-        total = 7
         names = {a.address.lower(): n for n, a in accounts.items()}
-        ctx = Steps(story, gw, registry, accounts, names, config, chain_url, interface_abi())
+        args = (story, gw, registry, accounts, names, config, chain_url, interface_abi())
+        ctx: Steps
+        if fed.size:
+            total = 8
+            ctx = FederatedSteps(*args, {m.address.lower(): m for m in started})
+        else:
+            total = 7
+            ctx = Steps(*args)
 
         # 1 -------------------------------------------------------------------------------
         story.screen(
