@@ -72,6 +72,10 @@ PURPOSE_CODES: Mapping[int, tuple[str, str]] = {
 attachment, narrower than what an insurer's consent covers)."""
 
 BlockTimes = Callable[[Iterable[int]], Mapping[int, int]]
+LAST_INSTANT = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last instant a FHIR ``dateTime`` (four-digit year) can state: a
+consent's expiry set beyond it (any uint64 below the no-expiry sentinel is valid on-chain) is
+exported as an open-ended period."""
 
 
 def _instant(ts: float) -> str:
@@ -133,7 +137,7 @@ def consent_resources(
         ends = [
             t
             for t in (ended_at, grant.expires_at if grant.expires_at < NO_EXPIRY else None)
-            if t is not None
+            if t is not None and t <= LAST_INSTANT  # an expiry past year 9999: open-ended
         ]
         if ends:
             period["end"] = _instant(min(ends))
