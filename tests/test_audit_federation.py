@@ -12,7 +12,10 @@ logged by the gateway that made it. Then:
 - the FHIR export holds one AuditEvent per release, the releasing gateway as its custodian agent
   besides the requester, validated with ``fhir.resources``;
 - after the federation changes, both sets are listed, the new one in force, and the former
-  member's log is still needed.
+  member's log is still needed;
+- a member that releases its share without consent (the attack performed) is named, its log
+  "violations" in the JSON and HTML federation sections, its release an AuditEvent with the
+  stranger and the rogue gateway as agents.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from tests.helpers.federation import (
     export_logs,
     start_federation,
 )
-from tests.helpers.gateway import new_account
+from tests.helpers.gateway import login, new_account
 
 LAB = category_id("laboratory")
 FAR = 2**40
@@ -340,3 +343,70 @@ def test_after_the_federation_changes_both_sets_are_listed_and_the_former_member
     (finding,) = dropped.unverifiable
     assert finding.details["gateway"] == former
     assert finding.details["federation_blocks"] == [first.block_number]
+
+
+def test_a_member_that_releases_without_consent_is_named_with_violations_in_every_report(
+    audited: Audited, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A rogue member releases its share to a stranger: its log shows it, the audit names it."""
+    fed = audited.fed
+    current = list(fed.registry.federation().members)
+    rogue_at = next(i for i in range(3) if fed.address(i) == str(current[-1].gateway))
+    rogue = fed.stacks[rogue_at]
+    patient, stranger = new_account(), new_account()
+    with Gateway(fed.url(rogue_at)) as gw:
+        up = upload_sealed(
+            gw.login(rogue.centre),
+            b"a result nobody consented to share",
+            registry=fed.registry,
+            patient=patient.address,
+            category=LAB,
+        )
+    records = rogue.state.records
+    real_decide = records._decide
+
+    def always_allow(principal: Any, rid_b: bytes, rid_hex: str, pat: Any, purpose: int) -> Any:
+        try:
+            return real_decide(principal, rid_b, rid_hex, pat, purpose)
+        except Exception:
+            block = records.chain.block_number()
+            answer = records.chain.access_decision_at(
+                pat, principal.address, rid_b, purpose, block=block
+            )
+            from gateway.services.fetch import _DecisionLog
+
+            return block, answer, _DecisionLog(records, principal.address, pat, rid_hex, purpose)
+
+    monkeypatch.setattr(records, "_decide", always_allow)
+    r = rogue.client.get(
+        f"/v1/custody/records/{up.record.record_id}/share",
+        params={"purpose": "treatment"},
+        headers=login(rogue, stranger),
+    )
+    assert r.status_code == 200, r.text
+    monkeypatch.undo()
+    logs = []
+    for i, doc in enumerate(export_logs(fed, new_account())):
+        path = tmp_path / f"member{i}.json"
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        logs.append(path)
+    report = audited.report(logs, at=int(fed.registry.w3.eth.block_number))
+    assert report.exit_code == 1
+    offenders = {f.details.get("gateway") for f in report.violations}
+    assert offenders == {rogue.gateway_account.address}
+    in_force = report_to_json(report)["federation"]["in_force"]
+    status = {m["gateway"]: m["log"]["status"] for m in in_force["members"]}
+    assert status == {str(m.gateway): "verified" for m in current} | {
+        rogue.gateway_account.address: "violations"
+    }
+    section = render_html(report).split("<h2>Federation</h2>", 1)[1]
+    assert section.count("VIOLATIONS in its log") == len(report.federations)  # in every set
+    (event,) = [
+        e.model_dump(mode="json", exclude_none=True)
+        for e in audit_event_resources(report.logs, report.timeline, chain_id=audited.chain_id)
+        if e.outcome == "0" and stranger.address in e.model_dump_json()
+    ]
+    assert [a["who"]["identifier"]["value"] for a in event["agent"]] == [
+        f"eip155:{audited.chain_id}:{stranger.address}",
+        f"eip155:{audited.chain_id}:{rogue.gateway_account.address}",
+    ]
