@@ -272,6 +272,7 @@ def test_consent_audit_run_on_a_self_named_export_with_entries_dropped_exits_non
             "last_checkpoint": {"tree_size": 11, "block_number": world.checkpoints[1].block_number},
             "log_supplied": False,
             "sources": [],
+            "federation_blocks": [],
         }
     ]  # fmt: skip
     # The terminal report names the missing log.

@@ -8,5 +8,6 @@ Modules, in the order an audit runs them:
 - ``export``: the exported access-log document (the leaf format is ``ledger.protocol.access_leaf``);
 - ``verify_log``: one log against the chain, phase by phase; ``decisions`` judges each entry;
 - ``run``: ``run_audit``, the whole audit; ``report``: what it concludes (findings, verdicts);
+- ``federation``: the custody federations of the range and each member's log status;
 - ``html_report`` / ``html_timeline`` and ``fhir``: the report as JSON, terminal, HTML, FHIR.
 """

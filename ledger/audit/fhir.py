@@ -12,9 +12,13 @@ R4). Mapping:
   (or the revoke / replacement); ``provision.purpose`` the purposes as HL7 v3 ActReason codes;
   ``provision.data`` the record (``DocumentReference/<record id>``) for a record scope,
   ``provision.code`` the category for a category scope, nothing for all records.
-- ``AuditEvent``: one per access-log entry: a RESTful ``read``, outcome 0 (allowed) or 4
-  (denied), ``purposeOfEvent`` the purpose, ``agent`` the requester with ``policy`` =
-  ``Consent/<id>`` of the grant that allowed the read, ``entity`` the record and the patient,
+- ``AuditEvent``: one per access-log entry of every gateway's log (so one per release: under
+  a custody federation each member that released its key share logged its own allowed entry):
+  a RESTful ``read``, outcome 0 (allowed) or 4 (denied), ``purposeOfEvent`` the purpose,
+  ``agent`` the requester (``requestor``) with ``policy`` = ``Consent/<id>`` of the grant that
+  allowed the read, and the deciding gateway as the custodian agent (IHE BALP style: type
+  ``custodian`` of provenance-participant-type, its CAIP-10 account id as identifier, and its
+  share index when it released under a federation), ``entity`` the record and the patient,
   ``source.observer`` the gateway.
 """
 
@@ -31,6 +35,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.consent import Consent
 
+from ledger.audit.federation import member_of
 from ledger.audit.report import AuditReport, EntryVerdict, LogVerification
 from ledger.audit.state import ConsentTimeline, GrantInForce
 from ledger.protocol.consent_types import (
@@ -41,6 +46,7 @@ from ledger.protocol.consent_types import (
     category_name,
     purposes_of,
 )
+from ledger.protocol.events import FederationSet
 
 __all__ = [
     "ACT_REASON",
@@ -54,6 +60,7 @@ __all__ = [
 
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 CAIP10 = "https://chainagnostic.org/CAIPs/caip-10"
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 PURPOSE_CODES: Mapping[int, tuple[str, str]] = {
     Purpose.TREATMENT: ("TREAT", "treatment"),
     Purpose.RESEARCH: ("HRESCH", "healthcare research"),
@@ -65,6 +72,10 @@ PURPOSE_CODES: Mapping[int, tuple[str, str]] = {
 attachment, narrower than what an insurer's consent covers)."""
 
 BlockTimes = Callable[[Iterable[int]], Mapping[int, int]]
+LAST_INSTANT = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last instant a FHIR ``dateTime`` (four-digit year) can state: a
+consent's expiry set beyond it (any uint64 below the no-expiry sentinel is valid on-chain) is
+exported as an open-ended period."""
 
 
 def _instant(ts: float) -> str:
@@ -126,7 +137,7 @@ def consent_resources(
         ends = [
             t
             for t in (ended_at, grant.expires_at if grant.expires_at < NO_EXPIRY else None)
-            if t is not None
+            if t is not None and t <= LAST_INSTANT  # an expiry past year 9999: open-ended
         ]
         if ends:
             period["end"] = _instant(min(ends))
@@ -220,16 +231,42 @@ def audit_event_resources(
 ) -> list[AuditEvent]:
     """A validated ``AuditEvent`` per parsed access-log entry."""
     out: list[AuditEvent] = []
+    federations = timeline.federations()
     for log in logs:
         for v in log.verdicts:
-            resource = _audit_event(v, log, timeline, chain_id)
+            resource = _audit_event(v, log, timeline, chain_id, federations)
             if resource is not None:
                 out.append(resource)
     return out
 
 
+def _custodian_agent(
+    chain_id: int, gateway: str, block: int | None, federations: Sequence[FederationSet]
+) -> dict[str, Any]:
+    """The gateway that decided (and, if allowed, released): BALP's custodian agent."""
+    display = "consent gateway"
+    membership = member_of(federations, gateway, block) if block is not None else None
+    if membership is not None:
+        fed, index = membership
+        display = (
+            f"custody federation member, share {index} of a {fed.threshold}-of-"
+            f"{len(fed.gateways)} federation (set at block {fed.block_number})"
+        )
+    return {
+        "type": {
+            "coding": [{"system": PARTICIPANT_TYPE, "code": "custodian", "display": "Custodian"}]
+        },
+        "who": _account(chain_id, gateway, display),
+        "requestor": False,
+    }
+
+
 def _audit_event(
-    v: EntryVerdict, log: LogVerification, timeline: ConsentTimeline, chain_id: int
+    v: EntryVerdict,
+    log: LogVerification,
+    timeline: ConsentTimeline,
+    chain_id: int,
+    federations: Sequence[FederationSet] = (),
 ) -> AuditEvent | None:
     d = v.decision
     if d is None:
@@ -264,7 +301,7 @@ def _audit_event(
             f" (block {d.block}, chain basis {v.basis.name.lower()})" if v.basis is not None else ""
         ),
         "purposeOfEvent": [{"coding": [_purpose_coding(d.purpose)]}],
-        "agent": [agent],
+        "agent": [agent, _custodian_agent(chain_id, log.gateway, d.block, federations)],
         "source": {
             "observer": _account(chain_id, log.gateway, "consent gateway"),
             "site": f"access log entry {v.index}",

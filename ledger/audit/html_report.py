@@ -1,8 +1,8 @@
 """Render an :class:`ledger.audit.report.AuditReport`: terminal summary, JSON, self-contained HTML.
 
 The HTML report has no external assets (inline CSS, inline SVG): a verdict banner, the replay's
-proof of completeness, every finding, the gateways and their logs, and per patient a timeline
-(``ledger.audit.html_timeline``).
+proof of completeness, every finding, the gateways and their logs, the custody federation
+(``ledger.audit.federation``), and per patient a timeline (``ledger.audit.html_timeline``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from ledger.audit.federation import federation_html, federation_json, federation_rows
 from ledger.audit.html_timeline import (
     COLOURS,
     Scale,
@@ -76,6 +77,7 @@ def _gateway_json(g: GatewayCoverage) -> dict[str, Any]:
         else {"tree_size": cp.tree_size, "block_number": cp.block_number},
         "log_supplied": g.supplied,
         "sources": list(g.sources),
+        "federation_blocks": list(g.federation_blocks),
     }
 
 
@@ -91,10 +93,13 @@ def _gateway_text(g: GatewayCoverage) -> str:
         else f"{g.checkpoints} checkpoint(s), last {cp.tree_size} entries at block "
         f"{cp.block_number}"
     )
+    if g.federation_member:
+        parts.append("federation member")
     if g.supplied:
         parts.append("log supplied")
     else:
-        parts.append("[red]log NOT supplied[/]" if cp is not None else "log not supplied")
+        needed = cp is not None or g.federation_member
+        parts.append("[red]log NOT supplied[/]" if needed else "log not supplied")
     return f"{g.address}: " + "; ".join(parts)
 
 
@@ -117,6 +122,7 @@ def report_to_json(report: AuditReport, *, entries: bool = True) -> dict[str, An
         "findings": [f.as_dict() for f in report.findings],
         "replay": None,
         "gateways": [_gateway_json(g) for g in report.gateways],
+        "federation": federation_json(report),
         "access_logs": [],
     }
     if replay is not None:
@@ -188,6 +194,8 @@ def render_terminal(report: AuditReport, console: Console, *, max_findings: int 
         )
     for g in report.gateways:
         facts.add_row("gateway", _gateway_text(g))
+    for label, text in federation_rows(report):
+        facts.add_row(label, text)
     for log in report.logs:
         allowed = sum(1 for v in log.verdicts if v.decision and v.decision.allowed)
         facts.add_row(
@@ -233,6 +241,7 @@ td,th{border-bottom:1px solid #eee;padding:5px 6px;text-align:left;vertical-alig
 .sev-violation{color:#b71c1c;font-weight:600}
 .sev-unverifiable{color:#8a5300;font-weight:600}
 .sev-notice{color:#0b6b8a}
+.ok{color:#1e7e34;font-weight:600}
 code{font:12px ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:4px;
@@ -329,6 +338,7 @@ def render_html(report: AuditReport, *, block_times: Mapping[int, int] | None = 
                 + "</td></tr>"
             )
         out.append("</table>")
+    out.append(federation_html(report))
     for lg in report.logs:
         out.append(
             f"<h2>Access log of gateway <code>{escape(lg.gateway)}</code></h2>"

@@ -19,7 +19,7 @@ from ledger.audit.replay import ReplayResult
 from ledger.audit.state import ConsentTimeline
 from ledger.protocol.access_leaf import LeafDecision
 from ledger.protocol.consent_types import Basis
-from ledger.protocol.events import CheckpointAnchored
+from ledger.protocol.events import CheckpointAnchored, FederationSet
 
 __all__ = [
     "SEVERITY",
@@ -168,17 +168,24 @@ class GatewayCoverage:
     """A gateway the audit knows of from the chain, and whether its log was supplied.
 
     Every account that held ``GATEWAY_ROLE`` at some block of the audited range (from the
-    replayed ``RoleGranted`` / ``RoleRevoked``) or anchored a checkpoint in it."""
+    replayed ``RoleGranted`` / ``RoleRevoked``), anchored a checkpoint in it, or is a member of a
+    custody federation set in it (``FederationSet``)."""
 
     address: ChecksumAddress
     role_blocks: tuple[tuple[int, int | None], ...]  # (granted at, revoked at or None)
     checkpoints: int  # anchored up to the audited block
     last_checkpoint: CheckpointAnchored | None
     sources: tuple[str, ...]  # the supplied logs naming this gateway
+    federation_blocks: tuple[int, ...] = ()  # blocks of the FederationSet events listing it
 
     @property
     def held_role(self) -> bool:
         return bool(self.role_blocks)
+
+    @property
+    def federation_member(self) -> bool:
+        """Custodian of key shares under some federation of the audited range."""
+        return bool(self.federation_blocks)
 
     @property
     def supplied(self) -> bool:
@@ -201,6 +208,13 @@ class AuditReport:
     started_at: float
     seconds: float
     gateways: list[GatewayCoverage] = field(default_factory=list)
+    federations: list[FederationSet] = field(default_factory=list)  # in chain order, in range
+
+    @property
+    def federation(self) -> FederationSet | None:
+        """The federation set in force at the audited block (None: never set in the range; a
+        set with no members: the federation was dissolved)."""
+        return self.federations[-1] if self.federations else None
 
     @property
     def violations(self) -> list[Finding]:

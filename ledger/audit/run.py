@@ -9,11 +9,14 @@
    ``accessBasis`` at any block.
 3. **Which logs** (:func:`gateway_coverage`): every account that held ``GATEWAY_ROLE`` at some
    block of the audited range (replayed ``RoleGranted`` / ``RoleRevoked``) or anchored a
-   checkpoint in it is listed (``ledger.audit.report.GatewayCoverage``). An export whose
-   ``gateway`` is none of the role holders is ``log_not_a_gateway``; a gateway that anchored and
-   has no export given is ``log_not_supplied`` (both unverifiable: an export's own ``gateway``
-   field is a claim, the chain says which logs exist). A role holder that anchored nothing and
-   has no export is only listed.
+   checkpoint in it, or was a member of a custody federation set in it (``FederationSet``), is
+   listed (``ledger.audit.report.GatewayCoverage``). An export whose ``gateway`` is none of the
+   role holders is ``log_not_a_gateway``; a gateway that anchored, or a federation member, with
+   no export given is ``log_not_supplied`` (both unverifiable: an export's own ``gateway`` field
+   is a claim, the chain says which logs exist; a member holds a key share of every record
+   registered under its federation and releases it after its own decision, so its log is needed
+   even if it anchored nothing). A role holder outside every federation that anchored nothing
+   and has no export is only listed.
 4. **Access log**, for each exported log given (``ledger.audit.export`` reads it):
    ``ledger.audit.verify_log.verify_access_log``.
 
@@ -50,7 +53,13 @@ from ledger.chain.logs import ProgressFn
 from ledger.chain.node import ChainError
 from ledger.chain.rpc import RpcClient
 from ledger.protocol.consent_types import GATEWAY_ROLE
-from ledger.protocol.events import EventDecoder, MalformedLog, RoleGranted, RoleRevoked
+from ledger.protocol.events import (
+    EventDecoder,
+    FederationSet,
+    MalformedLog,
+    RoleGranted,
+    RoleRevoked,
+)
 
 __all__ = ["gateway_coverage", "run_audit"]
 
@@ -63,11 +72,16 @@ def gateway_coverage(
 ) -> list[GatewayCoverage]:
     """Every gateway of the audited range (see :class:`GatewayCoverage`), in address order."""
     periods: dict[ChecksumAddress, list[tuple[int, int | None]]] = {}
+    listed: dict[ChecksumAddress, list[int]] = {}
     for event in events:
-        if not isinstance(event, RoleGranted | RoleRevoked) or event.role != GATEWAY_ROLE:
-            continue
         if event.block_number > target_block:
             break
+        if isinstance(event, FederationSet):
+            for member in event.gateways:
+                listed.setdefault(member, []).append(event.block_number)
+            continue
+        if not isinstance(event, RoleGranted | RoleRevoked) or event.role != GATEWAY_ROLE:
+            continue
         spans = periods.setdefault(event.account, [])
         if isinstance(event, RoleGranted):
             if not spans or spans[-1][1] is not None:
@@ -81,7 +95,11 @@ def gateway_coverage(
     sources: dict[str, list[str]] = {}
     for export in exports:
         sources.setdefault(export.gateway, []).append(export.source or "(unnamed)")
-    addresses = {a for a, spans in periods.items() if spans} | {a for a, c in anchored.items() if c}
+    addresses = (
+        {a for a, spans in periods.items() if spans}
+        | {a for a, c in anchored.items() if c}
+        | set(listed)
+    )
     return [
         GatewayCoverage(
             address=a,
@@ -89,6 +107,7 @@ def gateway_coverage(
             checkpoints=len(anchored.get(a, [])),
             last_checkpoint=anchored[a][-1] if anchored.get(a) else None,
             sources=tuple(sources.get(a, [])),
+            federation_blocks=tuple(listed.get(a, [])),
         )
         for a in sorted(addresses, key=str.lower)
     ]
@@ -97,9 +116,10 @@ def gateway_coverage(
 def _coverage_findings(
     coverage: Sequence[GatewayCoverage], exports: Sequence[AccessLogExport], target_block: int
 ) -> list[Finding]:
-    """An export must name a gateway of the audited range; every gateway that anchored must
-    have its log supplied. (A role holder that anchored nothing and whose log is absent is only
-    listed: nothing on-chain says it logged a decision.)"""
+    """An export must name a gateway of the audited range; every gateway that anchored, and
+    every member of a federation of the range, must have its log supplied. (A role holder
+    outside every federation that anchored nothing and whose log is absent is only listed:
+    nothing on-chain says it logged a decision.)"""
     findings: list[Finding] = []
     holders = {g.address for g in coverage if g.held_role}
     for export in exports:
@@ -114,24 +134,36 @@ def _coverage_findings(
                 )
             )
     for g in coverage:
-        if g.supplied:
+        if g.supplied or (g.last_checkpoint is None and not g.federation_member):
             continue
-        if g.last_checkpoint is not None:
-            cp = g.last_checkpoint
-            findings.append(
-                Finding(
-                    FindingKind.LOG_NOT_SUPPLIED,
-                    f"gateway {g.address} anchored {g.checkpoints} checkpoint(s) (the last of "
-                    f"{cp.tree_size} entries at block {cp.block_number}) but its log was not "
-                    "supplied: its decisions cannot be verified",
-                    {
-                        "gateway": g.address,
-                        "checkpoints": g.checkpoints,
-                        "anchored_size": cp.tree_size,
-                        "block": cp.block_number,
-                    },
-                )
+        who = f"gateway {g.address}"
+        details: dict[str, Any] = {"gateway": g.address, "checkpoints": g.checkpoints}
+        if g.federation_member:
+            blocks = ", ".join(str(b) for b in g.federation_blocks)
+            plural = "s" if len(g.federation_blocks) > 1 else ""
+            who = (
+                f"federation member {g.address} (listed by the FederationSet at "
+                f"block{plural} {blocks})"
             )
+            details["federation_blocks"] = list(g.federation_blocks)
+        cp = g.last_checkpoint
+        if cp is not None:
+            details.update(anchored_size=cp.tree_size, block=cp.block_number)
+            anchored = (
+                f"anchored {g.checkpoints} checkpoint(s) (the last of {cp.tree_size} entries "
+                f"at block {cp.block_number})"
+            )
+        else:
+            anchored = "anchored no checkpoint (it holds a key share of the federation's records)"
+        findings.append(
+            Finding(
+                FindingKind.LOG_NOT_SUPPLIED,
+                f"{who} {anchored} but its log was not supplied: its decisions "
+                + ("and key-share releases " if g.federation_member else "")
+                + "cannot be verified",
+                details,
+            )
+        )
     return findings
 
 
@@ -263,6 +295,7 @@ def run_audit(
         started_at=started,
         seconds=time.perf_counter() - t0,
         gateways=coverage,
+        federations=[f for f in timeline.federations() if f.block_number <= result.target_block],
     )
 
 

@@ -3,12 +3,18 @@
 Mounted into the ``consent`` CLI as the ``audit`` sub-app (``ledger.cli.main``); it reads the
 registry's events with the ABI shipped in the package, so it needs no compiler. Exit codes:
 
-- 0: clean (notices allowed, e.g. a fresh unanchored tail, or a role holder that never anchored
-  and whose log was not given);
+- 0: clean (notices allowed, e.g. a fresh unanchored tail, or a role holder outside every custody
+  federation that never anchored and whose log was not given);
 - 1: a violation was found (it wins over anything unverified);
 - 2: could not verify: node unreachable, incomplete replay, unreadable input, an export naming an
-  address that never held GATEWAY_ROLE in the audited range, a gateway that anchored whose log
-  was not given, an unanchored tail older than ``--anchor-interval``.
+  address that never held GATEWAY_ROLE in the audited range, a gateway that anchored or a member
+  of a custody federation of the range whose log was not given, an unanchored tail older than
+  ``--anchor-interval``.
+
+``audit run`` lists the custody federation (every ``FederationSet`` of the audited range, the one
+in force at its end, each member with its custody key, URL, log status and last checkpoint) in
+the terminal, ``--json`` and ``--html`` reports; give each member's log with one
+``--access-log`` each.
 """
 
 from __future__ import annotations
@@ -309,10 +315,11 @@ def run(
 ) -> None:
     """Replay every event, prove completeness against the on-chain digest, verify access logs.
 
-    Every gateway that held GATEWAY_ROLE or anchored is listed with whether its log was given.
+    Every gateway that held GATEWAY_ROLE, anchored or is a custody federation member is listed
+    with whether its log was given, and the federation with each member's log status.
     Exit code 0 when clean, 1 on violations, 2 when something could not be verified (among it:
     a log naming an address that never held GATEWAY_ROLE, a missing log of a gateway that
-    anchored, an unanchored tail older than --anchor-interval).
+    anchored or of a federation member, an unanchored tail older than --anchor-interval).
     """
     home, as_json = context_of(cli).home, context_of(cli).as_json
     report, client = _audit(
@@ -537,7 +544,9 @@ def export(
     confirmations: Annotated[int, typer.Option("--confirmations", min=0)] = 0,
     chunk_blocks: ChunkOpt = 10_000,
 ) -> None:
-    """Export consents as FHIR ``Consent`` and logged reads as ``AuditEvent`` (validated)."""
+    """Export consents as FHIR ``Consent`` and logged reads as ``AuditEvent`` (validated): one
+    AuditEvent per entry of each gateway's log, so one per key-share release under a federation,
+    the gateway as its custodian agent."""
     from ledger.audit.fhir import export_fhir
 
     home = context_of(cli).home
