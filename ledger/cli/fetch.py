@@ -222,11 +222,6 @@ def _who_read_verdict(result: Any) -> str | None:
     """None when every entry is verified; else the sentence, ``!``-prefixed for a failure."""
     pending = [e for e in result.entries if e.included is None]
     bad = [e for e in result.entries if e.included is not None and not e.verified]
-    if bad:
-        return (
-            f"!{len(bad)} entries failed verification (leaf or inclusion proof): the gateway's "
-            f"log does not match what it anchored; report it to its operator"
-        )
     if result.checkpoint is None:
         return (
             "could not verify: the gateway gave no checkpoint anchored on-chain; try again "
@@ -234,6 +229,11 @@ def _who_read_verdict(result: Any) -> str | None:
         )
     if not result.anchored:
         return f"could not verify: {result.anchor_reason}"
+    if bad:
+        return (
+            f"!{len(bad)} entries failed verification (leaf or inclusion proof): the gateway's "
+            f"log does not match what it anchored; report it to its operator"
+        )
     if pending:
         return (
             f"could not verify {len(pending)} of {len(result.entries)} entries: no checkpoint "
