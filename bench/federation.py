@@ -126,10 +126,17 @@ def _measure(info: Any, mode: str, *, uploads: int, clients: int, seconds: float
     data = [os.urandom(RECORD_BYTES) for _ in range(uploads)]
     record_ids: list[str] = [""] * uploads
 
+    federation = registry.federation()  # read once for the batch, as `consent upload-dir` does
+
     def upload(i: int) -> None:
         if mode == "federation":
             up = upload_sealed(
-                centre_session, data[i], registry=registry, patient=patient.address, category=LAB
+                centre_session,
+                data[i],
+                registry=registry,
+                patient=patient.address,
+                category=LAB,
+                federation=federation,
             )
             record_ids[i] = up.record.record_id
         else:

@@ -128,9 +128,13 @@ def upload_sealed(
     category: bytes,
     issued_at: int | None = None,
     filename: str = "record",
+    federation: Federation | None = None,
 ) -> FederatedUpload:
-    """Encrypt and split ``data`` here, attest it, and upload ciphertext + manifest."""
-    fed = registry.federation()
+    """Encrypt and split ``data`` here, attest it, and upload ciphertext + manifest.
+
+    ``federation``: the registry's ``federation()`` read once for a batch (``upload-dir``); a
+    federation changed meanwhile makes the gateway refuse the upload (422), nothing is kept."""
+    fed = registry.federation() if federation is None else federation
     if fed.size == 0:
         raise ClientError(
             "the registry lists no custody federation",

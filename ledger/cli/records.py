@@ -27,6 +27,7 @@ from ledger.cli.output import console, echo_json, err, named, short, when
 from ledger.cli.parsing import parse_category, parse_record_id
 
 if TYPE_CHECKING:
+    from ledger.chain.registry import Federation
     from ledger.client import Session, Uploaded
     from ledger.federation import FederatedUpload
 
@@ -143,6 +144,7 @@ def upload_dir(
     ctx = context_of(cli)
     centre = ctx.account(who)
     session = ctx.session(centre)
+    federation = ctx.registry().federation()  # once for the whole manifest
     results: list[dict[str, Any]] = []
     total = sum(job.size for job in jobs)
     with _progress() as progress:
@@ -166,6 +168,7 @@ def upload_dir(
                     filename=PurePath(row["file"]).name,
                     issued_at=int(issued) if issued else None,
                     progress=_offset_progress(progress, task, base),
+                    federation=federation,
                 )
                 confirm_record(ctx, result, patient=target, centre=centre.address)
                 entry |= {
@@ -210,6 +213,7 @@ def send_record(
     filename: str,
     issued_at: int | None,
     progress: Callable[[int, int], None] | None = None,
+    federation: Federation | None = None,
 ) -> Uploaded | FederatedUpload:
     """Upload under threshold custody when the registry lists a federation (this machine
     encrypts and splits; the gateway gets ciphertext and sealed shares), else in the
@@ -217,7 +221,8 @@ def send_record(
     from ledger.federation import upload_sealed
 
     registry = ctx.registry()
-    if registry.federation().size:
+    fed = registry.federation() if federation is None else federation
+    if fed.size:
         return upload_sealed(
             session,
             data,
@@ -226,6 +231,7 @@ def send_record(
             category=category,
             issued_at=issued_at,
             filename=filename,
+            federation=fed,
         )
     return session.upload(
         data,
