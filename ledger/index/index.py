@@ -41,6 +41,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -138,6 +139,7 @@ class ConsentIndex:
         decoder: EventDecoder | None = None,
         max_reorg_depth: int = 64,
         range_blocks: int = 2_000,
+        target_logs: int = 5_000,
         batch_size: int = 1_000,
         max_attempts: int = 5,
         snapshot_path: Path | None = None,
@@ -150,6 +152,8 @@ class ConsentIndex:
         self.decoder = decoder or EventDecoder(registry_event_abi(registry_abi()))
         self.max_reorg_depth = max_reorg_depth
         self.range_blocks = range_blocks
+        self.target_logs = target_logs
+        self._range = min(range_blocks, 8)  # grows fast over light blocks (see _adapt)
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.snapshot_path = snapshot_path
@@ -319,39 +323,83 @@ class ConsentIndex:
         return header
 
     def _sync_to(self, head: BlockRef) -> None:
-        while True:
-            position = self._require_position()
-            if position.block_number == head.number and position.block_hash == head.hash:
-                return
-            end = min(head.number, position.block_number + self.range_blocks)
-            calls: list[tuple[str, Sequence[Any]]] = []
-            if position.block_number >= 0:
-                calls.append(("eth_getBlockByNumber", [hex(position.block_number), False]))
-            if end > position.block_number and end != head.number:
-                calls.append(("eth_getBlockByNumber", [hex(end), False]))
-            answers = self.rpc.batch(calls)
-            if position.block_number >= 0:
-                current = answers[0]
-                if current is None or current.get("hash") != position.block_hash:
-                    self._roll_back()  # the applied block is no longer canonical
-                    continue
-            if end <= position.block_number:
-                return  # the head is behind the applied block, which is still canonical
-            target = head if end == head.number else BlockRef.from_header(answers[-1])
-            self._apply_range(position, target, head.number)
+        """Apply ranges up to ``head``; while one range is verified and folded, the next one's
+        logs are already being fetched (a node serialises a large answer for about as long
+        as the index takes to verify it)."""
+        ahead: tuple[int, int, Future[tuple[list[RawLog], int]]] | None = None
+        pool: ThreadPoolExecutor | None = None
+        try:
+            while True:
+                position = self._require_position()
+                if position.block_number == head.number and position.block_hash == head.hash:
+                    return
+                start = position.block_number + 1
+                if ahead is not None and ahead[0] == start:
+                    end = ahead[1]
+                else:
+                    end = min(head.number, position.block_number + self._range)
+                calls: list[tuple[str, Sequence[Any]]] = []
+                if position.block_number >= 0:
+                    calls.append(("eth_getBlockByNumber", [hex(position.block_number), False]))
+                if end > position.block_number and end != head.number:
+                    calls.append(("eth_getBlockByNumber", [hex(end), False]))
+                answers = self.rpc.batch(calls)
+                if position.block_number >= 0:
+                    current = answers[0]
+                    if current is None or current.get("hash") != position.block_hash:
+                        self._roll_back()  # the applied block is no longer canonical
+                        ahead = None
+                        continue
+                if end <= position.block_number:
+                    return  # the head is behind the applied block, which is still canonical
+                target = head if end == head.number else BlockRef.from_header(answers[-1])
+                if ahead is not None and ahead[:2] == (start, end):
+                    fetched = ahead[2].result()
+                else:
+                    fetched = self._fetch(start, end)
+                ahead = None
+                self._adapt(end - start + 1, len(fetched[0]))
+                if end < head.number:
+                    pool = pool or ThreadPoolExecutor(1, thread_name_prefix="index-logs")
+                    following = min(head.number, end + self._range)
+                    ahead = (end + 1, following, pool.submit(self._fetch, end + 1, following))
+                self._apply_range(position, target, head.number, fetched)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
-    def _apply_range(self, position: IndexPosition, end: BlockRef, head: int) -> None:
+    def _fetch(self, start: int, end: int) -> tuple[list[RawLog], int]:
+        """The registry's logs of ``[start, end]`` and how many came back ``removed``."""
         stats = FetchStats()
         logs = fetch_logs(
             self.rpc,
             address=self.address,
-            from_block=position.block_number + 1,
-            to_block=end.number,
-            chunk_blocks=end.number - position.block_number,
+            from_block=start,
+            to_block=end,
+            chunk_blocks=end - start + 1,
             stats=stats,
         )
+        return logs, stats.removed
+
+    def _adapt(self, blocks: int, logs: int) -> None:
+        """Aim ranges at about ``target_logs`` logs: shrink after a heavy one, grow after a
+        light one (up to ``range_blocks``)."""
+        target = self.target_logs
+        if logs > 2 * target:
+            self._range = max(1, blocks * target // logs)
+        elif logs < target // 2:
+            self._range = min(self.range_blocks, max(self._range, blocks) * 2)
+
+    def _apply_range(
+        self,
+        position: IndexPosition,
+        end: BlockRef,
+        head: int,
+        fetched: tuple[list[RawLog], int],
+    ) -> None:
+        logs, removed = fetched
         self.stats.ranges += 1
-        if stats.removed:
+        if removed:
             raise _Reorganised
         blocks = self._blocks(logs, end)
         self._check_digests(blocks, position.digest, end)
