@@ -263,6 +263,18 @@ def test_a_log_of_another_contract_is_refused(world: World) -> None:
     assert "another" in refused.reason or "0x1111" in refused.reason
 
 
+def test_a_log_outside_the_blocks_asked_for_is_refused(world: World) -> None:
+    def move(method: str, params: list[Any], result: Any) -> Any:
+        if method == "eth_getLogs" and result:
+            result[0]["blockNumber"] = hex(int(params[0]["toBlock"], 16) + 50)
+        return result
+
+    rpc, _ = editing_client(world.url, edit=move)
+    world.open_clients.append(rpc)
+    refused = _assert_refused(world, rpc, None)
+    assert "for blocks" in refused.reason
+
+
 def test_reset_after_a_refusal_replays_from_the_start(world: World) -> None:
     lies = {"on": True}
 

@@ -401,7 +401,7 @@ class ConsentIndex:
         self.stats.ranges += 1
         if removed:
             raise _Reorganised
-        blocks = self._blocks(logs, end)
+        blocks = self._blocks(logs, position.block_number + 1, end)
         self._check_digests(blocks, position.digest, end)
         events = [self._decode(block) for block in blocks]
         keep_from = head - self.max_reorg_depth
@@ -426,7 +426,7 @@ class ConsentIndex:
             self._prune()
         self.stats.events += sum(len(b.logs) for b in blocks)
 
-    def _blocks(self, logs: list[RawLog], end: BlockRef) -> list[_Block]:
+    def _blocks(self, logs: list[RawLog], start: int, end: BlockRef) -> list[_Block]:
         """The range's blocks with logs (in order) and its last block, each with its logs."""
         logs.sort(key=lambda entry: (entry.block_number, entry.log_index))
         blocks: list[_Block] = []
@@ -435,6 +435,14 @@ class ConsentIndex:
                 raise self._refuse(
                     IndexRefused(
                         f"the node returned a log of {entry.address} for the registry",
+                        block=entry.block_number,
+                    )
+                )
+            if not start <= entry.block_number <= end.number:
+                raise self._refuse(
+                    IndexRefused(
+                        f"the node returned a log of block {entry.block_number} for blocks "
+                        f"{start}..{end.number}",
                         block=entry.block_number,
                     )
                 )
