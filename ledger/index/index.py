@@ -159,7 +159,9 @@ class ConsentIndex:
         self.snapshot_path = snapshot_path
         self.snapshot_every_events = snapshot_every_events
         self.refused: IndexRefused | None = None
-        self.unknown_events: Counter[str] = Counter()  # topic0 (0x hex) -> events folded
+        # topic0 (0x hex) -> logs of that unknown type folded (counted when applied; a roll-back
+        # does not uncount them)
+        self.unknown_events: Counter[str] = Counter()
         self.stats = IndexStats()
         self._state = ConsentState()
         self._position: IndexPosition | None = None
