@@ -361,11 +361,12 @@ class ConsentIndex:
                     fetched = self._fetch(start, end)
                 ahead = None
                 self._adapt(end - start + 1, len(fetched[0]))
-                if end < head.number:
+                blocks = self._verify(position, target, fetched)
+                if end < head.number:  # fetched while this range is decoded and folded
                     pool = pool or ThreadPoolExecutor(1, thread_name_prefix="index-logs")
                     following = min(head.number, end + self._range)
                     ahead = (end + 1, following, pool.submit(self._fetch, end + 1, following))
-                self._apply_range(position, target, head.number, fetched)
+                self._apply(blocks, target, head.number)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -392,19 +393,20 @@ class ConsentIndex:
         elif logs < target // 2:
             self._range = min(self.range_blocks, max(self._range, blocks) * 2)
 
-    def _apply_range(
-        self,
-        position: IndexPosition,
-        end: BlockRef,
-        head: int,
-        fetched: tuple[list[RawLog], int],
-    ) -> None:
+    def _verify(
+        self, position: IndexPosition, end: BlockRef, fetched: tuple[list[RawLog], int]
+    ) -> list[_Block]:
+        """The range's blocks, each proven against ``eventDigest()`` at its hash."""
         logs, removed = fetched
         self.stats.ranges += 1
         if removed:
             raise _Reorganised
         blocks = self._blocks(logs, position.block_number + 1, end)
         self._check_digests(blocks, position.digest, end)
+        return blocks
+
+    def _apply(self, blocks: list[_Block], end: BlockRef, head: int) -> None:
+        """Fold the verified blocks into the state; the position moves to ``end``."""
         events = [self._decode(block) for block in blocks]
         keep_from = head - self.max_reorg_depth
         with self._state_lock:
