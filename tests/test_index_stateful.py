@@ -4,7 +4,8 @@ granted and revoked, records registered, categories listed and unlisted, and the
 moved, against the real registry on anvil. After every step the verified index, caught up, must
 answer exactly as the contract does at the index's block: ``accessDecision`` (allowed, basis,
 until, event count, block, chain time) for every (patient, grantee, record, purpose) of a
-sample, ``consentOf`` for every consent slot, ``hasRole``, and the consents lists.
+sample, ``consentOf`` for every consent slot, ``hasRole``, the consents lists, and
+``guardianOf``, ``breakGlassUntil``, ``breakGlassReopensAt`` (the cool-down) and ``isCategory``.
 
 Actions are simply tried: a revert changes nothing and emits nothing, so no model of the
 contract's rules is needed; the contract is the oracle. One index serves every example, and each
@@ -33,7 +34,7 @@ from web3 import Web3
 
 from ledger.chain.registry import ConsentRegistry
 from ledger.chain.rpc import RpcClient
-from ledger.index import ConsentIndex
+from ledger.index import ConsentIndex, ConsentState
 from ledger.protocol.consent_types import (
     ALL_SCOPE_ID,
     BREAK_GLASS_COOLDOWN_S,
@@ -46,7 +47,7 @@ from ledger.protocol.consent_types import (
 )
 from ledger.protocol.contract_errors import ContractError
 from ledger.protocol.events import EventDecoder, registry_event_abi
-from tests.helpers.index import chain_consents, chain_decisions, chain_roles
+from tests.helpers.index import chain_consents, chain_decisions, chain_roles, chain_views
 from tests.helpers.registry import (
     RegistryEnv,
     deploy_env,
@@ -213,6 +214,13 @@ class IndexMachine(RuleBasedStateMachine):
         p, institution = self.patients[patient], self.env.actors.emergency
         self._try(lambda: self.reg.open_break_glass(institution, p.address, ticks * TICK, reason))
 
+    @rule(patient=st.integers(0, 1), reason=st.sampled_from(REASONS))
+    def open_then_close_break_glass(self, patient: int, reason: bytes) -> None:
+        """An opening closed by the patient at once: the cool-down starts."""
+        p, institution = self.patients[patient], self.env.actors.emergency
+        self._try(lambda: self.reg.open_break_glass(institution, p.address, TICK, reason))
+        self._try(lambda: self.reg.close_break_glass(p, p.address, institution.address))
+
     @rule(patient=st.integers(0, 1), how=st.sampled_from(["patient", "guardian"]))
     def close_break_glass(self, patient: int, how: str) -> None:
         p = self.patients[patient]
@@ -285,6 +293,31 @@ class IndexMachine(RuleBasedStateMachine):
         pairs = [(role, a.address) for role in ROLES for a in accounts]
         roles, _ = self.index.query(lambda s: [s.has_role(r, a) for r, a in pairs])
         assert roles == chain_roles(self.rpc, self.env.address, pairs, block)
+        institution = self.env.actors.emergency.address
+        views: list[tuple[str, list[str], list[Any], list[str]]] = []
+        for p in self.patients:
+            pair = [p.address, institution]
+            views += [
+                ("guardianOf", ["address"], [p.address], ["address"]),
+                ("breakGlassUntil", ["address", "address"], pair, ["uint64"]),
+                ("breakGlassReopensAt", ["address", "address"], pair, ["uint64"]),
+            ]
+        views += [("isCategory", ["bytes32"], [category_id(c)], ["bool"]) for c in CATEGORIES]
+
+        def read_views(s: ConsentState) -> list[Any]:
+            out: list[Any] = []
+            for p in self.patients:
+                window = s.break_glass(p.address, institution)
+                out += [
+                    s.guardian(p.address) or "0x" + "00" * 20,
+                    window.until if window is not None else 0,
+                    s.break_glass_reopens_at(p.address, institution),
+                ]
+            return out + [s.is_category(category_id(c)) for c in CATEGORIES]
+
+        theirs = chain_views(self.rpc, self.env.address, views, block)
+        mine, _ = self.index.query(read_views)
+        assert [str(v).lower() for v in mine] == [str(v).lower() for v in theirs]
 
 
 @pytest.fixture(scope="module")

@@ -132,3 +132,24 @@ def editing_client(
 
     transport = EditingTransport(HttpxRpc(url, httpx.Client(timeout=30)), edit=edit, before=before)
     return RpcClient(url, transport=transport), transport
+
+
+def chain_views(
+    rpc: RpcClient,
+    registry: str,
+    calls: Sequence[tuple[str, list[str], list[Any], list[str]]],
+    block: int,
+) -> list[Any]:
+    """Any views at ``block``: each ``(name, argument types, arguments, result types)``; a
+    single result is returned bare."""
+    payloads = [
+        keccak(text=f"{name}({','.join(types)})")[:4] + abi_encode(types, args)
+        for name, types, args, _ in calls
+    ]
+    out: list[Any] = []
+    for (_, _, _, result_types), raw in zip(
+        calls, _answers(rpc, _calls(registry, block, payloads)), strict=True
+    ):
+        values = abi_decode(result_types, raw)
+        out.append(values[0] if len(values) == 1 else tuple(values))
+    return out
