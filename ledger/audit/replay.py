@@ -27,23 +27,28 @@ transport handed in), so tests put a real node behind an ``httpx.MockTransport``
 from __future__ import annotations
 
 import bisect
-import contextlib
-import gc
-import importlib
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 
 from ledger.chain.logs import FetchStats, ProgressFn, fetch_logs
 from ledger.chain.node import ChainError
 from ledger.chain.rpc import RpcClient, RpcError
+from ledger.index.digest import (
+    EVENT_DIGEST_SELECTOR,
+    ZERO_HEAD,
+    DigestState,
+    Keccak256,
+    fold_digest,
+    gc_paused,
+    parse_event_digest,
+)
 from ledger.protocol.events import EventDecoder, RawLog, RegistryEvent
 
 __all__ = [
@@ -61,9 +66,6 @@ __all__ = [
     "replay",
 ]
 
-EVENT_DIGEST_SELECTOR = "0x" + keccak(b"eventDigest()")[:4].hex()
-_ZERO_HEAD = bytes(24)
-
 
 # ------------------------------------------------------------------------------ errors
 
@@ -79,102 +81,21 @@ class ReorgDetected(ReplayError):
 # ------------------------------------------------------------------------------ digest
 
 
-@dataclass(frozen=True)
-class DigestState:
-    """The registry's running event digest: a 24-byte head and an event count."""
-
-    head: bytes
-    count: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"head": "0x" + self.head.hex(), "count": self.count}
-
-
-class _Keccak256:
-    """Keccak-256 for many small inputs: one reused pycryptodome state (about 2 µs a hash
-    instead of 4.5 through ``eth_hash``); falls back to ``eth_hash`` if pycryptodome's raw
-    interface is not there. Not thread-safe: make one per fold."""
-
-    def __init__(self) -> None:
-        self._fast: Callable[[bytes], bytes] | None = None
-        try:
-            # pycryptodome's raw Keccak interface (typed loosely: its stubs omit these names).
-            raw_api: Any = importlib.import_module("Crypto.Util._raw_api")
-            module: Any = importlib.import_module("Crypto.Hash.keccak")
-            VoidPointer, c_size_t, c_ubyte = raw_api.VoidPointer, raw_api.c_size_t, raw_api.c_ubyte
-            create_string_buffer, get_raw_buffer = (
-                raw_api.create_string_buffer,
-                raw_api.get_raw_buffer,
-            )
-
-            lib = module._raw_keccak_lib
-            pointer = VoidPointer()
-            if lib.keccak_init(pointer.address_of(), c_size_t(64), c_ubyte(24)):
-                return
-            state = pointer.get()
-            self._state, self._lib = state, lib
-            buffer = create_string_buffer(32)
-            reset, absorb, squeeze = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
-
-            def fast(data: bytes) -> bytes:
-                reset(state)
-                absorb(state, data, len(data))
-                squeeze(state, buffer, 32, 1)
-                return bytes(get_raw_buffer(buffer))
-
-            if fast(b"") == keccak(b""):
-                self._fast = fast
-        except (ImportError, AttributeError, TypeError):  # pragma: no cover - other backends
-            self._fast = None
-
-    def __call__(self, data: bytes) -> bytes:
-        return self._fast(data) if self._fast is not None else bytes(keccak(data))
-
-    def __del__(self) -> None:
-        lib = getattr(self, "_lib", None)
-        if lib is not None:
-            lib.keccak_destroy(self._state)
-
-
-def fold_digest(logs: Iterable[RawLog], start: DigestState | None = None) -> DigestState:
-    """The digest after folding ``logs`` (in order) into ``start`` (default: the empty digest)."""
-    head = start.head if start is not None else _ZERO_HEAD
-    count = start.count if start is not None else 0
-    hasher = _Keccak256()
-    join = b"".join
-    for log in logs:
-        head = hasher(join((head, *log.topics, log.data)))[:24]
-        count += 1
-    return DigestState(head, count)
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building hundreds of thousands of acyclic
-    objects (logs, events): its generation scans would otherwise cost a third of a replay."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def read_event_digest(rpc: RpcClient, address: str, block: int | Mapping[str, Any]) -> DigestState:
     """``eventDigest()`` at a block (number, or an EIP-1898 ``{"blockHash": ...}``)."""
     raw = rpc.eth_call(address, EVENT_DIGEST_SELECTOR, block)
-    if len(raw) != 64 or any(raw[24:32]) or any(raw[32:56]):
-        raise ReplayError(f"eventDigest() at {block} answered {len(raw)} malformed bytes")
-    return DigestState(raw[:24], int.from_bytes(raw[56:64], "big"))
+    try:
+        return parse_event_digest(raw)
+    except ValueError as exc:
+        raise ReplayError(f"eventDigest() at {block} answered {exc}") from None
 
 
 def _block_digests(logs: Sequence[RawLog]) -> tuple[list[int], list[DigestState]]:
     """Per block with logs: the block numbers and the digest after each (for bisection)."""
     blocks: list[int] = []
     states: list[DigestState] = []
-    head = _ZERO_HEAD
-    hasher = _Keccak256()
+    head = ZERO_HEAD
+    hasher = Keccak256()
     for i, log in enumerate(logs):
         head = hasher(b"".join((head, *log.topics, log.data)))[:24]
         if i + 1 == len(logs) or logs[i + 1].block_number != log.block_number:
@@ -265,7 +186,7 @@ class _Diagnoser:
 
         def ours(block: int) -> DigestState:
             i = bisect.bisect_right(blocks, block)
-            return states[i - 1] if i else DigestState(_ZERO_HEAD, 0)
+            return states[i - 1] if i else DigestState(ZERO_HEAD, 0)
 
         if self.onchain(hi) == ours(hi):
             return None
@@ -430,7 +351,7 @@ def _diagnose(
             return problems, current
         # The replay folds from zero at ``from_block`` (the deploy block): before it there is no
         # registry to ask (a divergence among the constructor's own events lands here).
-        before = diagnoser.onchain(block - 1) if block > from_block else DigestState(_ZERO_HEAD, 0)
+        before = diagnoser.onchain(block - 1) if block > from_block else DigestState(ZERO_HEAD, 0)
         after = diagnoser.onchain(block)
         ours = [log for log in current if log.block_number == block]
         truth = diagnoser.true_logs(block, before, after)

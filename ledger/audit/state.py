@@ -2,31 +2,17 @@
 
 :class:`ConsentTimeline` keeps, per key, the history of values the registry's storage took
 (grants per ``(patient, grantee, scope)``, guardians, break-glass windows, records, roles,
-checkpoints), each stamped with the ``(block, logIndex)`` of the event that set it. A query
-"at block N" sees the state after every event of block N, which is what ``eth_call`` at block N
-sees. Queries bisect a key's history, so answering many reads at many blocks costs
+categories, checkpoints), each stamped with the ``(block, logIndex)`` of the event that set it.
+A query "at block N" sees the state after every event of block N, which is what ``eth_call`` at
+block N sees. Queries bisect a key's history, so answering many reads at many blocks costs
 O(log k) each, and nothing is refolded.
 
-:meth:`ConsentTimeline.access_basis_at` is ``ConsentRegistry._accessBasis`` written in Python,
-same order and same comparisons (a grant is in force while ``timestamp < expiresAt``)::
-
-    purpose > 31                              -> InvalidPurpose (ValueError here)
-    grantee == 0                              -> None
-    record unknown or of another patient      -> None
-    grantee == patient                        -> Owner
-    Record grant, then Category, then All     -> Record / Category / All (until = expiresAt),
-      a guardian's grant only while the patient's guardianship epoch is still the one it
-      was made in
-    grantee is the patient's guardian         -> Guardian
-    purpose in {TREATMENT, EMERGENCY} and
-      timestamp < break-glass until           -> Emergency (until)
-    otherwise                                 -> None
-
-Guardianship epochs follow the contract: every ``GuardianSet`` and ``GuardianRemoved`` of a
-patient moves its epoch on by one (a replacement emits both), and a ``ConsentGranted`` whose
-``actor`` is not the patient is a guardian grant stamped with the epoch then current. A stale
-guardian grant reads as absent (``consentOf`` returns zeroes for it), so removing a guardian
-ends every grant it made, and re-appointing it revives none.
+The state machine itself is not here: events are folded by :data:`ledger.index.fold.FOLD`, the
+table the gateways' verified consent index (:mod:`ledger.index`) folds with too, and decisions
+are :func:`ledger.index.fold.access_basis` (``ConsentRegistry._accessBasis`` in Python) read at
+a past position. So the audit judges every decision with the very code that took it. The
+timeline is one :class:`ledger.index.fold.ConsentStore` (the latest values, while folding) and
+hands ``access_basis`` a view of itself bound to one position.
 
 The timestamp is that of the block the question is asked at (``block.timestamp`` in an
 ``eth_call`` at that block): callers fetch it (``ledger.audit.replay.BlockClock``).
@@ -50,24 +36,23 @@ from typing import Generic, TypeVar
 
 from eth_typing import ChecksumAddress
 
-from ledger.protocol.consent_types import ALL_SCOPE_ID, BREAK_GLASS_PURPOSES, Basis, ScopeKind
+from ledger.index.fold import (
+    ZERO_ADDRESS,
+    BreakGlassWindow,
+    GrantInForce,
+    GrantKey,
+    RecordInfo,
+    access_basis,
+    fold_event,
+)
+from ledger.protocol.consent_types import ALL_SCOPE_ID, Basis, ScopeKind
 from ledger.protocol.events import (
-    BreakGlassClosed,
-    BreakGlassOpened,
-    CategoryAdded,
-    CategoryRemoved,
     CheckpointAnchored,
     ConsentGranted,
     ConsentRevoked,
     FederationSet,
     GuardianRemoved,
-    GuardianSet,
-    NonceBurned,
-    RecordRegistered,
     RegistryEvent,
-    RoleAdminChanged,
-    RoleGranted,
-    RoleRevoked,
 )
 
 __all__ = [
@@ -80,9 +65,6 @@ __all__ = [
     "RecordInfo",
 ]
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
-_MAX_PURPOSE = 31
-_BREAK_GLASS_BITS = sum(1 << int(p) for p in BREAK_GLASS_PURPOSES)
 _AFTER_BLOCK = 1 << 62  # a log index larger than any real one
 
 Position = tuple[int, int]
@@ -118,45 +100,14 @@ class _History(Generic[V]):
         return self.values[-1] if self.values else None
 
 
-@dataclass(frozen=True, slots=True)
-class RecordInfo:
-    record_id: bytes
-    patient: ChecksumAddress
-    centre: ChecksumAddress
-    category: bytes
-    content_digest: bytes
-    issued_at: int
-    cid: str
-    block_number: int
+K = TypeVar("K")
 
 
-@dataclass(frozen=True, slots=True)
-class GrantInForce:
-    """A stored grant (the event that set it); ``in_force`` once a timestamp is known.
-    ``guardian_epoch`` is 0 for the patient's own grant, else the guardianship epoch of the
-    guardian who made it (the grant ends when that epoch does)."""
-
-    patient: ChecksumAddress
-    grantee: ChecksumAddress
-    scope_kind: ScopeKind
-    scope_id: bytes
-    purposes: int
-    expires_at: int
-    actor: ChecksumAddress
-    block_number: int
-    log_index: int
-    guardian_epoch: int = 0
-
-    def in_force(self, timestamp: int) -> bool:
-        return timestamp < self.expires_at
-
-
-@dataclass(frozen=True, slots=True)
-class BreakGlassWindow:
-    patient: ChecksumAddress
-    institution: ChecksumAddress
-    until: int
-    block_number: int
+def _history(histories: dict[K, _History[V]], key: K) -> _History[V]:
+    history = histories.get(key)
+    if history is None:
+        history = histories[key] = _History()
+    return history
 
 
 @dataclass(frozen=True)
@@ -175,9 +126,6 @@ class PatientState:
     guardian_ended: tuple[GrantInForce, ...] = ()
 
 
-_GrantKey = tuple[str, str, ScopeKind, bytes]  # patient, grantee, scope kind, scope id
-
-
 class ConsentTimeline:
     """Every value the registry's consent storage took, queryable at any block."""
 
@@ -188,17 +136,19 @@ class ConsentTimeline:
         self._event_log_indices: list[int] = []
         self._record_positions: dict[bytes, Position] = {}
         self._records: dict[bytes, RecordInfo] = {}
-        self._grants: dict[_GrantKey, _History[GrantInForce]] = {}
-        self._grant_keys_by_patient: dict[str, set[_GrantKey]] = defaultdict(set)
+        self._grants: dict[GrantKey, _History[GrantInForce]] = {}
+        self._grant_keys_by_patient: dict[str, set[GrantKey]] = defaultdict(set)
         self._guardians: dict[str, _History[ChecksumAddress]] = {}
         # patient -> guardianship epoch history, with the position of each guardian event
         self._epochs: dict[str, _History[int]] = {}
         self._break_glass: dict[tuple[str, str], _History[BreakGlassWindow]] = {}
         self._bg_keys_by_patient: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._roles: dict[tuple[bytes, str], _History[bool]] = {}
+        self._categories: dict[bytes, _History[bool]] = {}
         self._checkpoints: dict[str, list[CheckpointAnchored]] = defaultdict(list)
         self._federations: list[FederationSet] = []
         self._by_patient: dict[str, list[RegistryEvent]] = defaultdict(list)
+        self._position: Position = (-1, -1)  # of the event being folded
         self.extend(events)
 
     # -- folding --------------------------------------------------------------------------
@@ -208,85 +158,70 @@ class ConsentTimeline:
             self.apply(event)
 
     def apply(self, event: RegistryEvent) -> None:
-        """Fold one event; events must come in ``(block, logIndex)`` order."""
+        """Fold one event (:data:`ledger.index.fold.FOLD`); events must come in
+        ``(block, logIndex)`` order."""
         position = (event.block_number, event.log_index)
         if position <= self._last:
             raise OutOfOrderEvent(f"event at {position} after {self._last}")
+        self._position = position
+        if not fold_event(self, event):  # pragma: no cover - EventDecoder makes known types only
+            raise TypeError(f"unexpected event type {type(event).__name__}")
         self._last = position
         self.event_count += 1
         self._event_blocks.append(position[0])
         self._event_log_indices.append(position[1])
-        if isinstance(event, ConsentGranted):
-            key = (event.patient, event.grantee, event.scope_kind, event.scope_id)
-            epoch = 0 if event.actor == event.patient else self._epoch_now(event.patient)
-            grant = GrantInForce(
-                event.patient,
-                event.grantee,
-                event.scope_kind,
-                event.scope_id,
-                event.purposes,
-                event.expires_at,
-                event.actor,
-                event.block_number,
-                event.log_index,
-                epoch,
-            )
-            self._grant_history(key).set(position, grant)
-            self._by_patient[event.patient].append(event)
-        elif isinstance(event, ConsentRevoked):
-            key = (event.patient, event.grantee, event.scope_kind, event.scope_id)
-            self._grant_history(key).set(position, None)
-            self._by_patient[event.patient].append(event)
-        elif isinstance(event, RecordRegistered):
-            self._records[event.record_id] = RecordInfo(
-                event.record_id,
-                event.patient,
-                event.centre,
-                event.category,
-                event.content_digest,
-                event.issued_at,
-                event.cid,
-                event.block_number,
-            )
-            self._record_positions[event.record_id] = position
-            self._by_patient[event.patient].append(event)
-        elif isinstance(event, GuardianSet | GuardianRemoved):
-            history = self._guardians.get(event.patient)
-            if history is None:
-                history = self._guardians[event.patient] = _History()
-            history.set(position, event.guardian if isinstance(event, GuardianSet) else None)
-            epochs = self._epochs.get(event.patient)
-            if epochs is None:
-                epochs = self._epochs[event.patient] = _History()
-            epochs.set(position, self._epoch_now(event.patient) + 1)
-            self._by_patient[event.patient].append(event)
-        elif isinstance(event, BreakGlassOpened | BreakGlassClosed):
-            bg_key = (event.patient, event.institution)
-            bg = self._break_glass.get(bg_key)
-            if bg is None:
-                bg = self._break_glass[bg_key] = _History()
-                self._bg_keys_by_patient[event.patient].add(bg_key)
-            window = (
-                BreakGlassWindow(event.patient, event.institution, event.until, event.block_number)
-                if isinstance(event, BreakGlassOpened)
-                else None
-            )
-            bg.set(position, window)
-            self._by_patient[event.patient].append(event)
-        elif isinstance(event, CheckpointAnchored):
-            self._checkpoints[event.gateway].append(event)
-        elif isinstance(event, RoleGranted | RoleRevoked):
-            role_key = (event.role, event.account)
-            role = self._roles.get(role_key)
-            if role is None:
-                role = self._roles[role_key] = _History()
-            role.set(position, True if isinstance(event, RoleGranted) else None)
-        elif isinstance(event, FederationSet):
-            self._federations.append(event)
-        elif isinstance(event, RoleAdminChanged | CategoryAdded | CategoryRemoved | NonceBurned):
-            pass  # role administration, the category list and nonce burns: not who may read
-        else:  # pragma: no cover - EventDecoder only produces the types above
-            raise TypeError(f"unexpected event type {type(event).__name__}")
+        patient = getattr(event, "patient", None)
+        if patient is not None:  # records, consents, guardians and break-glass name one
+            self._by_patient[patient].append(event)
+
+    # -- the store the fold writes to (reads: the latest values) --------------------------
+
+    def record(self, record_id: bytes) -> RecordInfo | None:
+        return self._records.get(record_id)
+
+    def stored_grant(self, key: GrantKey) -> GrantInForce | None:
+        history = self._grants.get(key)
+        return history.last() if history is not None else None
+
+    def epoch(self, patient: str) -> int:
+        return self._epoch_now(patient)
+
+    def guardian(self, patient: str) -> ChecksumAddress | None:
+        history = self._guardians.get(patient)
+        return history.last() if history is not None else None
+
+    def break_glass(self, patient: str, institution: str) -> BreakGlassWindow | None:
+        history = self._break_glass.get((patient, institution))
+        return history.last() if history is not None else None
+
+    def set_record(self, record: RecordInfo) -> None:
+        self._records[record.record_id] = record
+        self._record_positions[record.record_id] = self._position
+
+    def set_grant(self, key: GrantKey, grant: GrantInForce | None) -> None:
+        self._grant_history(key).set(self._position, grant)
+
+    def set_guardian(self, patient: str, guardian: ChecksumAddress | None, epoch: int) -> None:
+        _history(self._guardians, patient).set(self._position, guardian)
+        _history(self._epochs, patient).set(self._position, epoch)
+
+    def set_break_glass(self, window: BreakGlassWindow) -> None:
+        key = (window.patient, window.institution)
+        if key not in self._break_glass:
+            self._bg_keys_by_patient[window.patient].add(key)
+        _history(self._break_glass, key).set(self._position, window)
+
+    def set_role(self, role: bytes, account: ChecksumAddress, held: bool) -> None:
+        _history(self._roles, (role, account)).set(self._position, True if held else None)
+
+    def set_category(self, category: bytes, listed: bool) -> None:
+        _history(self._categories, category).set(self._position, True if listed else None)
+
+    def set_checkpoint(self, event: CheckpointAnchored) -> None:
+        self._checkpoints[event.gateway].append(event)
+
+    def set_federation(self, event: FederationSet) -> None:
+        self._federations.append(event)
 
     def _epoch_now(self, patient: str) -> int:
         history = self._epochs.get(patient)
@@ -303,7 +238,7 @@ class ConsentTimeline:
             grant.patient, position
         )
 
-    def _grant_history(self, key: _GrantKey) -> _History[GrantInForce]:
+    def _grant_history(self, key: GrantKey) -> _History[GrantInForce]:
         history = self._grants.get(key)
         if history is None:
             history = self._grants[key] = _History()
@@ -429,45 +364,11 @@ class ConsentTimeline:
         position: Position,
         timestamp: int,
     ) -> tuple[Basis, int]:
-        """``_accessBasis`` on the state after the event at ``position`` (inclusive)."""
-        if not 0 <= purpose <= _MAX_PURPOSE:
-            raise ValueError(f"InvalidPurpose({purpose})")
-        if grantee == ZERO_ADDRESS:
-            return Basis.NONE, 0
-        record = self._records.get(bytes(record_id))
-        if (
-            record is None
-            or self._record_positions[record.record_id] > position
-            or record.patient != patient
-            or patient == ZERO_ADDRESS
-        ):
-            return Basis.NONE, 0
-        if grantee == patient:
-            return Basis.OWNER, 0
-        bit = 1 << purpose
-        for kind, scope_id, basis in (
-            (ScopeKind.RECORD, record.record_id, Basis.RECORD),
-            (ScopeKind.CATEGORY, record.category, Basis.CATEGORY),
-            (ScopeKind.ALL, ALL_SCOPE_ID, Basis.ALL),
-        ):
-            history = self._grants.get((patient, grantee, kind, scope_id))
-            grant = history.at_position(position) if history is not None else None
-            if (
-                grant is not None
-                and grant.purposes & bit
-                and timestamp < grant.expires_at
-                and self._holds(grant, position)
-            ):
-                return basis, grant.expires_at
-        guardians = self._guardians.get(patient)
-        if guardians is not None and guardians.at_position(position) == grantee:
-            return Basis.GUARDIAN, 0
-        if bit & _BREAK_GLASS_BITS:
-            windows = self._break_glass.get((patient, grantee))
-            window = windows.at_position(position) if windows is not None else None
-            if window is not None and timestamp < window.until:
-                return Basis.EMERGENCY, window.until
-        return Basis.NONE, 0
+        """``_accessBasis`` on the state after the event at ``position`` (inclusive): the
+        shared :func:`ledger.index.fold.access_basis` on a view of that position."""
+        return access_basis(
+            _At(self, position), patient, grantee, bytes(record_id), purpose, timestamp
+        )
 
     def access_at(
         self,
@@ -592,6 +493,39 @@ class ConsentTimeline:
             ):
                 return event
         return None
+
+
+class _At:
+    """The timeline as a :class:`ledger.index.fold.ConsentView` after the event at one
+    position (inclusive)."""
+
+    __slots__ = ("_position", "_timeline")
+
+    def __init__(self, timeline: ConsentTimeline, position: Position) -> None:
+        self._timeline = timeline
+        self._position = position
+
+    def record(self, record_id: bytes) -> RecordInfo | None:
+        t = self._timeline
+        record = t._records.get(record_id)
+        if record is None or t._record_positions[record_id] > self._position:
+            return None
+        return record
+
+    def stored_grant(self, key: GrantKey) -> GrantInForce | None:
+        history = self._timeline._grants.get(key)
+        return history.at_position(self._position) if history is not None else None
+
+    def epoch(self, patient: str) -> int:
+        return self._timeline._epoch_at(patient, self._position)
+
+    def guardian(self, patient: str) -> ChecksumAddress | None:
+        history = self._timeline._guardians.get(patient)
+        return history.at_position(self._position) if history is not None else None
+
+    def break_glass(self, patient: str, institution: str) -> BreakGlassWindow | None:
+        history = self._timeline._break_glass.get((patient, institution))
+        return history.at_position(self._position) if history is not None else None
 
 
 def _grant_order(g: GrantInForce) -> tuple[str, int, bytes]:
