@@ -73,11 +73,12 @@ class FederationUnavailable(ClientError):
         denied: bool = False,
     ) -> None:
         answers = "; ".join(f"{gateway}: {why}" for gateway, why in refusals.items())
+        if not denied and answers:
+            message = f"{message} ({answers})"
         super().__init__(
-            f"{message} ({answers})" if answers else message,
+            message,
             hint=(
-                "the chain says you hold no consent for this purpose; ask the patient to grant "
-                "it, nothing was written"
+                "ask the patient to grant it (`consent grant --to YOU ...`); nothing was written"
                 if denied
                 else "nothing was written; fewer than the threshold of gateways answered with "
                 "a valid share (each answer is listed)"
@@ -397,12 +398,17 @@ def fetch_federated(
             if gateway not in {a.gateway for a in releases}:
                 take(ask(gateway))
         if len(shares) < manifest.threshold:
+            denied = manifest.n - len(denials) < manifest.threshold
             raise FederationUnavailable(
-                f"{len(shares)} of the {manifest.threshold} shares needed were released"
+                f"{account.address} holds no consent for record 0x{rid.hex()} (purpose "
+                f"{purpose}): {len(denials)} of the {manifest.n} gateways refused, each deciding "
+                f"on its own chain view"
+                if denied
+                else f"{len(shares)} of the {manifest.threshold} shares needed were released"
                 + (f"; bad shares from {', '.join(bad)}" if bad else ""),
                 refusals=refusals,
                 bad=bad,
-                denied=manifest.n - len(denials) < manifest.threshold,
+                denied=denied,
             )
         recovered = custody.recover_key(shares, manifest=manifest)
         salt, document = env.open_record(

@@ -123,7 +123,10 @@ def _fetch_federated(ctx: Ctx, account: LocalAccount, rid: str, purpose: int, ou
             line = "released a share that does not match its commitment: report it"
         else:
             line = f"no share: {r.refusal}"
-        console.print(f"  {named(ctx.names(), r.gateway)}  {r.url}  {line}", highlight=False)
+        who = named(ctx.names(), r.gateway)
+        console.print(
+            f"  {short(who) if who == r.gateway else who}  {r.url}  {line}", highlight=False
+        )
     console.print(f"wrote {len(opened.plaintext):,} bytes to {output}", highlight=False)
 
 
@@ -196,7 +199,7 @@ def who_read(
     else:
         for g, u, r, problem in verdicts:
             if members:
-                console.print(f"\n[bold]gateway {named(ctx.names(), g)}[/]  {u}", highlight=False)
+                console.print(f"\n[bold]{named(ctx.names(), g)}[/]  {u}", highlight=False)
             if r is not None:
                 print_who_read(ctx, r)
             if problem and members:

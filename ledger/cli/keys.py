@@ -3,6 +3,7 @@ accounts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -35,7 +36,10 @@ def key_new(
         echo_json({"name": identity.name, "address": identity.address})
         return
     console.print(f"created key [bold]{identity.name}[/]  {identity.address}", highlight=False)
-    console.print(f"stored encrypted in {ctx.paths.keys / (name + '.json')}", highlight=False)
+    stored = ctx.paths.keys / (name + ".json")
+    with contextlib.suppress(ValueError):  # shown relative to the working directory when inside
+        stored = stored.relative_to(Path.cwd())
+    console.print(f"stored encrypted in {stored}", highlight=False)
 
 
 @app.command("import")

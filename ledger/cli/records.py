@@ -115,6 +115,14 @@ def upload(
         highlight=False,
     )
     console.print(f"  record  {rec.record_id}", highlight=False)
+    manifest = getattr(result, "manifest", None)
+    if manifest is not None:  # threshold custody: encrypted and split on this machine
+        console.print(
+            f"  custody {manifest.threshold} of {manifest.n} gateways, key split on this machine "
+            f"(custody set 0x{manifest.custody_set().hex()[:16]}…); the gateway got ciphertext "
+            f"and sealed shares",
+            highlight=False,
+        )
     console.print(f"  cid     {rec.cid}", highlight=False)
     console.print(f"  tx      {rec.tx_hash}  block {rec.block_number}", highlight=False)
 
