@@ -55,6 +55,7 @@ from tests.helpers.federation import (
     Federation,
     close_federation,
     export_logs,
+    release_without_consent,
     start_federation,
 )
 from tests.helpers.gateway import login, new_account
@@ -363,21 +364,7 @@ def test_a_member_that_releases_without_consent_is_named_with_violations_in_ever
             category=LAB,
         )
     records = rogue.state.records
-    real_decide = records._decide
-
-    def always_allow(principal: Any, rid_b: bytes, rid_hex: str, pat: Any, purpose: int) -> Any:
-        try:
-            return real_decide(principal, rid_b, rid_hex, pat, purpose)
-        except Exception:
-            block = records.chain.block_number()
-            answer = records.chain.access_decision_at(
-                pat, principal.address, rid_b, purpose, block=block
-            )
-            from gateway.services.fetch import _DecisionLog
-
-            return block, answer, _DecisionLog(records, principal.address, pat, rid_hex, purpose)
-
-    monkeypatch.setattr(records, "_decide", always_allow)
+    monkeypatch.setattr(records, "_decide", release_without_consent(records))
     r = rogue.client.get(
         f"/v1/custody/records/{up.record.record_id}/share",
         params={"purpose": "treatment"},

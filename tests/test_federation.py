@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import coincurve
 import httpx
 import pytest
 import uvicorn
@@ -34,7 +33,7 @@ from ledger.audit.export import load_access_log
 from ledger.audit.report import FindingKind
 from ledger.audit.run import run_audit
 from ledger.chain.build import compile_contracts
-from ledger.chain.registry import REGISTRY_CONTRACT, ConsentRegistry, FederationMember
+from ledger.chain.registry import REGISTRY_CONTRACT
 from ledger.chain.rpc import RpcClient
 from ledger.client import Gateway
 from ledger.federation import (
@@ -47,28 +46,20 @@ from ledger.protocol import custody
 from ledger.protocol.consent_types import EMERGENCY_ROLE, ScopeKind, category_id
 from ledger.protocol.events import EventDecoder, registry_event_abi
 from tests.helpers.audit_world import audit_time_skew
+from tests.helpers.federation import (
+    Federation,
+    close_federation,
+    release_without_consent,
+    start_federation,
+)
 from tests.helpers.gateway import (
     Stack,
-    build_stack,
-    close_stack,
-    deploy_registry,
-    funded_account,
     login,
     new_account,
 )
 
 LAB = category_id("laboratory")
 FAR = 2**40
-
-
-class Federation:
-    def __init__(self, registry: ConsentRegistry, stacks: list[Stack], keys: list[bytes]) -> None:
-        self.registry = registry
-        self.stacks = stacks
-        self.custody_keys = keys
-
-    def url(self, i: int) -> str:
-        return str(self.stacks[i].client.base_url)
 
 
 def _start(stack: Stack) -> None:
@@ -100,43 +91,18 @@ def fed(
     ipfs_node: Any,
     service_dir: Path,
 ) -> Iterator[Federation]:
-    registry, deployment = deploy_registry(w3, cache_dir=service_dir / "build")
-    stacks: list[Stack] = []
-    keys: list[bytes] = []
+    federation = start_federation(
+        home=lambda i: tmp_path_factory.mktemp(f"member{i}"),
+        w3=w3,
+        chain_url=anvil.url,
+        ipfs_url=ipfs_node.url,
+        service_dir=service_dir,
+        checkpoint_every=1,
+    )
     try:
-        for i in range(3):
-            key = coincurve.PrivateKey().secret
-            keys.append(key)
-            stacks.append(
-                build_stack(
-                    home=tmp_path_factory.mktemp(f"member{i}"),
-                    w3=w3,
-                    chain_url=anvil.url,
-                    ipfs_url=ipfs_node.url,
-                    registry=registry,
-                    deployment=deployment,
-                    relayer=funded_account(w3),
-                    custody_key=key.hex(),
-                    checkpoint_every=1,
-                )
-            )
-        registry.reset_nonces()
-        registry.set_federation(
-            stacks[0].admin,
-            2,
-            [
-                FederationMember(
-                    s.gateway_account.address,
-                    custody.custody_public_key(k),
-                    str(s.client.base_url),
-                )
-                for s, k in zip(stacks, keys, strict=True)
-            ],
-        )
-        yield Federation(registry, stacks, keys)
+        yield federation
     finally:
-        for s in stacks:
-            close_stack(s)
+        close_federation(federation)
 
 
 def _upload(fed: Federation, patient: str, data: bytes, via: int = 0) -> str:
@@ -395,21 +361,7 @@ def test_a_release_without_consent_is_a_violation_naming_that_gateway(
     rid = _upload(fed, patient.address, b"a result nobody consented to share")
     rogue = fed.stacks[2]
     records = rogue.state.records
-    real_decide = records._decide
-
-    def always_allow(principal: Any, rid_b: bytes, rid_hex: str, pat: Any, purpose: int) -> Any:
-        try:
-            return real_decide(principal, rid_b, rid_hex, pat, purpose)
-        except Exception:
-            block = records.chain.block_number()
-            answer = records.chain.access_decision_at(
-                pat, principal.address, rid_b, purpose, block=block
-            )
-            from gateway.services.fetch import _DecisionLog
-
-            return block, answer, _DecisionLog(records, principal.address, pat, rid_hex, purpose)
-
-    monkeypatch.setattr(records, "_decide", always_allow)
+    monkeypatch.setattr(records, "_decide", release_without_consent(records))
     r = rogue.client.get(
         f"/v1/custody/records/{rid}/share",
         params={"purpose": "treatment"},

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile
 
 from gateway.api.deps import PrincipalDep, StateDep
-from gateway.api.records import InMemoryUploadRoute
+from gateway.api.records import InMemoryUploadRoute, upload_errors
 from gateway.api.responses import (
     CATEGORY_SCHEMA,
     PURPOSE_SCHEMA,
@@ -67,24 +67,7 @@ def custody_info(state: StateDep) -> CustodyInfoPublic:
     status_code=201,
     responses={
         200: {"description": "The same attestation was uploaded before; the existing record."},
-        **errors(
-            400,
-            401,
-            403,
-            409,
-            413,
-            422,
-            502,
-            503,
-            extra=(
-                "payload_too_large",
-                "attestation_invalid",
-                "ipfs_error",
-                "ipfs_api_error",
-                "ipfs_protocol_error",
-                "ipfs_unavailable",
-            ),
-        ),
+        **upload_errors("CustodySetNotCurrent"),
     },
 )
 def upload_sealed_record(

@@ -45,7 +45,7 @@ from ledger.protocol.wire import (
     RecordsPublic,
 )
 
-__all__ = ["InMemoryUploadRoute", "router"]
+__all__ = ["InMemoryUploadRoute", "router", "upload_errors"]
 
 
 class InMemoryUploadRoute(APIRoute):
@@ -75,6 +75,40 @@ class InMemoryUploadRoute(APIRoute):
 
 
 router = APIRouter(route_class=InMemoryUploadRoute)
+
+#: The registry's refusals of a registration, as an upload answers them.
+REGISTRATION_REFUSALS = (
+    "NotACentre",
+    "ZeroPatient",
+    "RecordExists",
+    "InvalidCid",
+    "CategoryNotListed",
+    "ZeroCategory",
+)
+
+
+def upload_errors(*contract_errors: str) -> dict[int | str, Any]:
+    """The documented error answers of an upload (both modes), with the registry's refusals
+    of a registration and ``contract_errors`` besides."""
+    return errors(
+        400,
+        401,
+        403,
+        409,
+        413,
+        422,
+        502,
+        503,
+        extra=(
+            "payload_too_large",
+            "attestation_invalid",
+            "ipfs_error",
+            "ipfs_api_error",
+            "ipfs_protocol_error",
+            "ipfs_unavailable",
+            *contract(*REGISTRATION_REFUSALS, *contract_errors),
+        ),
+    )
 
 _DIGEST_PATTERN = r"^0[xX][0-9a-fA-F]{64}$"
 _FETCH = "fetch_record_v1_records__record_id__get"
@@ -109,32 +143,7 @@ _RELAY_LINK: dict[str, Any] = {
             "links": UPLOADED_LINKS,
         },
         201: {"links": UPLOADED_LINKS},
-        **errors(
-            400,
-            401,
-            403,
-            409,
-            413,
-            422,
-            502,
-            503,
-            extra=(
-                "payload_too_large",
-                "attestation_invalid",
-                "ipfs_error",
-                "ipfs_api_error",
-                "ipfs_protocol_error",
-                "ipfs_unavailable",
-                *contract(
-                    "NotACentre",
-                    "ZeroPatient",
-                    "RecordExists",
-                    "InvalidCid",
-                    "CategoryNotListed",
-                    "ZeroCategory",
-                ),
-            ),
-        ),
+        **upload_errors(),
     },
 )
 def upload_record(

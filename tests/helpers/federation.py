@@ -112,3 +112,23 @@ def export_logs(fed: Federation, auditor: LocalAccount) -> list[dict[str, Any]]:
             r.raise_for_status()
             documents.append(r.json())
     return documents
+
+
+def release_without_consent(records: Any) -> Callable[..., Any]:
+    """A rogue member's decision: the real one, except that a refusal is turned into an allow
+    (logged as one). Install with ``monkeypatch.setattr(records, "_decide", ...)``."""
+    from gateway.services.fetch import _DecisionLog
+
+    real_decide = records._decide
+
+    def always_allow(principal: Any, rid_b: bytes, rid_hex: str, pat: Any, purpose: int) -> Any:
+        try:
+            return real_decide(principal, rid_b, rid_hex, pat, purpose)
+        except Exception:
+            block = records.chain.block_number()
+            answer = records.chain.access_decision_at(
+                pat, principal.address, rid_b, purpose, block=block
+            )
+            return block, answer, _DecisionLog(records, principal.address, pat, rid_hex, purpose)
+
+    return always_allow
