@@ -30,6 +30,9 @@ BENCHES: list[tuple[str, bool, list[str]]] = [
     ("revoke.py", True, ["--revokes", "50"]),
     ("upload.py", True, ["--uploads", "200"]),
     ("soak.py", True, ["--seconds", "20"]),
+    ("federation.py", False, ["--uploads", "40", "--seconds", "5"]),
+    ("custody.py", False, []),
+    ("index.py", False, []),
 ]
 
 #: The figures shown per benchmark in the table, with their goals.
@@ -44,6 +47,15 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
     "revoke": [("stale_allows", "0"), ("revoke_to_denied_p99_ms", "")],
     "upload": [("uploads_per_s", ">= 100")],
     "soak": [("errors", "0"), ("audit_exit_code", "0")],
+    "index": [
+        ("catch_up_events_per_s", ">= 50,000"),
+        ("index_to_raw_ratio", ">= 0.5"),
+        ("state_bytes_per_grant", "stated"),
+    ],
+    "federation": [
+        ("federation_2of3_fetches_per_s", "ratio to single in the same run"),
+        ("federation_2of3_uploads_per_s", "ratio to single in the same run"),
+    ],
 }
 
 
