@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger.devstack.services import free_port
+from ledger.devstack.services import free_port, free_ports
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import state_paths
 
@@ -45,10 +45,16 @@ class Stack:
 
 @contextlib.contextmanager
 def local_stack(
-    url: str | None, *, quiet: bool = True, gateway_env: dict[str, str] | None = None
+    url: str | None,
+    *,
+    quiet: bool = True,
+    gateway_env: dict[str, str] | None = None,
+    gateways: int = 1,
+    threshold: int = 0,
 ) -> Iterator[Stack]:
     """The stack at ``url`` (chain and IPFS URLs read from its /healthz), or a fresh one
-    (``gateway_env``: extra ``CONSENT_*`` / ``UVICORN_*`` variables for its gateway)."""
+    (``gateway_env``: extra ``CONSENT_*`` / ``UVICORN_*`` variables for its gateways;
+    ``gateways`` / ``threshold``: a federation, as ``consent up --gateways --threshold``)."""
     if url is not None:
         import httpx
 
@@ -63,11 +69,16 @@ def local_stack(
         )
         return
     with tempfile.TemporaryDirectory(prefix="consent-bench-") as d:
+        first = free_ports(gateways)
+        taken = range(first, first + gateways)
+        chain_port = free_port(avoid=taken)
         config = StackConfig(
             paths=state_paths(Path(d)),
-            chain_port=free_port(),
-            ipfs_port=free_port(),
-            gateway_port=free_port(),
+            chain_port=chain_port,
+            ipfs_port=free_port(avoid=[*taken, chain_port]),
+            gateway_port=first,
+            gateways=gateways,
+            threshold=threshold,
             gateway_env={**BENCH_GATEWAY_ENV, **(gateway_env or {})},
         )
         info = start_stack(config, say=(lambda _m: None) if quiet else print)
