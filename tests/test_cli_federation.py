@@ -176,3 +176,25 @@ def test_who_read_verifies_every_members_log(fed: Fed) -> None:
     assert len(released_by) >= 2  # the doctor's shares came from at least two gateways
     denials = [e for log in logs for e in log["entries"] if e["decision"] == "denied"]
     assert denials  # the doctor's first, refused read: every gateway asked logged it
+
+
+def test_admin_sets_the_federation_from_the_gateways_own_custody_keys(fed: Fed) -> None:
+    urls = [m.url for m in fed.info.members]
+    same = _run(fed, "admin", "set-federation", *urls, "--threshold", "2", "--json", who="admin")
+    assert same.exit_code == 0, same.output + same.stderr
+    assert json.loads(same.stdout)["changed"] is False
+    changed = _run(fed, "admin", "set-federation", *urls, "--threshold", "3", "--json", who="admin")
+    assert changed.exit_code == 0, changed.output + changed.stderr
+    body = json.loads(changed.stdout)
+    assert body["changed"] is True
+    assert body["threshold"] == 3
+    assert [m["custody_key"] for m in body["members"]] == [
+        "0x" + (m.custody_key or b"").hex() for m in fed.info.members
+    ]
+    status = json.loads(_run(fed, "status", "--json").stdout)["federation"]
+    assert status["threshold"] == 3
+    back = _run(fed, "admin", "set-federation", *urls, "--threshold", "2", who="admin")
+    assert back.exit_code == 0, back.output + back.stderr
+    bad = _run(fed, "admin", "set-federation", *urls, "--threshold", "4", who="admin")
+    assert bad.exit_code != 0
+    assert "--threshold must be 1 to 3" in bad.stderr
