@@ -412,6 +412,22 @@ async function recordsPage(): Promise<Child[]> {
       h('td', { 'data-label': t('records.centre') }, addr(r.centre)),
       h('td', { 'data-label': t('records.issued') }, fmtDay(r.issued_at)),
       h('td', { 'data-label': t('records.readers') }, who),
+      h(
+        'td',
+        { class: 'actions' },
+        state.localKey
+          ? h(
+              'button',
+              {
+                type: 'button',
+                'data-testid': 'open-record',
+                'aria-label': t('records.openLabel', { date: fmtDay(r.issued_at) }),
+                onclick: () => void openOwnRecord(r),
+              },
+              t('records.open'),
+            )
+          : null,
+      ),
     )
   })
   return [
@@ -429,11 +445,37 @@ async function recordsPage(): Promise<Child[]> {
           h('th', { scope: 'col' }, t('records.centre')),
           h('th', { scope: 'col' }, t('records.issued')),
           h('th', { scope: 'col' }, t('records.readers')),
+          h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, t('records.open'))),
         ),
       ),
       h('tbody', {}, ...rows),
     ),
+    state.localKey ? null : h('p', { class: 'fine', 'data-testid': 'open-needs-key' }, t('records.openWallet')),
   ]
+}
+
+/** Open one's own record under threshold custody (built-in key only: see custody/open.ts). */
+async function openOwnRecord(r: RecordPublic): Promise<void> {
+  if (state.busy || !state.localKey) return
+  state.busy = true
+  try {
+    const { openRecord } = await import('./custody/open')
+    const opened = await openRecord(state.config!, state.chain!, state.localKey, r.record_id, 'treatment', (step, params) =>
+      say('ok', t(step, params)),
+    )
+    const blob = new Blob([opened.document as BlobPart], { type: 'application/octet-stream' })
+    const url = URL.createObjectURL(blob)
+    const a = h('a', { href: url, download: `record-${r.record_id.slice(2, 10)}.bin` })
+    document.body.append(a)
+    a.click()
+    a.remove()
+    setTimeout(() => URL.revokeObjectURL(url), 10_000)
+    say('ok', opened.bad.length ? t('open.doneBad', { gateways: opened.bad.join(', ') }) : t('open.done', { n: opened.signIns }))
+  } catch (exc) {
+    sayError(exc)
+  } finally {
+    state.busy = false
+  }
 }
 
 // ----------------------------------------------------------------------------- relay
