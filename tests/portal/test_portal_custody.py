@@ -1,11 +1,13 @@
-"""Opening one's own record under threshold custody, in real Chromium, against a real 2-of-3
-federation: the portal (served by member 0) signs in to every member at the URL the chain
-lists, takes the manifest and ciphertext from one, a share from two, checks the manifest
-against the record id, each share against its commitment, combines them (npm slip39),
-decrypts (WebCrypto) and checks the digest against the chain. Attacks performed here: a member
-that releases a wrong share is named and the record still opens from the others; a member that
-serves a manifest the centre did not attest is passed over; a wallet user is told in one
-sentence that opening needs the built-in key; and no other origin is let through by CORS."""
+"""The centre's upload and opening one's own record under threshold custody, in real
+Chromium, against a real 2-of-3 federation. Opening: the portal (served by member 0) signs in
+to the members at the URLs the chain lists, takes the manifest and ciphertext from one and a
+share from two, checks the manifest against the record id and each share against its
+commitment, combines them (npm slip39), decrypts (WebCrypto) and checks the digest against the
+chain. Uploading: the browser encrypts and splits, the centre's wallet attests, and the record
+opens through the Python client. Attacks performed here: a member that releases a wrong share
+is named and the record still opens from the others; manifests the centre did not attest are
+passed over and nothing is opened; a wallet user is told in one sentence that opening needs the
+built-in key; no origin outside the federation is let through by CORS."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from ledger.client import Gateway
-from ledger.federation import upload_sealed
+from ledger.federation import fetch_federated, upload_sealed
 from ledger.protocol import custody
 from ledger.protocol.consent_types import category_id
 from tests.helpers.federation import Federation
@@ -187,3 +189,34 @@ def test_cors_lets_through_the_federation_members_origins_only(
         connect = next(d for d in csp.split("; ") if d.startswith("connect-src"))
         for i in range(3):
             assert fed.url(i).rstrip("/") in connect.split()
+
+
+def test_the_centre_uploads_from_the_browser_and_the_record_opens_with_the_client(
+    chromium: Any, portal_federation: Federation, portal_artifacts: Path
+) -> None:
+    fed = portal_federation
+    centre = fed.stacks[0].centre
+    patient = new_account()
+    data = b"LDL 2.9 mmol/L\n" + bytes(range(256)) * 64  # 16 KiB and a line
+    context, page, wallet = open_portal(chromium, fed.stacks[0], centre)
+    try:
+        sign_in(page)
+        go(page, "upload")
+        page.fill("#upload-patient", patient.address)
+        page.select_option("#upload-category", "laboratory")
+        page.set_input_files(
+            "#upload-file",
+            files=[{"name": "ldl.txt", "mimeType": "text/plain", "buffer": data}],
+        )
+        page.click("#upload-send")
+        done = message(page)
+        rid = str(page.locator("#status").get_attribute("data-record"))
+        assert done == f"Uploaded and registered on the chain as record {rid}."
+        assert page.locator("#upload-progress").evaluate("(e) => e.value") == 1
+        assert "eth_signTypedData_v4" in [method for method, _ in wallet.requests]
+        check_page(page, portal_artifacts, "centre-upload-desktop")
+    finally:
+        context.close()
+    opened = fetch_federated(patient, rid, registry=fed.registry, purpose="treatment")
+    assert opened.plaintext == data
+    assert opened.bad_gateways == []

@@ -82,7 +82,7 @@ const state: State = {
   busy: false,
   localKey: null,
 }
-const PAGES = ['records', 'grant', 'consents', 'who-read', 'auditor'] as const
+const PAGES = ['records', 'grant', 'consents', 'who-read', 'upload', 'auditor'] as const
 type Page = (typeof PAGES)[number]
 
 function page(): Page {
@@ -243,6 +243,7 @@ const headingOf = (p: Page): string =>
     grant: 'grant.heading',
     consents: 'consents.heading',
     'who-read': 'who.heading',
+    upload: 'upload.heading',
     auditor: 'audit.heading',
   })[p]
 
@@ -976,6 +977,63 @@ async function closeBreakGlass(o: BreakGlassOpening): Promise<void> {
   }
 }
 
+// ----------------------------------------------------------------------------- centre upload
+
+async function uploadPage(): Promise<Child[]> {
+  const bar = h('progress', { id: 'upload-progress', max: '1', value: '0', 'aria-label': t('upload.progress') }) as HTMLProgressElement
+  const form = h(
+    'form',
+    { novalidate: true },
+    h('div', { class: 'field' }, h('label', { for: 'upload-patient' }, t('upload.patient')),
+      h('input', { id: 'upload-patient', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: '0x…' })),
+    h('div', { class: 'field' }, h('label', { for: 'upload-category' }, t('grant.category')),
+      h('select', { id: 'upload-category' }, ...CATEGORIES.map((c) => h('option', { value: c, selected: c === 'laboratory' }, categoryName(c))))),
+    h('div', { class: 'field' }, h('label', { for: 'upload-file' }, t('upload.file')), h('input', { id: 'upload-file', type: 'file' })),
+    h('button', { type: 'submit', class: 'primary', id: 'upload-send' }, t('upload.send')),
+    bar,
+  ) as HTMLFormElement
+  form.addEventListener('submit', (e) => {
+    e.preventDefault()
+    void sendUpload(form, bar)
+  })
+  return [h('p', {}, t('upload.intro')), form]
+}
+
+async function sendUpload(form: HTMLFormElement, bar: HTMLProgressElement): Promise<void> {
+  if (state.busy) return
+  const patient = (form.querySelector('#upload-patient') as HTMLInputElement).value.trim()
+  const category = (form.querySelector('#upload-category') as HTMLSelectElement).value
+  const file = (form.querySelector('#upload-file') as HTMLInputElement).files?.[0]
+  if (!isAddress(patient, { strict: false })) return sayError(new PortalError('err.badPatient'))
+  if (!file) return sayError(new PortalError('err.noFile'))
+  state.busy = true
+  try {
+    say('ok', t('upload.sealing'))
+    await ensureChain(state.config!)
+    const { uploadSealed } = await import('./custody/upload')
+    const done = await uploadSealed({
+      config: state.config!,
+      chain: state.chain!,
+      centre: state.address!,
+      patient: getAddress(patient),
+      category: padHex(toHex(category), { dir: 'right', size: 32 }),
+      document: new Uint8Array(await file.arrayBuffer()),
+      filename: file.name,
+      sign: (data) => signTypedData(state.address!, data),
+      progress: (fraction) => {
+        bar.value = fraction
+        if (fraction < 1) say('ok', t('upload.sending', { percent: fmtNumber(Math.round(fraction * 100)) }))
+      },
+    })
+    say('ok', t('upload.done', { record: done.recordId }))
+    document.getElementById('status')?.setAttribute('data-record', done.recordId)
+  } catch (exc) {
+    sayError(exc)
+  } finally {
+    state.busy = false
+  }
+}
+
 // ----------------------------------------------------------------------------- auditor
 
 async function auditorPage(): Promise<Child[]> {
@@ -1037,6 +1095,7 @@ const PAGE_RENDERERS: Record<Page, () => Promise<Child[]>> = {
   grant: grantPage,
   consents: consentsPage,
   'who-read': whoReadPage,
+  upload: uploadPage,
   auditor: auditorPage,
 }
 
