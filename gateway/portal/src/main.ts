@@ -1,6 +1,8 @@
 // The patient portal: sign-in (SIWE with an injected wallet), my records and who can read
 // them, grant, one-tap revoke checked on the chain, who read my records with proofs verified
-// here, break-glass openings, consent receipts. No inline script, no CDN, no stored secrets.
+// here, break-glass openings, consent receipts; under threshold custody, opening one's own
+// record and a centre's upload (custody/, loaded on first use). No inline script, no CDN, no
+// stored secrets.
 import './style.css'
 import { getAddress, isAddress, padHex, toHex, type Hex } from 'viem'
 import {
