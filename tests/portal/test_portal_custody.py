@@ -6,8 +6,9 @@ commitment, combines them (npm slip39), decrypts (WebCrypto) and checks the dige
 chain. Uploading: the browser encrypts and splits, the centre's wallet attests, and the record
 opens through the Python client. Attacks performed here: a member that releases a wrong share
 is named and the record still opens from the others; manifests the centre did not attest are
-passed over and nothing is opened; a wallet user is told in one sentence that opening needs the
-built-in key; no origin outside the federation is let through by CORS."""
+passed over and nothing is opened; a grantee is refused until the patient grants; a wallet
+user is told in one sentence that opening needs the built-in key; no origin outside the
+federation is let through by CORS."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
+from web3.types import RPCEndpoint
 
 from ledger.client import Gateway
 from ledger.federation import fetch_federated, upload_sealed
 from ledger.protocol import custody
-from ledger.protocol.consent_types import category_id
+from ledger.protocol.consent_types import ScopeKind, category_id
 from tests.helpers.federation import Federation
 from tests.helpers.gateway import new_account
 from tests.helpers.portal import check_page, go, message, open_portal, sign_in
@@ -206,7 +208,7 @@ def test_the_centre_uploads_from_the_browser_and_the_record_opens_with_the_clien
         page.select_option("#upload-category", "laboratory")
         page.set_input_files(
             "#upload-file",
-            files=[{"name": "ldl.txt", "mimeType": "text/plain", "buffer": data}],
+            files=[FilePayload(name="ldl.txt", mimeType="text/plain", buffer=data)],
         )
         page.click("#upload-send")
         done = message(page)
@@ -220,3 +222,32 @@ def test_the_centre_uploads_from_the_browser_and_the_record_opens_with_the_clien
     opened = fetch_federated(patient, rid, registry=fed.registry, purpose="treatment")
     assert opened.plaintext == data
     assert opened.bad_gateways == []
+
+
+def test_a_grantee_opens_a_shared_record_only_once_consent_is_granted(
+    chromium: Any, portal_federation: Federation
+) -> None:
+    fed = portal_federation
+    patient = new_account()
+    data = b"INR 1.0"
+    rid = _upload(fed, patient.address, data)
+    context, page, _ = open_portal(chromium, fed.stacks[0], new_account())
+    try:
+        doctor = _built_in_key(page)
+        _records(page)
+        page.fill("#shared-record", rid)
+        page.click("#shared-open")
+        assert message(page, "error") == (
+            "You hold no consent for this record. Ask the patient to grant it."
+        )
+        fed.registry.reset_nonces()
+        fed.registry.w3.provider.make_request(
+            RPCEndpoint("anvil_setBalance"), [patient.address, hex(10**20)]
+        )
+        fed.registry.grant(patient, doctor, ScopeKind.CATEGORY, LAB, 1, 2**40)
+        with page.expect_download(timeout=60_000) as info:
+            page.click("#shared-open")
+        assert Path(info.value.path()).read_bytes() == data
+        assert message(page).startswith("Record opened: its digest matches the chain")
+    finally:
+        context.close()

@@ -394,7 +394,7 @@ async function recordsPage(): Promise<Child[]> {
   const [records, consents, head] = await Promise.all([loadRecords(), loadConsents(), chain.head()])
   const openings = await chain.breakGlass(state.address!)
   const open = openings.filter((o) => o.currentUntil > head.timestamp)
-  if (!records.length) return [h('p', {}, t('records.none'))]
+  if (!records.length) return [h('p', {}, t('records.none')), sharedWithMe()]
   const rows = records.map((r) => {
     const readers = consents.granted.filter((c) => covers(c, r))
     const who = h(
@@ -454,21 +454,49 @@ async function recordsPage(): Promise<Child[]> {
       h('tbody', {}, ...rows),
     ),
     state.localKey ? null : h('p', { class: 'fine', 'data-testid': 'open-needs-key' }, t('records.openWallet')),
+    sharedWithMe(),
   ]
 }
 
+/** A grantee's way in: a record id someone shared, opened for the purpose chosen here. */
+function sharedWithMe(): HTMLElement | null {
+  if (!state.localKey) return null
+  const form = h(
+    'form',
+    { novalidate: true, class: 'shared' },
+    h('h2', { id: 'shared-heading' }, t('shared.heading')),
+    h('div', { class: 'field' }, h('label', { for: 'shared-record' }, t('shared.record')),
+      h('input', { id: 'shared-record', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: '0x…' })),
+    h('div', { class: 'field' }, h('label', { for: 'shared-purpose' }, t('who.purpose')),
+      h('select', { id: 'shared-purpose' }, ...[0, 1, 2, 3, 4].map((p) => h('option', { value: String(p) }, purposeName(p))))),
+    h('button', { type: 'submit', id: 'shared-open' }, t('records.open')),
+  ) as HTMLFormElement
+  form.addEventListener('submit', (e) => {
+    e.preventDefault()
+    const id = (form.querySelector('#shared-record') as HTMLInputElement).value.trim()
+    const purpose = (form.querySelector('#shared-purpose') as HTMLSelectElement).value
+    if (!/^0x[0-9a-fA-F]{64}$/.test(id)) return sayError(new PortalError('err.badRecordId'))
+    void openRecordById(id as Hex, purpose)
+  })
+  return h('section', { 'aria-labelledby': 'shared-heading' }, form)
+}
+
 /** Open one's own record under threshold custody (built-in key only: see custody/open.ts). */
-async function openOwnRecord(r: RecordPublic): Promise<void> {
+function openOwnRecord(r: RecordPublic): Promise<void> {
+  return openRecordById(r.record_id, 'treatment')
+}
+
+async function openRecordById(recordId: Hex, purpose: string): Promise<void> {
   if (state.busy || !state.localKey) return
   state.busy = true
   try {
     const { openRecord } = await import('./custody/open')
-    const opened = await openRecord(state.config!, state.chain!, state.localKey, r.record_id, 'treatment', (step, params) =>
+    const opened = await openRecord(state.config!, state.chain!, state.localKey, recordId, purpose, (step, params) =>
       say('ok', t(step, params)),
     )
     const blob = new Blob([opened.document as BlobPart], { type: 'application/octet-stream' })
     const url = URL.createObjectURL(blob)
-    const a = h('a', { href: url, download: `record-${r.record_id.slice(2, 10)}.bin` })
+    const a = h('a', { href: url, download: `record-${recordId.slice(2, 10)}.bin` })
     document.body.append(a)
     a.click()
     a.remove()
