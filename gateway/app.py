@@ -38,6 +38,7 @@ from gateway.errors import (
     http_status_of,
 )
 from gateway.fastpath import FetchFastPath
+from gateway.federation_origins import FederationCors, FederationOrigins
 from gateway.ipfs import IpfsClient
 from gateway.limits import RateLimiter, RequestGuard
 from gateway.metrics import Metrics, MetricsMiddleware
@@ -419,7 +420,10 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(router)
     exact_integer_bounds(app)
-    mount_portal(app, settings)  # static pages at /portal/ (not in the API schema)
+    # The custody federation's origins, from the chain: their portals may call this API (CORS)
+    # and this gateway's portal may fetch from them (its CSP).
+    origins = FederationOrigins(lambda: app.state.gateway.records.federation())
+    mount_portal(app, settings, peers=origins)  # static pages at /portal/ (not in the API schema)
     app.add_middleware(
         FetchFastPath,
         auth=lambda: app.state.gateway.auth,
@@ -449,4 +453,5 @@ def create_app(
         + MAX_MANIFEST_BYTES
         + _MULTIPART_OVERHEAD,
     )
+    app.add_middleware(FederationCors, origins=origins)  # outermost: answers preflights first
     return app

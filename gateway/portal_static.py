@@ -4,8 +4,10 @@ The portal (``gateway/portal/``, an npm project built by ``make install`` into
 ``gateway/portal/dist``) is plain static files: HTML, one script bundle and one style sheet,
 no secrets, no CDN. Every answer under ``/portal`` carries a strict Content-Security-Policy:
 scripts, styles and images from this origin only (no inline script, no ``eval``), and
-``connect-src`` this origin plus the chain RPC URL the browser reads the chain at directly
-(``portal_chain_url``). A portal that was not built answers 503 with the command to run.
+``connect-src`` this origin, the chain RPC URL the browser reads the chain at directly
+(``portal_chain_url``) and the custody federation's members (``gateway.federation_origins``:
+a record is opened by asking each of them for its share). A portal that was not built answers
+503 with the command to run.
 
 ``/portal/config.json`` names the chain id, the registry address, its deployment block and that
 chain RPC URL, from the gateway's own settings. A served page trusts its server for its code:
@@ -16,6 +18,7 @@ portal checks the chain against, not a defence against its own server.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,9 +65,10 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def content_security_policy(chain_url: str | None) -> str:
-    """The portal's CSP: everything from this origin only, the chain RPC's origin for fetch."""
-    connect = "'self'" + (f" {_origin(chain_url)}" if chain_url else "")
+def content_security_policy(chain_url: str | None, peers: frozenset[str] = frozenset()) -> str:
+    """The portal's CSP: everything from this origin only; for fetch also the chain RPC's
+    origin and ``peers`` (the federation members' origins)."""
+    connect = " ".join(["'self'", *([_origin(chain_url)] if chain_url else []), *sorted(peers)])
     return "; ".join(
         (
             "default-src 'none'",
@@ -85,16 +89,18 @@ class _PortalFiles:
     """StaticFiles (gzip when asked) with the portal's security headers, or 503 while
     nothing is built."""
 
-    def __init__(self, directory: Path, headers: dict[str, str]) -> None:
+    def __init__(self, directory: Path, headers: Callable[[], dict[str, str]]) -> None:
         self.directory = directory
-        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.headers = headers
         files = StaticFiles(directory=directory, html=True, check_dir=False)
         self.files = GZipMiddleware(files, minimum_size=1024)  # the bundle: a third on the wire
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extra = [(k.lower().encode(), v.encode()) for k, v in self.headers().items()]
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.headers]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         if not (self.directory / "index.html").is_file():
@@ -104,16 +110,24 @@ class _PortalFiles:
         await self.files(scope, receive, with_headers)
 
 
-def mount_portal(app: FastAPI, settings: Settings) -> None:
-    """Serve the portal at ``/portal/`` and its config at ``/portal/config.json``."""
+def mount_portal(
+    app: FastAPI,
+    settings: Settings,
+    *,
+    peers: Callable[[], frozenset[str]] = frozenset,
+) -> None:
+    """Serve the portal at ``/portal/`` and its config at ``/portal/config.json``; ``peers``
+    gives the origins the portal may also fetch from (the federation's members)."""
     chain_url = portal_chain_url(settings)
-    headers = {
-        "Content-Security-Policy": content_security_policy(chain_url),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cross-Origin-Opener-Policy": "same-origin",
-        "Cache-Control": "no-cache",
-    }
+
+    def headers() -> dict[str, str]:
+        return {
+            "Content-Security-Policy": content_security_policy(chain_url, peers()),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cross-Origin-Opener-Policy": "same-origin",
+            "Cache-Control": "no-cache",
+        }
 
     @app.get("/portal", include_in_schema=False)
     def portal_root() -> RedirectResponse:
@@ -129,6 +143,6 @@ def mount_portal(app: FastAPI, settings: Settings) -> None:
             "siwe_domain": settings.siwe_domain,
             "siwe_uri": settings.siwe_uri,
         }
-        return JSONResponse(body, headers=headers)
+        return JSONResponse(body, headers=headers())
 
     app.mount("/portal", _PortalFiles(settings.portal_dir or DEFAULT_PORTAL_DIR, headers))

@@ -10,6 +10,9 @@ tests are done and the rest of the suite runs without it.
   ``gateway/portal/dist`` (built by ``make install``), with a small relay quota per patient so
   the quota's answer can be shown, checkpoints anchored within about a second, and
   ``PORTAL_AUDITOR`` listed as its auditor.
+- ``portal_federation``: a custody federation of three gateways (2-of-3, on a registry of its
+  own, ``tests.helpers.federation``), every member serving the built portal; the tests open the
+  portal at member 0, which signs in to all three.
 - ``portal_artifacts``: where the tests save screenshots (``$CONSENT_TEST_ARTIFACTS``, default
   ``build/test-artifacts/portal``).
 """
@@ -28,6 +31,7 @@ from web3 import Web3
 from ledger.chain.deployment import Deployment
 from ledger.chain.registry import ConsentRegistry
 from ledger.paths import PROJECT_ROOT
+from tests.helpers.federation import Federation, close_federation, start_federation
 from tests.helpers.gateway import Stack, build_stack, close_stack, funded_account
 from tests.helpers.portal import CHROMIUM, PORTAL_AUDITOR, PORTAL_DIST, PORTAL_QUOTA
 
@@ -85,6 +89,33 @@ def portal_stack(
         yield stack
     finally:
         close_stack(stack)
+
+
+@pytest.fixture(scope="package")
+def portal_federation(
+    tmp_path_factory: pytest.TempPathFactory,
+    anvil: Any,
+    w3: Web3,
+    ipfs_node: Any,
+    service_dir: Path,
+) -> Iterator[Federation]:
+    if not (PORTAL_DIST / "index.html").is_file():
+        pytest.fail(
+            f"the portal is not built ({PORTAL_DIST} has no index.html): run `make install`"
+        )
+    federation = start_federation(
+        home=lambda i: tmp_path_factory.mktemp(f"portal-member{i}"),
+        w3=w3,
+        chain_url=anvil.url,
+        ipfs_url=ipfs_node.url,
+        service_dir=service_dir,
+        portal_dir=PORTAL_DIST,
+        checkpoint_every=1,
+    )
+    try:
+        yield federation
+    finally:
+        close_federation(federation)
 
 
 @pytest.fixture(scope="package")

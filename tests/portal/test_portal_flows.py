@@ -239,6 +239,7 @@ def test_zh_cn_at_phone_size_every_page_accessible(
         for route, name in (
             ("grant", "授权访问"),
             ("consents", "我的授权"),
+            ("upload", "为患者上传结果"),
             ("who-read", "谁查看了我的记录"),
         ):
             go(page, route)

@@ -50,6 +50,40 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
   return parsed as T
 }
 
+/** A multipart upload with progress (XMLHttpRequest: fetch reports no upload progress). */
+export function upload<T>(path: string, form: FormData, progress: (fraction: number) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest()
+    xhr.open('POST', path)
+    xhr.setRequestHeader('Accept', 'application/json')
+    if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`)
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) progress(e.loaded / e.total)
+    }
+    xhr.onerror = () => reject(new PortalError('err.gatewayDown', {}, 'gateway_unreachable'))
+    xhr.onload = () => {
+      let parsed: unknown = null
+      try {
+        parsed = JSON.parse(xhr.responseText)
+      } catch {
+        parsed = null
+      }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        progress(1)
+        resolve(parsed as T)
+        return
+      }
+      const error = fromGateway(xhr.status, parsed, xhr.getResponseHeader('Retry-After'))
+      if (error.key === 'err.session') {
+        token = null
+        onSessionEnd()
+      }
+      reject(error)
+    }
+    xhr.send(form)
+  })
+}
+
 export interface Config {
   chain_id: number
   registry: `0x${string}`

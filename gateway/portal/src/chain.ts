@@ -23,6 +23,8 @@ export const REGISTRY_ABI = parseAbi([
   'function breakGlassUntil(address patient, address institution) view returns (uint64)',
   'function breakGlassReopensAt(address patient, address institution) view returns (uint64)',
   'function closeBreakGlass(address patient, address institution)',
+  'function federation() view returns (uint8 threshold, bytes32 custodySet, address[] gateways, bytes[] custodyKeys, string[] urls)',
+  'function recordOf(bytes32 recordId) view returns ((address patient, uint64 issuedAt, address centre, bytes32 category, bytes32 contentDigest))',
   'event BreakGlassOpened(address indexed patient, address indexed institution, uint64 until, bytes32 reasonHash)',
   'event RoleGranted(bytes32 indexed role, address indexed account, address indexed sender)',
 ])
@@ -35,6 +37,8 @@ type ViewName =
   | 'guardianOf'
   | 'breakGlassUntil'
   | 'breakGlassReopensAt'
+  | 'federation'
+  | 'recordOf'
 
 interface RpcBlock {
   number: Hex
@@ -187,6 +191,26 @@ export class Chain {
     return out
   }
 
+  /** The custody federation in force (threshold, members, custody keys, URLs). */
+  async custodyFederation(): Promise<CustodyFederation> {
+    const [threshold, custodySet, gateways, custodyKeys, urls] = (await this.view('federation', [])) as [
+      number, Hex, readonly Hex[], readonly Hex[], readonly string[],
+    ]
+    return {
+      threshold: Number(threshold),
+      custodySet,
+      members: gateways.map((gateway, i) => ({ gateway, custodyKey: custodyKeys[i], url: urls[i] })),
+    }
+  }
+
+  /** A registered record's fields, as the chain holds them (patient is zero when unknown). */
+  async recordOf(recordId: Hex): Promise<ChainRecord> {
+    const r = (await this.view('recordOf', [recordId])) as {
+      patient: Hex; issuedAt: bigint; centre: Hex; category: Hex; contentDigest: Hex
+    }
+    return { patient: r.patient, issuedAt: Number(r.issuedAt), centre: r.centre, category: r.category, contentDigest: r.contentDigest }
+  }
+
   closeBreakGlassData(patient: Hex, institution: Hex): Hex {
     return encodeFunctionData({ abi: REGISTRY_ABI, functionName: 'closeBreakGlass', args: [patient, institution] })
   }
@@ -209,4 +233,18 @@ export interface BreakGlassOpening {
   currentUntil: number
   reasonHash: Hex
   block: number
+}
+
+export interface CustodyFederation {
+  threshold: number
+  custodySet: Hex
+  members: { gateway: Hex; custodyKey: Hex; url: string }[]
+}
+
+export interface ChainRecord {
+  patient: Hex
+  issuedAt: number
+  centre: Hex
+  category: Hex
+  contentDigest: Hex
 }

@@ -56,6 +56,13 @@ export class LocalKey {
     }
   }
 
+  /** Open an ECIES (eciesjs/eciespy format) box sealed to this key: a custody share re-sealed
+   * to the SIWE-recovered key of the session. The private key never leaves this object. */
+  async unseal(sealed: Uint8Array): Promise<Uint8Array> {
+    const { decrypt } = await import('eciesjs')
+    return Uint8Array.from(decrypt(this.privateKey.slice(2), sealed))
+  }
+
   /** An Ethereum keyfile (v3, pbkdf2) encrypted with the same passphrase. */
   async keyfile(): Promise<Record<string, unknown>> {
     const salt = crypto.getRandomValues(new Uint8Array(32))

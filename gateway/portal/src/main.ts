@@ -1,6 +1,8 @@
 // The patient portal: sign-in (SIWE with an injected wallet), my records and who can read
 // them, grant, one-tap revoke checked on the chain, who read my records with proofs verified
-// here, break-glass openings, consent receipts. No inline script, no CDN, no stored secrets.
+// here, break-glass openings, consent receipts; under threshold custody, opening one's own
+// record and a centre's upload (custody/, loaded on first use). No inline script, no CDN, no
+// stored secrets.
 import './style.css'
 import { getAddress, isAddress, padHex, toHex, type Hex } from 'viem'
 import {
@@ -82,7 +84,7 @@ const state: State = {
   busy: false,
   localKey: null,
 }
-const PAGES = ['records', 'grant', 'consents', 'who-read', 'auditor'] as const
+const PAGES = ['records', 'grant', 'consents', 'who-read', 'upload', 'auditor'] as const
 type Page = (typeof PAGES)[number]
 
 function page(): Page {
@@ -243,6 +245,7 @@ const headingOf = (p: Page): string =>
     grant: 'grant.heading',
     consents: 'consents.heading',
     'who-read': 'who.heading',
+    upload: 'upload.heading',
     auditor: 'audit.heading',
   })[p]
 
@@ -391,7 +394,7 @@ async function recordsPage(): Promise<Child[]> {
   const [records, consents, head] = await Promise.all([loadRecords(), loadConsents(), chain.head()])
   const openings = await chain.breakGlass(state.address!)
   const open = openings.filter((o) => o.currentUntil > head.timestamp)
-  if (!records.length) return [h('p', {}, t('records.none'))]
+  if (!records.length) return [h('p', {}, t('records.none')), sharedWithMe()]
   const rows = records.map((r) => {
     const readers = consents.granted.filter((c) => covers(c, r))
     const who = h(
@@ -412,6 +415,22 @@ async function recordsPage(): Promise<Child[]> {
       h('td', { 'data-label': t('records.centre') }, addr(r.centre)),
       h('td', { 'data-label': t('records.issued') }, fmtDay(r.issued_at)),
       h('td', { 'data-label': t('records.readers') }, who),
+      h(
+        'td',
+        { class: 'actions' },
+        state.localKey
+          ? h(
+              'button',
+              {
+                type: 'button',
+                'data-testid': 'open-record',
+                'aria-label': t('records.openLabel', { date: fmtDay(r.issued_at) }),
+                onclick: () => void openOwnRecord(r),
+              },
+              t('records.open'),
+            )
+          : null,
+      ),
     )
   })
   return [
@@ -429,11 +448,65 @@ async function recordsPage(): Promise<Child[]> {
           h('th', { scope: 'col' }, t('records.centre')),
           h('th', { scope: 'col' }, t('records.issued')),
           h('th', { scope: 'col' }, t('records.readers')),
+          h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, t('records.open'))),
         ),
       ),
       h('tbody', {}, ...rows),
     ),
+    state.localKey ? null : h('p', { class: 'fine', 'data-testid': 'open-needs-key' }, t('records.openWallet')),
+    sharedWithMe(),
   ]
+}
+
+/** A grantee's way in: a record id someone shared, opened for the purpose chosen here. */
+function sharedWithMe(): HTMLElement | null {
+  if (!state.localKey) return null
+  const form = h(
+    'form',
+    { novalidate: true, class: 'shared' },
+    h('h2', { id: 'shared-heading' }, t('shared.heading')),
+    h('div', { class: 'field' }, h('label', { for: 'shared-record' }, t('shared.record')),
+      h('input', { id: 'shared-record', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: '0x…' })),
+    h('div', { class: 'field' }, h('label', { for: 'shared-purpose' }, t('who.purpose')),
+      h('select', { id: 'shared-purpose' }, ...[0, 1, 2, 3, 4].map((p) => h('option', { value: String(p) }, purposeName(p))))),
+    h('button', { type: 'submit', id: 'shared-open' }, t('records.open')),
+  ) as HTMLFormElement
+  form.addEventListener('submit', (e) => {
+    e.preventDefault()
+    const id = (form.querySelector('#shared-record') as HTMLInputElement).value.trim()
+    const purpose = (form.querySelector('#shared-purpose') as HTMLSelectElement).value
+    if (!/^0x[0-9a-fA-F]{64}$/.test(id)) return sayError(new PortalError('err.badRecordId'))
+    void openRecordById(id as Hex, purpose)
+  })
+  return h('section', { 'aria-labelledby': 'shared-heading' }, form)
+}
+
+/** Open one's own record under threshold custody (built-in key only: see custody/open.ts). */
+function openOwnRecord(r: RecordPublic): Promise<void> {
+  return openRecordById(r.record_id, 'treatment')
+}
+
+async function openRecordById(recordId: Hex, purpose: string): Promise<void> {
+  if (state.busy || !state.localKey) return
+  state.busy = true
+  try {
+    const { openRecord } = await import('./custody/open')
+    const opened = await openRecord(state.config!, state.chain!, state.localKey, recordId, purpose, (step, params) =>
+      say('ok', t(step, params)),
+    )
+    const blob = new Blob([opened.document as BlobPart], { type: 'application/octet-stream' })
+    const url = URL.createObjectURL(blob)
+    const a = h('a', { href: url, download: `record-${recordId.slice(2, 10)}.bin` })
+    document.body.append(a)
+    a.click()
+    a.remove()
+    setTimeout(() => URL.revokeObjectURL(url), 10_000)
+    say('ok', opened.bad.length ? t('open.doneBad', { gateways: opened.bad.join(', ') }) : t('open.done', { n: opened.signIns }))
+  } catch (exc) {
+    sayError(exc)
+  } finally {
+    state.busy = false
+  }
 }
 
 // ----------------------------------------------------------------------------- relay
@@ -934,6 +1007,63 @@ async function closeBreakGlass(o: BreakGlassOpening): Promise<void> {
   }
 }
 
+// ----------------------------------------------------------------------------- centre upload
+
+async function uploadPage(): Promise<Child[]> {
+  const bar = h('progress', { id: 'upload-progress', max: '1', value: '0', 'aria-label': t('upload.progress') }) as HTMLProgressElement
+  const form = h(
+    'form',
+    { novalidate: true },
+    h('div', { class: 'field' }, h('label', { for: 'upload-patient' }, t('upload.patient')),
+      h('input', { id: 'upload-patient', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: '0x…' })),
+    h('div', { class: 'field' }, h('label', { for: 'upload-category' }, t('grant.category')),
+      h('select', { id: 'upload-category' }, ...CATEGORIES.map((c) => h('option', { value: c, selected: c === 'laboratory' }, categoryName(c))))),
+    h('div', { class: 'field' }, h('label', { for: 'upload-file' }, t('upload.file')), h('input', { id: 'upload-file', type: 'file' })),
+    h('button', { type: 'submit', class: 'primary', id: 'upload-send' }, t('upload.send')),
+    bar,
+  ) as HTMLFormElement
+  form.addEventListener('submit', (e) => {
+    e.preventDefault()
+    void sendUpload(form, bar)
+  })
+  return [h('p', {}, t('upload.intro')), form]
+}
+
+async function sendUpload(form: HTMLFormElement, bar: HTMLProgressElement): Promise<void> {
+  if (state.busy) return
+  const patient = (form.querySelector('#upload-patient') as HTMLInputElement).value.trim()
+  const category = (form.querySelector('#upload-category') as HTMLSelectElement).value
+  const file = (form.querySelector('#upload-file') as HTMLInputElement).files?.[0]
+  if (!isAddress(patient, { strict: false })) return sayError(new PortalError('err.badPatient'))
+  if (!file) return sayError(new PortalError('err.noFile'))
+  state.busy = true
+  try {
+    say('ok', t('upload.sealing'))
+    await ensureChain(state.config!)
+    const { uploadSealed } = await import('./custody/upload')
+    const done = await uploadSealed({
+      config: state.config!,
+      chain: state.chain!,
+      centre: state.address!,
+      patient: getAddress(patient),
+      category: padHex(toHex(category), { dir: 'right', size: 32 }),
+      document: new Uint8Array(await file.arrayBuffer()),
+      filename: file.name,
+      sign: (data) => signTypedData(state.address!, data),
+      progress: (fraction) => {
+        bar.value = fraction
+        if (fraction < 1) say('ok', t('upload.sending', { percent: fmtNumber(Math.round(fraction * 100)) }))
+      },
+    })
+    say('ok', t('upload.done', { record: done.recordId }))
+    document.getElementById('status')?.setAttribute('data-record', done.recordId)
+  } catch (exc) {
+    sayError(exc)
+  } finally {
+    state.busy = false
+  }
+}
+
 // ----------------------------------------------------------------------------- auditor
 
 async function auditorPage(): Promise<Child[]> {
@@ -995,6 +1125,7 @@ const PAGE_RENDERERS: Record<Page, () => Promise<Child[]>> = {
   grant: grantPage,
   consents: consentsPage,
   'who-read': whoReadPage,
+  upload: uploadPage,
   auditor: auditorPage,
 }
 
