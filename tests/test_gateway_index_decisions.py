@@ -195,6 +195,8 @@ def test_index_decisions_make_no_eth_call_and_chain_decisions_one_each(
             assert stack.state.records.decisions is None
     finally:
         close_stack(stack)
+    # the index's snapshot is written at shutdown (resumed from once the chain confirms it)
+    assert (stack.home / "consent-index.json").exists() == (source == "index")
 
 
 def test_a_node_that_drops_the_revoke_log_fails_the_gateway_closed(

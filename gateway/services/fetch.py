@@ -159,10 +159,10 @@ class RecordFetches(RecordStore):
     ) -> tuple[int, AccessDecision, _DecisionLog]:
         """The chain's decision at the latest block, logged when it is not an allow (the caller
         logs the allow once what it releases is ready): ``(block, answer, decide)``."""
-        decide = _DecisionLog(self, principal.address, patient, rid_hex, purpose)
         decisions = self.decisions
         if decisions is not None:
             return self._decide_on_index(decisions, principal, rid, rid_hex, patient, purpose)
+        decide = _DecisionLog(self, principal.address, patient, rid_hex, purpose)
         try:
             block = self.chain.block_number()
             # One eth_call answers the question and names the state it was answered on (event
