@@ -49,6 +49,7 @@ from gateway.services.auth import AuthService
 from gateway.services.chain import ChainAccess
 from gateway.services.consents import ConsentDirectory
 from gateway.services.custody import CIPHERTEXT_OVERHEAD, MAX_MANIFEST_BYTES
+from gateway.services.decisions import IndexDecisions
 from gateway.services.records import RecordService
 from gateway.services.relay import ConsentRelay, RelayLedger, RelayPolicy
 from gateway.settings import Settings, get_settings
@@ -310,6 +311,16 @@ def _build_state(settings: Settings, metrics: Metrics) -> GatewayState:
         max_head_age_s=settings.max_head_age_s,
     )
     records.custody_key = settings.custody_key_bytes
+    if settings.decision_source == "index":
+        # Opened lazily (see gateway.services.decisions): nothing here touches the chain.
+        records.decisions = IndexDecisions(
+            chain.rpc_client,
+            url=settings.chain_url,
+            address=settings.registry(),
+            start_block=settings.deployment_block(),
+            snapshot_path=settings.home / "consent-index.json",
+            max_head_age_s=settings.max_head_age_s,
+        )
     return GatewayState(
         engine=engine,
         chain=chain,
@@ -401,12 +412,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _recover_uploads(state, settings)
+        decisions = state.records.decisions
+        if decisions is not None:
+            decisions.start_warm_up()  # catch up before the first request, if the chain answers
         if settings.anchor_enabled:
             state.anchorer.start()
         try:
             yield
         finally:
             state.anchorer.stop()
+            if decisions is not None:
+                decisions.close()
             state.ipfs_http.close()
             state.chain.close()
             state.engine.dispose()

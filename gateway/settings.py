@@ -32,7 +32,7 @@ import os
 import stat
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from eth_typing import ChecksumAddress
@@ -272,6 +272,13 @@ class Settings(BaseSettings):
         "chain_stale). Off (unset) for an automining local chain, whose head only moves "
         "when a transaction arrives; for a chain with a fixed block time, a few block times "
         "plus propagation (e.g. 12 s blocks: 60).",
+    )
+    decision_source: Literal["index", "chain"] = Field(
+        default="index",
+        description="Where fetch decisions come from: the verified consent index (logs checked "
+        "against the registry's event digest block by block, snapshot <home>/consent-index.json; "
+        "one head observation shared by concurrent requests, no eth_call per decision), or one "
+        "eth_call of accessDecision per decision.",
     )
     auth_rate_per_minute: float = Field(
         default=120.0,

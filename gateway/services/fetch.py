@@ -1,5 +1,12 @@
 """Consent-checked fetch of a record. Fail-closed rules (see DESIGN.md, threat model):
 
+- With ``decision_source = "index"`` (the default) the decision comes from the verified
+  consent index (:mod:`gateway.services.decisions`): taken at an index position no older than
+  a chain head observed after the request arrived, and named by that position (block, event
+  count, chain time) in the response and the leaf; a head older than ``max_head_age_s`` is
+  ``chain_stale``, an index that refuses to serve (the node's logs contradict the event
+  digest) or cannot catch up is ``chain_unavailable``. The rest of this list is the
+  ``"chain"`` source.
 - A fetch reads the latest block number first and asks ``accessDecision`` *at that block*; the
   block is named in the response and in the access-log leaf, together with the ledger position
   the node actually evaluated (the event digest's count and ``block.timestamp``, returned by the
@@ -42,13 +49,14 @@ from gateway.errors import (
 )
 from gateway.ipfs import IpfsError, IpfsUnavailable, verify_cid
 from gateway.services.auth import Principal
+from gateway.services.decisions import IndexDecisions, StaleHead
 from gateway.services.rows import RecordStore, parse_record_id
 from gateway.storage.engine import db_guard
 from gateway.storage.tables import Record
 from ledger.chain.registry import AccessDecision
 from ledger.protocol import envelope as env
 from ledger.protocol.access_leaf import Decision
-from ledger.protocol.consent_types import Purpose
+from ledger.protocol.consent_types import Basis, Purpose
 
 __all__ = ["RecordFetches", "parse_purpose"]
 
@@ -75,6 +83,10 @@ def parse_purpose(value: str | int) -> int:
 
 class RecordFetches(RecordStore):
     """Consent-checked fetch, with the access log written for every decision."""
+
+    #: Decisions from the verified consent index (``decision_source = "index"``); ``None``:
+    #: one ``eth_blockNumber`` and one ``eth_call`` of ``accessDecision`` per decision.
+    decisions: IndexDecisions | None = None
 
     def fetch_json(self, principal: Principal, record_id: str, purpose: int) -> bytes:
         """The record's envelope for ``principal`` as JSON (the API's response body), if the
@@ -147,6 +159,9 @@ class RecordFetches(RecordStore):
     ) -> tuple[int, AccessDecision, _DecisionLog]:
         """The chain's decision at the latest block, logged when it is not an allow (the caller
         logs the allow once what it releases is ready): ``(block, answer, decide)``."""
+        decisions = self.decisions
+        if decisions is not None:
+            return self._decide_on_index(decisions, principal, rid, rid_hex, patient, purpose)
         decide = _DecisionLog(self, principal.address, patient, rid_hex, purpose)
         try:
             block = self.chain.block_number()
@@ -177,6 +192,57 @@ class RecordFetches(RecordStore):
                 raise ChainStale(
                     block=block, chain_time=answer.timestamp, age_s=age, max_head_age_s=limit
                 )
+        if not answer.allowed:
+            decide(False, "no_consent", block, answer)
+            raise ConsentDenied(
+                requester=principal.address,
+                patient=patient,
+                record_id=rid_hex,
+                purpose=purpose,
+                block=block,
+                event_count=answer.event_count,
+                chain_time=answer.timestamp,
+            )
+        return block, answer, decide
+
+    def _decide_on_index(
+        self,
+        decisions: IndexDecisions,
+        principal: Principal,
+        rid: bytes,
+        rid_hex: str,
+        patient: ChecksumAddress,
+        purpose: int,
+    ) -> tuple[int, AccessDecision, _DecisionLog]:
+        """``_decide`` on the verified consent index: the decision names the index position it
+        was taken at (block, event count, chain time), no older than a head observed after the
+        request arrived; a stale head is ``chain_stale``, any other failure
+        ``chain_unavailable``."""
+        decide = _DecisionLog(self, principal.address, patient, rid_hex, purpose)
+        try:
+            answer = decisions.access_decision(patient, principal.address, rid, purpose)
+        except StaleHead as exc:
+            self.metrics.chain_errors.inc()
+            # the index caught up to the stale head before judging it: the leaf names it
+            stale = (
+                AccessDecision(Basis.NONE, 0, exc.event_count, exc.block, exc.chain_time)
+                if exc.event_count is not None
+                else None
+            )
+            decide(False, "chain_stale", exc.block, stale)
+            log.warning(
+                "stale chain view: head %d chain time %d is %.0f s old (limit %g s)",
+                exc.block,
+                exc.chain_time,
+                exc.age_s,
+                exc.max_head_age_s,
+            )
+            raise
+        except ChainUnavailable:
+            self.metrics.chain_errors.inc()
+            decide(False, "chain_unavailable", None)
+            raise
+        block = answer.block_number
         if not answer.allowed:
             decide(False, "no_consent", block, answer)
             raise ConsentDenied(

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,6 +89,7 @@ __all__ = ["AccountConsents", "BlockRef", "ConsentIndex", "IndexPosition", "Inde
 log = logging.getLogger("ledger.index")
 
 T = TypeVar("T")
+_Fetched = tuple[list[RawLog], int]  # a range's logs and how many came back removed
 
 
 @dataclass
@@ -100,6 +102,10 @@ class _Applied:
     digest: DigestState
     journal: list[UndoEntry] | None
     timestamp: int | None = None
+
+
+class _HeadRace(Exception):
+    """The head's digest is ahead of its logs, the block before it agrees (see sync)."""
 
 
 class _Reorganised(Exception):
@@ -119,6 +125,15 @@ class _Block:
     hash: str
     logs: list[RawLog] = field(default_factory=list)
     digest: DigestState | None = None
+
+
+def _their_digest(number: int, answer: Any) -> DigestState:
+    try:
+        return parse_event_digest(bytes.fromhex(str(answer)[2:]))
+    except ValueError:
+        raise ConsentIndexError(
+            f"eventDigest() at block {number} answered {str(answer)[:80]}"
+        ) from None
 
 
 @lru_cache(maxsize=65536)
@@ -148,6 +163,7 @@ class ConsentIndex:
         self.rpc = rpc
         self.address: ChecksumAddress = to_checksum_address(address)
         self._address_lower = self.address.lower()
+        self._digest_query = {"to": self.address, "data": EVENT_DIGEST_SELECTOR}
         self.start_block = start_block
         self.decoder = decoder or EventDecoder(registry_event_abi(registry_abi()))
         self.max_reorg_depth = max_reorg_depth
@@ -275,13 +291,19 @@ class ConsentIndex:
             with gc_paused():
                 if self._position is None:
                     self._start()
-                mismatches = 0
-                for _ in range(self.max_attempts):
+                mismatches = races = attempts = 0
+                while attempts < self.max_attempts:
+                    attempts += 1
                     try:
                         self._sync_to(head)
                         break
                     except _Reorganised:
                         self.stats.reorgs_seen += 1
+                    except _HeadRace:  # no verdict (a lie in the head block is caught once
+                        self.stats.head_races += 1  # a block follows): a few ms each, bounded
+                        races += 1
+                        attempts -= races <= 8 * self.max_attempts
+                        time.sleep(0.001 * min(races, 8))
                     except _Mismatch as exc:
                         # Once may be a reorganisation between the calls; twice is a lie.
                         mismatches += 1
@@ -361,7 +383,7 @@ class ConsentIndex:
                     fetched = self._fetch(start, end)
                 ahead = None
                 self._adapt(end - start + 1, len(fetched[0]))
-                blocks = self._verify(position, target, fetched)
+                blocks = self._verify(position, target, fetched, at_head=end == head.number)
                 if end < head.number:  # fetched while this range is decoded and folded
                     pool = pool or ThreadPoolExecutor(1, thread_name_prefix="index-logs")
                     following = min(head.number, end + self._range)
@@ -394,7 +416,7 @@ class ConsentIndex:
             self._range = min(self.range_blocks, max(self._range, blocks) * 2)
 
     def _verify(
-        self, position: IndexPosition, end: BlockRef, fetched: tuple[list[RawLog], int]
+        self, position: IndexPosition, end: BlockRef, fetched: _Fetched, *, at_head: bool = False
     ) -> list[_Block]:
         """The range's blocks, each proven against ``eventDigest()`` at its hash."""
         logs, removed = fetched
@@ -402,8 +424,30 @@ class ConsentIndex:
         if removed:
             raise _Reorganised
         blocks = self._blocks(logs, position.block_number + 1, end)
-        self._check_digests(blocks, position.digest, end)
+        try:
+            self._check_digests(blocks, position.digest, end)
+        except _Mismatch as exc:
+            if at_head and exc.block == end.number and exc.theirs.count > exc.ours.count:
+                self._head_race_or_lie(exc, blocks, position)
+            raise
         return blocks
+
+    def _head_race_or_lie(self, exc: _Mismatch, blocks: list[_Block], at: IndexPosition) -> None:
+        """The head's digest is ahead of its logs: anvil answers a call pinned to the head on
+        the state of the block being mined, so this alone proves nothing. The block before the
+        head is out of that race's reach: ``_HeadRace`` when the chain's digest there is ours,
+        else return (a lie below the head)."""
+        before, ours = exc.block - 1, at.digest
+        ours = next((b.digest for b in reversed(blocks) if b.number <= before and b.digest), ours)
+        if before > at.block_number:
+            pinned = {"blockHash": self._header(before)["hash"], "requireCanonical": True}
+            try:
+                answer = self.rpc.call("eth_call", [self._digest_query, pinned])
+            except RpcError:
+                raise _Reorganised from None
+            if _their_digest(before, answer) != ours:
+                return
+        raise _HeadRace
 
     def _apply(self, blocks: list[_Block], end: BlockRef, head: int) -> None:
         """Fold the verified blocks into the state; the position moves to ``end``."""
@@ -471,7 +515,7 @@ class ConsentIndex:
                 head = hasher(join((head, *entry.topics, entry.data)))[:24]
             count += len(block.logs)
             block.digest = DigestState(head, count)
-        query = {"to": self.address, "data": EVENT_DIGEST_SELECTOR}
+        query = self._digest_query
         calls = [
             ("eth_call", [query, {"blockHash": block.hash, "requireCanonical": True}])
             for block in blocks
@@ -484,12 +528,7 @@ class ConsentIndex:
             raise _Reorganised from None  # a pinned block is gone (or was never canonical)
         self.stats.digest_checks += len(calls)
         for block, answer in zip(blocks, answers, strict=True):
-            try:
-                theirs = parse_event_digest(bytes.fromhex(str(answer)[2:]))
-            except ValueError:
-                raise ConsentIndexError(
-                    f"eventDigest() at block {block.number} answered {str(answer)[:80]}"
-                ) from None
+            theirs = _their_digest(block.number, answer)
             if theirs != block.digest:
                 assert block.digest is not None
                 raise _Mismatch(block.number, block.digest, theirs)

@@ -95,3 +95,4 @@ class IndexStats:
     blocks_rolled_back: int = 0
     reorgs_seen: int = 0
     snapshots_written: int = 0
+    head_races: int = 0  # digest checks at the head answered on the next block's state
