@@ -93,8 +93,16 @@ class StackInfo:
         return [*(m.process for m in reversed(self.members)), self.ipfs.process, self.anvil.process]
 
     def stop(self) -> None:
+        """Stop every process, newest first; one that fails to stop does not keep the others
+        running (the first failure is raised once all were asked)."""
+        failure: BaseException | None = None
         for proc in self.processes():
-            proc.stop()
+            try:
+                proc.stop()
+            except BaseException as exc:  # re-raised below, once every process was asked
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 def ensure_kek(path: Path) -> Path:
