@@ -192,17 +192,7 @@ class RecordFetches(RecordStore):
                 raise ChainStale(
                     block=block, chain_time=answer.timestamp, age_s=age, max_head_age_s=limit
                 )
-        if not answer.allowed:
-            decide(False, "no_consent", block, answer)
-            raise ConsentDenied(
-                requester=principal.address,
-                patient=patient,
-                record_id=rid_hex,
-                purpose=purpose,
-                block=block,
-                event_count=answer.event_count,
-                chain_time=answer.timestamp,
-            )
+        _deny_unless_allowed(decide, answer, block, principal, patient, rid_hex, purpose)
         return block, answer, decide
 
     def _decide_on_index(
@@ -243,17 +233,7 @@ class RecordFetches(RecordStore):
             decide(False, "chain_unavailable", None)
             raise
         block = answer.block_number
-        if not answer.allowed:
-            decide(False, "no_consent", block, answer)
-            raise ConsentDenied(
-                requester=principal.address,
-                patient=patient,
-                record_id=rid_hex,
-                purpose=purpose,
-                block=block,
-                event_count=answer.event_count,
-                chain_time=answer.timestamp,
-            )
+        _deny_unless_allowed(decide, answer, block, principal, patient, rid_hex, purpose)
         return block, answer, decide
 
     def _verified_blob(self, row: Record, rid: bytes) -> tuple[bytes, bytes, bool]:
@@ -282,6 +262,29 @@ class RecordFetches(RecordStore):
             raise BlobTampered(record_id=row.record_id, cid=cid, reason="content digest mismatch")
         self._blob_cache.put(cid, blob)
         return blob, data_key, False
+
+
+def _deny_unless_allowed(
+    decide: _DecisionLog,
+    answer: AccessDecision,
+    block: int,
+    principal: Principal,
+    patient: ChecksumAddress,
+    rid_hex: str,
+    purpose: int,
+) -> None:
+    """A denial is logged, then raised as ``ConsentDenied`` naming the state it was taken on."""
+    if not answer.allowed:
+        decide(False, "no_consent", block, answer)
+        raise ConsentDenied(
+            requester=principal.address,
+            patient=patient,
+            record_id=rid_hex,
+            purpose=purpose,
+            block=block,
+            event_count=answer.event_count,
+            chain_time=answer.timestamp,
+        )
 
 
 @functools.lru_cache(maxsize=65_536)
