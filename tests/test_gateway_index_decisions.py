@@ -234,6 +234,9 @@ def test_a_node_that_drops_the_revoke_log_fails_the_gateway_closed(
         assert decisions is not None
         assert decisions.index is not None
         assert decisions.index.refused is not None  # sticky: nothing is served until restart
+        health = stack.client.get("/healthz")  # and the operator is told why
+        assert health.status_code == 503, health.text
+        assert "refused to serve" in health.json()["details"]["consent_index"]
         entries = stack.state.access_log.entries_for_patient(patient.address)
         tail = [json.loads(leaf) for _i, leaf, _h in entries][-5:]
         assert {(e["decision"], e["reason"], e["block"]) for e in tail} == {

@@ -62,6 +62,11 @@ def healthz(state: StateDep) -> JSONResponse:
     except Exception as exc:
         database = "down"
         details["database"] = type(exc).__name__
+    decisions = state.records.decisions
+    index = decisions.index if decisions is not None else None
+    if index is not None and index.refused is not None:
+        # a node caught dropping, inventing or reordering a log: every decision fails closed
+        details["consent_index"] = f"refused to serve: {index.refused}"
     if state.anchorer.last_error:
         details["anchoring"] = state.anchorer.last_error
     ok = not (set(details) - {"anchoring"})
