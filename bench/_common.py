@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger.devstack.services import free_port, free_ports
+from ledger.devstack.services import stack_ports
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import state_paths
 
@@ -69,13 +69,11 @@ def local_stack(
         )
         return
     with tempfile.TemporaryDirectory(prefix="consent-bench-") as d:
-        first = free_ports(gateways)
-        taken = range(first, first + gateways)
-        chain_port = free_port(avoid=taken)
+        chain_port, ipfs_port, first = stack_ports(gateways)
         config = StackConfig(
             paths=state_paths(Path(d)),
             chain_port=chain_port,
-            ipfs_port=free_port(avoid=[*taken, chain_port]),
+            ipfs_port=ipfs_port,
             gateway_port=first,
             gateways=gateways,
             threshold=threshold,

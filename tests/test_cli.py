@@ -27,7 +27,7 @@ from ledger.chain.keys import Keystore
 from ledger.chain.node import dev_accounts
 from ledger.cli.demo import checkup_pdf, diagnostic_report
 from ledger.cli.main import app, command_names, parse_expiry, parse_purposes
-from ledger.devstack.services import free_port
+from ledger.devstack.services import free_port, stack_ports
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import PROJECT_ROOT, state_paths
 from ledger.protocol.consent_types import NO_EXPIRY, category_id
@@ -271,11 +271,12 @@ def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="consent-cli-", ignore_cleanup_errors=True) as tmp:
         paths = state_paths(Path(tmp) / "home")
         share_build_cache(paths.home)
+        ports = stack_ports()
         config = StackConfig(
             paths=paths,
-            chain_port=free_port(),
-            ipfs_port=free_port(),
-            gateway_port=free_port(),
+            chain_port=ports[0],
+            ipfs_port=ports[1],
+            gateway_port=ports[2],
             gateway_env={"CONSENT_CHECKPOINT_INTERVAL_S": "1"},
         )
         info = start_stack(config, say=lambda s: None)

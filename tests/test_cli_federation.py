@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.devstack.services import free_port, free_ports
+from ledger.devstack.services import stack_ports
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack, wait_healthy
 from ledger.paths import state_paths
 from tests.helpers.build import share_build_cache
@@ -40,12 +40,11 @@ def fed() -> Iterator[Fed]:
     with tempfile.TemporaryDirectory(prefix="consent-fed-", ignore_cleanup_errors=True) as tmp:
         paths = state_paths(Path(tmp) / "home")
         share_build_cache(paths.home)
-        first = free_ports(3)
-        chain_port = free_port(avoid=range(first, first + 3))
+        chain_port, ipfs_port, first = stack_ports(3)
         config = StackConfig(
             paths=paths,
             chain_port=chain_port,
-            ipfs_port=free_port(avoid=[*range(first, first + 3), chain_port]),
+            ipfs_port=ipfs_port,
             gateway_port=first,
             gateways=3,
             threshold=2,

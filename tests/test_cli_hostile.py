@@ -34,7 +34,7 @@ from ledger.chain.keys import DEV_NAMES
 from ledger.chain.node import TxSender, connect, deploy, dev_accounts
 from ledger.chain.registry import ConsentRegistry
 from ledger.cli.main import app
-from ledger.devstack.services import free_port
+from ledger.devstack.services import stack_ports
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import state_paths
 from ledger.protocol.consent_types import ScopeKind
@@ -145,7 +145,7 @@ class Fronted:
 
 @pytest.fixture(scope="module")
 def fronted() -> Iterator[Fronted]:
-    gateway_port = free_port()
+    chain_port, ipfs_port, gateway_port = stack_ports()
     front = Front(upstream=f"http://127.0.0.1:{gateway_port}")
     upstream = httpx.Client(base_url=front.upstream, timeout=60.0)
     server = _serve_front(front, upstream)
@@ -154,8 +154,8 @@ def fronted() -> Iterator[Fronted]:
         share_build_cache(paths.home)
         config = StackConfig(
             paths=paths,
-            chain_port=free_port(),
-            ipfs_port=free_port(),
+            chain_port=chain_port,
+            ipfs_port=ipfs_port,
             gateway_port=gateway_port,
             gateway_env={
                 "CONSENT_CHECKPOINT_INTERVAL_S": "1",

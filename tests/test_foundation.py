@@ -23,7 +23,7 @@ from ledger.chain import build
 from ledger.chain.build import SOLC_VERSION, compile_contracts
 from ledger.chain.deployment import REGISTRY_CONTRACT, DeploymentMismatch, ensure_deployed
 from ledger.chain.node import DevKeyOnPublicChain, TxSender, dev_accounts, ensure_not_dev_key
-from ledger.devstack.services import free_port, free_ports
+from ledger.devstack.services import free_port, stack_ports
 from ledger.paths import hardhat_local_dir
 
 
@@ -231,9 +231,7 @@ def _children_of(pid: int) -> set[int]:
 @pytest.mark.slow
 def test_consent_up_survives_restart_and_stops_every_child(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    first = free_ports(3)
-    chain_port = free_port(avoid=range(first, first + 3))
-    ports = [chain_port, free_port(avoid=[*range(first, first + 3), chain_port]), first]
+    ports = list(stack_ports(3))
     argv = [
         sys.executable, "-m", "ledger.cli", "up", "--home", str(home),
         "--chain-port", str(ports[0]), "--ipfs-port", str(ports[1]),

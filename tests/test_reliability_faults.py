@@ -46,7 +46,7 @@ from ledger.chain.build import compile_contracts
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.registry import REGISTRY_CONTRACT, ConsentRegistry
 from ledger.chain.rpc import RpcClient
-from ledger.devstack.services import AnvilNode, free_port
+from ledger.devstack.services import AnvilNode, stack_ports
 from ledger.devstack.stack import StackConfig, StackInfo, start_stack
 from ledger.paths import StatePaths
 from ledger.protocol import eip712
@@ -120,11 +120,12 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
     paths = StatePaths(tmp_path_factory.mktemp("fault-stack"))
     share_build_cache(paths.home)
     auditor = new_account()
+    ports = stack_ports()
     config = StackConfig(
         paths,
-        chain_port=free_port(),
-        ipfs_port=free_port(),
-        gateway_port=free_port(),
+        chain_port=ports[0],
+        ipfs_port=ports[1],
+        gateway_port=ports[2],
         state_interval_s=1,
         gateway_env={
             "CONSENT_AUDITORS": auditor.address,

@@ -79,7 +79,7 @@ def demo(
 @contextlib.contextmanager
 def _fresh_stack(console: Console) -> Iterator[tuple[StackInfo, Path]]:
     """A throw-away 2-of-3 federation on free ports in a temp dir (checkpoints every second)."""
-    from ledger.devstack.services import free_port, free_ports
+    from ledger.devstack.services import stack_ports
     from ledger.devstack.stack import StackConfig, start_stack
     from ledger.paths import state_paths
 
@@ -88,13 +88,11 @@ def _fresh_stack(console: Console) -> Iterator[tuple[StackInfo, Path]]:
         cache = state_paths().build_cache
         if cache.is_dir():  # reuse compiled contracts (the cache is keyed by sources + solc)
             shutil.copytree(cache, paths.build_cache, dirs_exist_ok=True)
-        first = free_ports(3)  # the gateways listen on consecutive ports
-        gateways = range(first, first + 3)
-        chain_port = free_port(avoid=gateways)
+        chain_port, ipfs_port, first = stack_ports(3)  # the gateways: consecutive ports
         config = StackConfig(
             paths=paths,
             chain_port=chain_port,
-            ipfs_port=free_port(avoid=[*gateways, chain_port]),
+            ipfs_port=ipfs_port,
             gateway_port=first,
             gateways=3,
             threshold=2,

@@ -65,6 +65,16 @@ def free_ports(n: int) -> int:
     raise ServiceError(f"no {n} consecutive free ports found")
 
 
+def stack_ports(gateways: int = 1) -> tuple[int, int, int]:
+    """``(chain, ipfs, first gateway)`` ports for a local stack, free now and all distinct: the
+    gateways get ``gateways`` consecutive ports from the third, and neither the chain's nor the
+    IPFS port falls among them (none is bound until its service starts)."""
+    first = free_ports(gateways)
+    taken = range(first, first + gateways)
+    chain = free_port(avoid=taken)
+    return chain, free_port(avoid=[*taken, chain]), first
+
+
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
