@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,15 +29,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import BENCH_GATEWAY_ENV, emit, parser, percentile
+from web3 import Web3
+
+from bench._common import Stack, emit, local_stack, parser, percentile
 from ledger.chain.abi import registry_abi
 from ledger.chain.node import connect, dev_accounts
 from ledger.chain.registry import ConsentRegistry
 from ledger.client import Gateway, Session
-from ledger.devstack.services import free_port, free_ports
-from ledger.devstack.stack import StackConfig, start_stack
 from ledger.federation import ReaderState, fetch_federated, upload_sealed
-from ledger.paths import state_paths
 from ledger.protocol.consent_types import CENTRE_ROLE, ScopeKind, category_id
 
 RECORD_BYTES = 64 * 1024
@@ -96,32 +94,18 @@ def _for_seconds(
 
 def measure(mode: str, *, uploads: int, clients: int, seconds: float) -> dict[str, Any]:
     gateways, threshold = (3, 2) if mode == "federation" else (1, 0)
-    with tempfile.TemporaryDirectory(prefix="consent-bench-fed-") as d:
-        first = free_ports(gateways)
-        taken = range(first, first + gateways)
-        chain_port = free_port(avoid=taken)
-        config = StackConfig(
-            paths=state_paths(Path(d)),
-            chain_port=chain_port,
-            ipfs_port=free_port(avoid=[*taken, chain_port]),
-            gateway_port=first,
-            gateways=gateways,
-            threshold=threshold,
-            gateway_env=dict(BENCH_GATEWAY_ENV),
-        )
-        info = start_stack(config, say=lambda _m: None)
-        try:
-            return _measure(info, mode, uploads=uploads, clients=clients, seconds=seconds)
-        finally:
-            info.stop()
+    with local_stack(None, gateways=gateways, threshold=threshold) as stack:
+        return _measure(stack, mode, uploads=uploads, clients=clients, seconds=seconds)
 
 
-def _measure(info: Any, mode: str, *, uploads: int, clients: int, seconds: float) -> dict[str, Any]:
+def _measure(
+    stack: Stack, mode: str, *, uploads: int, clients: int, seconds: float
+) -> dict[str, Any]:
     admin, _gw, centre, patient = dev_accounts()[:4]
-    w3 = connect(info.anvil.url)
-    registry = ConsentRegistry(w3, info.deployment.address, abi=registry_abi())
+    w3 = connect(stack.chain_url)
+    registry = ConsentRegistry(w3, Web3.to_checksum_address(stack.registry), abi=registry_abi())
     registry.grant_role(admin, CENTRE_ROLE, centre.address)
-    gateway = Gateway(info.gateway_url)
+    gateway = Gateway(stack.gateway_url)
     centre_session = gateway.login(centre)
     data = [os.urandom(RECORD_BYTES) for _ in range(uploads)]
     record_ids: list[str] = [""] * uploads

@@ -48,6 +48,7 @@ from gateway.storage.engine import db_guard
 from gateway.storage.tables import CUSTODY_MANIFEST
 from ledger.chain.registry import Federation
 from ledger.protocol import custody
+from ledger.protocol import envelope as env
 from ledger.protocol.contract_errors import UnknownRecord
 from ledger.protocol.eip712 import RecordAttestation
 from ledger.protocol.wire import CustodyBundlePublic, CustodyInfoPublic, RecordPublic, ShareRelease
@@ -124,13 +125,14 @@ class RecordCustody(RecordUploads, RecordFetches):
                 "single-gateway endpoint (POST /v1/records)",
                 field="manifest",
             )
-        if parsed.custody_set() != fed.custody_set:
+        custody_set = parsed.custody_set()
+        if custody_set != fed.custody_set:
             raise InvalidRequest(
                 "the manifest's custody set is not the federation in force; read "
                 "federation() from the registry and split again",
                 field="manifest",
                 expected="0x" + fed.custody_set.hex(),
-                actual="0x" + parsed.custody_set().hex(),
+                actual="0x" + custody_set.hex(),
             )
         blob_sha = "0x" + hashlib.sha256(ciphertext).hexdigest()
         if (
@@ -147,7 +149,7 @@ class RecordCustody(RecordUploads, RecordFetches):
             category=parse_category(category),
             content_digest=digest,
             issued_at=issued_at,
-            custody_set=parsed.custody_set(),
+            custody_set=custody_set,
             share_commitments=parsed.shares_commitment(),
         )
         rid, existing = self._check_attested(principal, attestation, sig)
@@ -218,7 +220,7 @@ class RecordCustody(RecordUploads, RecordFetches):
             raise BlobTampered(record_id=rid_hex, cid=cid, reason=exc.code) from exc
         if not verify_cid(cid, raw):
             raise BlobTampered(record_id=rid_hex, cid=cid, reason="does not match its CID")
-        if not raw.startswith(b"{"):  # a record blob: the record is in the single-gateway mode
+        if raw.startswith(env.RECORD_MAGIC):  # a record blob: registered in the single-gateway mode
             raise Conflict(
                 "this record is not under threshold custody: its uploading gateway holds its "
                 "key; fetch it there (GET /v1/records/{id})",
